@@ -1,0 +1,130 @@
+//! The raw command line, as clap parses it; `config.rs` turns it into resolved settings.
+//!
+//! The doc comments here are the `--help` text an admin reads, so each option says what
+//! it does, its default and its environment variable.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::{Classify, Exit};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailkeep",
+    version,
+    about = "Keep a durable, IMAP-servable Maildir copy of every mail an Exim relay passes",
+    after_help = "Exit status: 0 stored, 64 usage, 65 data, 67 unknown user, 73/75 temporary \
+                  (Exim retries), 78 configuration."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store one message read on stdin into a user's Maildir (run by Exim's pipe transport).
+    Deliver(DeliverArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Direction {
+    /// Received mail: the user's INBOX.
+    In,
+    /// Mail the user sent: the Maildir++ folder `.Sent`.
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogTarget {
+    /// syslog, facility mail, ident mailkeep (falls back to stderr when no socket answers).
+    Syslog,
+    Stderr,
+    None,
+}
+
+/// Options every command that writes into the backup shares.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The backup root; user NAME's Maildir is ROOT/NAME/. Must exist.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// The mailbox owner, as Exim passes it: lower-cased, 1 to 64 of [a-z0-9.-_+=], not starting
+    /// with a dot. Anything else exits 67 and writes nothing.
+    #[arg(long, value_name = "NAME")]
+    pub user: OsString,
+
+    /// Exim lsearch file of accepted users (one name per line, optional `: data`, # comments);
+    /// a user not listed exits 67. Default: no list, any safe name is accepted.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+
+    /// Make directories 2770 and files 0660 so a group (e.g. the IMAP server's) shares them.
+    /// Default: 0700 and 0600, owned by the delivering user only.
+    #[arg(long)]
+    pub shared_group: bool,
+
+    /// Where the one line per message goes.
+    #[arg(long, value_enum, default_value_t = LogTarget::Syslog)]
+    pub log: LogTarget,
+
+    /// Allow running as root (files would belong to root, which IMAP servers then cannot
+    /// change). Default: refuse with exit 78.
+    #[arg(long)]
+    pub allow_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeliverArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// `in` stores into the INBOX, `out` into the `.Sent` folder.
+    #[arg(long, value_enum)]
+    pub direction: Direction,
+
+    /// Envelope recipients (Exim's $pipe_addresses; one or more values). Default: env RECIPIENT.
+    #[arg(long, value_name = "ADDR", num_args = 1.., action = clap::ArgAction::Append)]
+    pub rcpt: Vec<OsString>,
+
+    /// Envelope sender. Default: env SENDER (empty means the null sender <>), else the
+    /// address of a leading From_ line.
+    #[arg(long, value_name = "ADDR")]
+    pub sender: Option<OsString>,
+}
+
+/// A command line that parses but cannot be acted on.
+#[derive(Debug, thiserror::Error)]
+#[error("usage: {0}")]
+pub struct UsageError(pub String);
+
+impl Classify for UsageError {
+    fn exit(&self) -> Exit {
+        Exit::Usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rcpt_takes_several_values_as_pipe_addresses_gives_them() {
+        let cli = Cli::try_parse_from([
+            "mailkeep", "deliver", "--root", "/r", "--user", "a", "--direction", "out", "--rcpt",
+            "x@a", "y@b", "z@c", "--log", "none",
+        ])
+        .unwrap();
+        let Command::Deliver(d) = cli.command;
+        assert_eq!(d.rcpt.len(), 3);
+    }
+}

@@ -1,0 +1,82 @@
+//! Resolved settings: the command line plus Exim's environment, validated, so the
+//! commands below work only with values that are known to be safe.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+
+use crate::cli::{DeliverArgs, Direction, LogTarget, StoreArgs};
+use crate::envelope::{Sender, User};
+use crate::exit::{Classify, Exit};
+use crate::maildir::{FolderKind, MaildirError, Perms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("refusing to run as root: the backup's files must belong to the IMAP user (use --allow-root to override)")]
+    RunningAsRoot,
+}
+
+impl Classify for ConfigError {
+    fn exit(&self) -> Exit {
+        Exit::Config
+    }
+}
+
+/// Where and as whom a command stores.
+#[derive(Debug)]
+pub struct StoreConfig {
+    pub root: PathBuf,
+    pub user: User,
+    pub perms: Perms,
+    pub log: LogTarget,
+}
+
+impl StoreConfig {
+    pub fn resolve(args: &StoreArgs) -> anyhow::Result<StoreConfig> {
+        if nix::unistd::geteuid().is_root() && !args.allow_root {
+            return Err(ConfigError::RunningAsRoot.into());
+        }
+        let user = User::parse(&args.user)?;
+        if let Some(accounts) = &args.accounts {
+            user.check_listed(accounts)?;
+        }
+        match std::fs::metadata(&args.root) {
+            Ok(m) if m.is_dir() => {}
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(MaildirError::Io { op: "look up backup root", path: args.root.clone(), source: e }.into());
+            }
+            _ => return Err(MaildirError::RootMissing(args.root.clone()).into()),
+        }
+        let perms = Perms { shared_group: args.shared_group };
+        perms.apply_umask();
+        Ok(StoreConfig { root: args.root.clone(), user, perms, log: args.log })
+    }
+}
+
+/// One delivery's settings.
+#[derive(Debug)]
+pub struct DeliverConfig {
+    pub store: StoreConfig,
+    pub folder: FolderKind,
+    /// `None`: not given anywhere; the From_ line's address, else the null sender.
+    pub sender: Option<Sender>,
+    pub rcpts: Vec<Vec<u8>>,
+}
+
+impl DeliverConfig {
+    pub fn resolve(args: &DeliverArgs) -> anyhow::Result<DeliverConfig> {
+        let store = StoreConfig::resolve(&args.store)?;
+        let env = |name: &str| std::env::var_os(name);
+        let sender = args.sender.clone().or_else(|| env("SENDER")).map(|s| Sender::from_bytes(s.as_bytes()));
+        let rcpts: Vec<OsString> = if args.rcpt.is_empty() {
+            env("RECIPIENT").filter(|r| !r.is_empty() && r != "@").into_iter().collect()
+        } else {
+            args.rcpt.clone()
+        };
+        let folder = match args.direction {
+            Direction::In => FolderKind::Inbox,
+            Direction::Out => FolderKind::Sent,
+        };
+        Ok(DeliverConfig { store, folder, sender, rcpts: rcpts.iter().map(|r| r.as_bytes().to_vec()).collect() })
+    }
+}

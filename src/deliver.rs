@@ -1,0 +1,154 @@
+//! One delivery, as Exim's pipe transport runs it: read the message on stdin, strip what
+//! Exim's default prefix and suffix added, prepend our header lines, store it durably.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+
+use crate::config::DeliverConfig;
+use crate::envelope::Sender;
+use crate::exit::{Classify, Exit};
+use crate::log::{Logger, Outcome, Record};
+use crate::maildir::{Folder, FolderKind, Namer};
+use crate::message::{FromLine, HEAD_LIMIT, HeaderInfo, LfStream, Stamp, header_block_len};
+
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    #[error("empty message on stdin: nothing to store")]
+    EmptyInput,
+    #[error("cannot read the message from stdin: {0}")]
+    ReadInput(#[source] io::Error),
+}
+
+impl Classify for DeliverError {
+    fn exit(&self) -> Exit {
+        match self {
+            DeliverError::EmptyInput => Exit::DataErr,
+            DeliverError::ReadInput(_) => Exit::TempFail,
+        }
+    }
+}
+
+/// The start of a message: enough to know its header block, with a From_ line removed.
+pub struct Head {
+    pub bytes: Vec<u8>,
+    pub from_line: Option<FromLine>,
+    pub info: HeaderInfo,
+}
+
+impl Head {
+    /// Reads up to the end of the header block (at most `HEAD_LIMIT`) from `input`, and
+    /// takes off a leading From_ line.
+    pub fn read(input: &mut impl Read) -> io::Result<Head> {
+        let mut bytes = Vec::with_capacity(CHUNK);
+        let mut chunk = vec![0u8; CHUNK];
+        while bytes.len() < HEAD_LIMIT && header_block_len(&bytes).is_none() {
+            let n = match input.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            bytes.extend_from_slice(&chunk[..n]);
+        }
+        let mut from_line = None;
+        if bytes.starts_with(b"From ") {
+            let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+            let line = bytes[..end].trim_ascii_end();
+            from_line = FromLine::parse(line);
+            bytes.drain(..end);
+        }
+        let info = HeaderInfo::parse(&bytes);
+        Ok(Head { bytes, from_line, info })
+    }
+}
+
+/// Writes `prefix`, then `head` and the rest of `input` as the stored form (CRLF to LF,
+/// and without the default suffix's newline when `drop_final_lf`), into `out`. Returns the
+/// number of bytes written. Memory stays at one chunk whatever the message size.
+pub fn write_message(out: &mut File, prefix: &[u8], head: &[u8], input: &mut impl Read, drop_final_lf: bool) -> io::Result<u64> {
+    let mut lf = LfStream::new(drop_final_lf);
+    let mut buf = Vec::with_capacity(prefix.len() + head.len() + 16);
+    buf.extend_from_slice(prefix);
+    lf.push(head, &mut buf);
+    let mut chunk = vec![0u8; CHUNK];
+    let mut size = 0u64;
+    loop {
+        let n = match input.read(&mut chunk) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            lf.finish(&mut buf);
+        } else {
+            lf.push(&chunk[..n], &mut buf);
+        }
+        out.write_all(&buf)?;
+        size += buf.len() as u64;
+        buf.clear();
+        if n == 0 {
+            return Ok(size);
+        }
+    }
+}
+
+/// The Delivered-To address: for a received copy the recipient that is this user, for a
+/// Sent copy the sender.
+fn owner_address(cfg: &DeliverConfig, sender: &Sender) -> Vec<u8> {
+    let user = cfg.store.user.as_str().as_bytes();
+    match cfg.folder {
+        FolderKind::Inbox => {
+            let local = |r: &Vec<u8>| r.split(|&b| b == b'@').next().unwrap_or_default().eq_ignore_ascii_case(user);
+            cfg.rcpts.iter().find(|r| local(r)).or(cfg.rcpts.first()).cloned().unwrap_or_else(|| user.to_vec())
+        }
+        _ => sender.address().map_or_else(|| user.to_vec(), <[u8]>::to_vec),
+    }
+}
+
+/// Runs one delivery and logs its one line. Returns the stored file name.
+pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyhow::Result<()> {
+    let head = Head::read(input).map_err(DeliverError::ReadInput);
+    let msgid = head.as_ref().ok().and_then(|h| h.info.message_id.clone());
+    let result = head.map_err(anyhow::Error::from).and_then(|head| store(cfg, head, input));
+    let record = |outcome| Record {
+        user: cfg.store.user.as_str(),
+        folder: cfg.folder.name(),
+        msgid: msgid.as_deref(),
+        outcome,
+        extra: "",
+    };
+    match &result {
+        Ok((file, size)) => logger.record(&record(Outcome::Stored { file, size: *size })),
+        Err(e) => logger.record(&record(Outcome::Failed { reason: &format!("{e:#}") })),
+    }
+    result.map(|_| ())
+}
+
+fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
+    // Nothing after the From_ line but (with Exim's default suffix) one newline: look
+    // for one more byte before calling the message empty.
+    let suffix_only = head.from_line.is_some() && matches!(&head.bytes[..], b"\n" | b"\r\n");
+    if head.bytes.is_empty() || suffix_only {
+        let mut probe = [0u8; 1];
+        match input.read(&mut probe).map_err(DeliverError::ReadInput)? {
+            0 => return Err(DeliverError::EmptyInput.into()),
+            _ => head.bytes.push(probe[0]),
+        }
+    }
+    let from_sender = head.from_line.as_ref().map(|f| f.sender.clone());
+    let sender = cfg.sender.clone().or(from_sender).unwrap_or_else(Sender::null);
+    let owner = owner_address(cfg, &sender);
+    let stamp = Stamp {
+        sender: &sender,
+        owner: &owner,
+        envelope_to: (cfg.folder != FolderKind::Inbox).then_some(&cfg.rcpts[..]),
+    };
+    let prefix = stamp.header_lines();
+    let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
+    let drop_final_lf = head.from_line.is_some();
+    let stored = folder.store(&mut Namer::new(), None, |file| write_message(file, &prefix, &head.bytes, input, drop_final_lf))?;
+    folder.sweep_tmp();
+    Ok(stored)
+}

@@ -1,0 +1,527 @@
+//! The one Maildir writer every command stores through: unique names, tmp/ -> new/ with
+//! fsyncs, Maildir++ folders, and nothing ever replaced or followed through a symlink.
+//!
+//! All paths below the root are opened relative to directory descriptors with O_NOFOLLOW,
+//! so a symlink planted as a user's directory or as `new/` is refused, not followed.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstatat, futimens, mkdirat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
+
+use crate::envelope::User;
+use crate::exit::{Classify, Exit};
+use crate::time::Timestamp;
+
+/// Leftovers in tmp/ older than this are swept, as the Maildir convention says.
+pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum MaildirError {
+    #[error("backup root {} does not exist or is no directory", .0.display())]
+    RootMissing(PathBuf),
+    #[error("refusing to follow symlink {}", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} exists but is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot {op} {}: {source}", path.display())]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+}
+
+impl Classify for MaildirError {
+    fn exit(&self) -> Exit {
+        match self {
+            MaildirError::RootMissing(_) => Exit::Config,
+            MaildirError::Symlink(_) | MaildirError::NotADirectory(_) => Exit::CantCreate,
+            MaildirError::Io { .. } => Exit::TempFail,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, MaildirError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> MaildirError + 'a {
+    move |e| MaildirError::Io { op, path: path.to_path_buf(), source: e.into() }
+}
+
+/// A mailbox of a user: the INBOX is the Maildir itself, others are Maildir++ folders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FolderKind {
+    Inbox,
+    Sent,
+    Chats,
+}
+
+impl FolderKind {
+    /// The name for log lines and IMAP (Dovecot's view).
+    pub fn name(self) -> &'static str {
+        match self {
+            FolderKind::Inbox => "INBOX",
+            FolderKind::Sent => "Sent",
+            FolderKind::Chats => "Chats",
+        }
+    }
+
+    /// The Maildir++ directory below the user's Maildir, or None for the INBOX.
+    fn dir(self) -> Option<&'static str> {
+        match self {
+            FolderKind::Inbox => None,
+            FolderKind::Sent => Some(".Sent"),
+            FolderKind::Chats => Some(".Chats"),
+        }
+    }
+}
+
+/// Who may read what we write: the delivering user alone, or also its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Perms {
+    pub shared_group: bool,
+}
+
+impl Perms {
+    pub fn dir_mode(self) -> Mode {
+        Mode::from_bits_truncate(if self.shared_group { 0o2770 } else { 0o700 })
+    }
+
+    pub fn file_mode(self) -> Mode {
+        Mode::from_bits_truncate(if self.shared_group { 0o660 } else { 0o600 })
+    }
+
+    /// The process umask that lets `file_mode` through unchanged (Exim starts us with 022).
+    pub fn apply_umask(self) {
+        nix::sys::stat::umask(Mode::from_bits_truncate(if self.shared_group { 0o007 } else { 0o077 }));
+    }
+}
+
+/// Makes unique file names: `<secs>.M<usec>P<pid>Q<n>.<host>`, and `,S=<size>` in new/.
+pub struct Namer {
+    pid: u32,
+    host: String,
+    q: u64,
+}
+
+impl Namer {
+    pub fn new() -> Namer {
+        let host = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_else(|_| "localhost".into());
+        Namer { pid: std::process::id(), host: escape_host(&host), q: 0 }
+    }
+
+    /// A fresh base name. `secs` overrides the leading seconds (a replayed message's
+    /// received date); the microseconds, pid and counter keep it unique.
+    pub fn next(&mut self, secs: Option<Timestamp>) -> String {
+        self.q += 1;
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let secs = secs.unwrap_or(now.as_secs() as i64);
+        format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, self.q, self.host)
+    }
+}
+
+impl Default for Namer {
+    fn default() -> Self {
+        Namer::new()
+    }
+}
+
+/// Maildir's escaping of a host name: `/` and `:` would break the name's syntax.
+pub fn escape_host(host: &str) -> String {
+    host.replace('/', "\\057").replace(':', "\\072")
+}
+
+/// The name a message gets in new/: the exact stored size, which Dovecot trusts.
+pub fn final_name(base: &str, size: u64) -> String {
+    format!("{base},S={size}")
+}
+
+/// A message written into tmp/, not yet visible to an IMAP server.
+pub struct Staged {
+    base: String,
+    file: File,
+    size: u64,
+}
+
+impl Staged {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+}
+
+/// One open mailbox folder. Holds descriptors of the folder, its tmp/ and its new/.
+pub struct Folder {
+    path: PathBuf,
+    tmp: OwnedFd,
+    new: OwnedFd,
+    perms: Perms,
+}
+
+impl Folder {
+    /// Opens `ROOT/<user>/` (or its Maildir++ folder), creating what is missing on first
+    /// delivery. The root itself must exist.
+    pub fn open(root: &Path, user: &User, kind: FolderKind, perms: Perms) -> Result<Folder> {
+        let root_fd = match nix::fcntl::open(root, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::ENOENT | Errno::ENOTDIR) => return Err(MaildirError::RootMissing(root.to_path_buf())),
+            Err(e) => return Err(io_err("open backup root", root)(e)),
+        };
+        let user_path = root.join(user.as_str());
+        let user_fd = open_or_create_dir(root_fd.as_fd(), &user_path, perms)?;
+        let (path, dir) = match kind.dir() {
+            None => {
+                let fd = user_fd.try_clone().map_err(|source| MaildirError::Io { op: "dup", path: user_path.clone(), source })?;
+                (user_path, fd)
+            }
+            Some(sub) => {
+                let p = user_path.join(sub);
+                let fd = open_or_create_dir(user_fd.as_fd(), &p, perms)?;
+                (p, fd)
+            }
+        };
+        // Fast path: new/ is created last, so if it is there the folder is complete.
+        if let (Ok(tmp), Ok(new)) = (open_dir(dir.as_fd(), &path.join("tmp")), open_dir(dir.as_fd(), &path.join("new"))) {
+            return Ok(Folder { path, tmp, new, perms });
+        }
+        // Setup, in an order that a crash at any point leaves redoable: cur, tmp, the
+        // Maildir++ marker and subscriptions, and new/ last.
+        open_or_create_dir(dir.as_fd(), &path.join("cur"), perms)?;
+        let tmp = open_or_create_dir(dir.as_fd(), &path.join("tmp"), perms)?;
+        if let Some(sub) = kind.dir() {
+            let marker = path.join("maildirfolder");
+            openat(dir.as_fd(), "maildirfolder", OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, perms.file_mode())
+                .map_err(io_err("create", &marker))?;
+            sync_dir(dir.as_fd(), &path)?;
+            let name = &sub[1..];
+            ensure_line(user_fd.as_fd(), &root.join(user.as_str()), "subscriptions", name, perms)?;
+            ensure_line(user_fd.as_fd(), &root.join(user.as_str()), "courierimapsubscribed", &format!("INBOX.{name}"), perms)?;
+        }
+        let new = open_or_create_dir(dir.as_fd(), &path.join("new"), perms)?;
+        Ok(Folder { path, tmp, new, perms })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Steps 1 and 2 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660
+    /// shared), never through a symlink, and fill it with `write`, which returns the size
+    /// written. `mtime` becomes the file's modification time (IMAP's INTERNALDATE); its
+    /// seconds also lead the name. On any failure the tmp file is removed.
+    pub fn stage(
+        &self,
+        namer: &mut Namer,
+        mtime: Option<Timestamp>,
+        write: impl FnOnce(&mut File) -> io::Result<u64>,
+    ) -> Result<Staged> {
+        let (base, mut file) = loop {
+            let base = namer.next(mtime);
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match openat(self.tmp.as_fd(), base.as_str(), flags, self.perms.file_mode()) {
+                Ok(fd) => break (base, File::from(fd)),
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(io_err("create", &self.path.join("tmp").join(&base))(e)),
+            }
+        };
+        let written = write(&mut file).and_then(|size| {
+            if let Some(t) = mtime {
+                let ts = TimeSpec::new(t, 0);
+                futimens(file.as_fd(), &ts, &ts)?;
+            }
+            Ok(size)
+        });
+        match written {
+            Ok(size) => Ok(Staged { base, file, size }),
+            Err(source) => {
+                let path = self.path.join("tmp").join(&base);
+                self.remove_tmp(&base);
+                Err(MaildirError::Io { op: "write", path, source })
+            }
+        }
+    }
+
+    /// Step 3: make one staged file's bytes durable.
+    pub fn sync_file(&self, staged: &Staged) -> Result<()> {
+        staged.file.sync_all().map_err(|source| MaildirError::Io {
+            op: "fsync",
+            path: self.path.join("tmp").join(&staged.base),
+            source,
+        })
+    }
+
+    /// Step 3 for a batch: one syncfs makes every staged file durable at once.
+    pub fn sync_filesystem(&self) -> Result<()> {
+        nix::unistd::syncfs(self.tmp.as_fd()).map_err(io_err("syncfs", &self.path))
+    }
+
+    /// Steps 4 to 6 for files already durable: hard-link each into new/ under its final
+    /// name (a name taken means a new name, never a replacement), fsync new/ once, then
+    /// unlink the tmp files. Returns the final names. On failure nothing of the batch stays
+    /// in new/ and the tmp files are removed.
+    pub fn publish(&self, namer: &mut Namer, batch: Vec<Staged>) -> Result<Vec<String>> {
+        let mut linked: Vec<String> = Vec::with_capacity(batch.len());
+        let mut failure = None;
+        for staged in &batch {
+            match self.link_into_new(namer, staged) {
+                Ok(name) => linked.push(name),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        if failure.is_none() {
+            failure = sync_dir(self.new.as_fd(), &self.path.join("new")).err();
+        }
+        if let Some(e) = failure {
+            for name in &linked {
+                let _ = unlinkat(self.new.as_fd(), name.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
+            for staged in &batch {
+                self.remove_tmp(&staged.base);
+            }
+            return Err(e);
+        }
+        for staged in &batch {
+            self.remove_tmp(&staged.base);
+        }
+        Ok(linked)
+    }
+
+    fn link_into_new(&self, namer: &mut Namer, staged: &Staged) -> Result<String> {
+        let mut name = final_name(&staged.base, staged.size);
+        loop {
+            match linkat(self.tmp.as_fd(), staged.base.as_str(), self.new.as_fd(), name.as_str(), AtFlags::empty()) {
+                Ok(()) => return Ok(name),
+                // Keep the name's leading seconds (the received date) on the retry.
+                Err(Errno::EEXIST) => {
+                    let secs = staged.base.split('.').next().and_then(|s| s.parse().ok());
+                    name = final_name(&namer.next(secs), staged.size);
+                }
+                Err(e) => return Err(io_err("link into", &self.path.join("new").join(&name))(e)),
+            }
+        }
+    }
+
+    /// Removes a staged file that will not be published.
+    pub fn discard(&self, staged: Staged) {
+        self.remove_tmp(&staged.base);
+    }
+
+    fn remove_tmp(&self, base: &str) {
+        let _ = unlinkat(self.tmp.as_fd(), base, UnlinkatFlags::NoRemoveDir);
+    }
+
+    /// The whole durable write of one message, as numbered steps:
+    /// 1. create tmp/<unique> with O_EXCL|O_NOFOLLOW, mode 0600 (0660 shared);
+    /// 2. write the message through `write`;
+    /// 3. fsync the file;
+    /// 4. hard-link it into new/<unique>,S=<size> (EEXIST: a new name, never a replacement);
+    /// 5. fsync new/;
+    /// 6. unlink the tmp file.
+    ///
+    /// Any failure removes the tmp file and leaves nothing in new/.
+    pub fn store(&self, namer: &mut Namer, mtime: Option<Timestamp>, write: impl FnOnce(&mut File) -> io::Result<u64>) -> Result<(String, u64)> {
+        let staged = self.stage(namer, mtime, write)?;
+        if let Err(e) = self.sync_file(&staged) {
+            self.discard(staged);
+            return Err(e);
+        }
+        let size = staged.size;
+        let mut names = self.publish(namer, vec![staged])?;
+        Ok((names.pop().expect("one staged file gives one name"), size))
+    }
+
+    /// Removes tmp/ files whose inode changed more than `TMP_MAX_AGE` ago: crashed
+    /// deliveries. (ctime, not mtime: replay sets mtime to old dates on purpose.)
+    pub fn sweep_tmp(&self) -> usize {
+        let Ok(fd) = self.tmp.try_clone() else { return 0 };
+        let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else { return 0 };
+        let cutoff = SystemTime::now().checked_sub(TMP_MAX_AGE).and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        let Some(cutoff) = cutoff else { return 0 };
+        let mut old = Vec::new();
+        for entry in dir.iter().flatten() {
+            let name = entry.file_name().to_owned();
+            if name.to_bytes().starts_with(b".") {
+                continue;
+            }
+            if let Ok(st) = fstatat(self.tmp.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                let is_file = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+                if is_file && (st.st_ctime as u64) < cutoff.as_secs() {
+                    old.push(name);
+                }
+            }
+        }
+        old.iter().filter(|n| unlinkat(self.tmp.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()).count()
+    }
+}
+
+/// Opens a directory below `parent` without following a symlink.
+fn open_dir(parent: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
+    let name = path.file_name().expect("paths we build end in a name");
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    match openat(parent, name, flags, Mode::empty()) {
+        Ok(fd) => Ok(fd),
+        Err(Errno::ELOOP) => Err(MaildirError::Symlink(path.to_path_buf())),
+        Err(Errno::ENOTDIR) => match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
+                Err(MaildirError::Symlink(path.to_path_buf()))
+            }
+            _ => Err(MaildirError::NotADirectory(path.to_path_buf())),
+        },
+        Err(e) => Err(io_err("open", path)(e)),
+    }
+}
+
+/// Opens a directory below `parent`, creating it (mode 0700 or 2770) and making the
+/// creation durable with an fsync of `parent` if it was missing.
+fn open_or_create_dir(parent: BorrowedFd<'_>, path: &Path, perms: Perms) -> Result<OwnedFd> {
+    match open_dir(parent, path) {
+        Err(MaildirError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        other => return other,
+    }
+    let name = path.file_name().expect("paths we build end in a name");
+    match mkdirat(parent, name, perms.dir_mode()) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(io_err("create directory", path)(e)),
+    }
+    let fd = open_dir(parent, path)?;
+    if perms.shared_group {
+        // mkdir ignores the setgid bit; the group must be inherited by what we create.
+        fchmod(fd.as_fd(), perms.dir_mode()).map_err(io_err("chmod", path))?;
+    }
+    let parent_path = path.parent().unwrap_or(path);
+    sync_dir(parent, parent_path)?;
+    Ok(fd)
+}
+
+fn sync_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
+    fsync(dir).map_err(io_err("fsync directory", path))
+}
+
+/// Adds `line` to the small text file `name` in `dir` unless it is there already,
+/// atomically: a temp file with the whole new content, fsync, rename, fsync the directory.
+fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, perms: Perms) -> Result<()> {
+    let path = dir_path.join(name);
+    let mut current = Vec::new();
+    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => {
+            File::from(fd).read_to_end(&mut current).map_err(|source| MaildirError::Io { op: "read", path: path.clone(), source })?;
+        }
+        Err(Errno::ENOENT) => {}
+        Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
+        Err(e) => return Err(io_err("open", &path)(e)),
+    }
+    if current.split(|&b| b == b'\n').any(|l| l == line.as_bytes()) {
+        return Ok(());
+    }
+    if !current.is_empty() && !current.ends_with(b"\n") {
+        current.push(b'\n');
+    }
+    current.extend_from_slice(line.as_bytes());
+    current.push(b'\n');
+    let tmp_name = format!(".{name}.{}.tmp", std::process::id());
+    let tmp_path = dir_path.join(&tmp_name);
+    let flags = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, tmp_name.as_str(), flags, perms.file_mode()).map_err(io_err("create", &tmp_path))?;
+    let mut file = File::from(fd);
+    let written = io::Write::write_all(&mut file, &current).and_then(|()| file.sync_all());
+    if let Err(source) = written {
+        let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(MaildirError::Io { op: "write", path: tmp_path, source });
+    }
+    nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name).map_err(io_err("rename into", &path))?;
+    sync_dir(dir, dir_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn user(name: &str) -> User {
+        User::parse(std::ffi::OsStr::new(name)).unwrap()
+    }
+
+    const PRIVATE: Perms = Perms { shared_group: false };
+
+    #[test]
+    fn names_carry_size_and_escaped_host() {
+        assert_eq!(escape_host("a/b:c"), "a\\057b\\072c");
+        assert_eq!(final_name("1.M2P3Q1.h", 42), "1.M2P3Q1.h,S=42");
+        let mut n = Namer::new();
+        let (a, b) = (n.next(Some(1577836800)), n.next(Some(1577836800)));
+        assert!(a.starts_with("1577836800.M") && a != b, "{a} {b}");
+    }
+
+    #[test]
+    fn store_puts_exact_bytes_in_new_and_leaves_tmp_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let f = Folder::open(root.path(), &user("alice"), FolderKind::Inbox, PRIVATE).unwrap();
+        let (name, size) = f.store(&mut Namer::new(), None, |w| w.write_all(b"hello\n").map(|_| 6)).unwrap();
+        assert!(name.ends_with(",S=6") && size == 6);
+        assert_eq!(std::fs::read(root.path().join("alice/new").join(&name)).unwrap(), b"hello\n");
+        assert_eq!(std::fs::read_dir(root.path().join("alice/tmp")).unwrap().count(), 0);
+        assert!(root.path().join("alice/cur").is_dir());
+    }
+
+    #[test]
+    fn sent_folder_gets_marker_and_subscriptions_once() {
+        let root = tempfile::tempdir().unwrap();
+        for _ in 0..2 {
+            let f = Folder::open(root.path(), &user("bob"), FolderKind::Sent, PRIVATE).unwrap();
+            f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1)).unwrap();
+        }
+        let u = root.path().join("bob");
+        assert!(u.join(".Sent/maildirfolder").is_file());
+        assert_eq!(std::fs::read_to_string(u.join("subscriptions")).unwrap(), "Sent\n");
+        assert_eq!(std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
+        assert_eq!(std::fs::read_dir(u.join(".Sent/new")).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn failed_write_leaves_nothing_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let f = Folder::open(root.path(), &user("carol"), FolderKind::Inbox, PRIVATE).unwrap();
+        let err = f.store(&mut Namer::new(), None, |_| Err(io::Error::other("disk on fire"))).unwrap_err();
+        assert_eq!(err.exit(), Exit::TempFail);
+        for d in ["tmp", "new", "cur"] {
+            assert_eq!(std::fs::read_dir(root.path().join("carol").join(d)).unwrap().count(), 0, "{d}");
+        }
+    }
+
+    #[test]
+    fn symlinked_user_dir_is_refused_with_73() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("dave")).unwrap();
+        let err = Folder::open(root.path(), &user("dave"), FolderKind::Inbox, PRIVATE).err().unwrap();
+        assert!(matches!(err, MaildirError::Symlink(_)), "{err}");
+        assert_eq!(err.exit(), Exit::CantCreate);
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn missing_root_is_a_configuration_error() {
+        let err = Folder::open(Path::new("/nonexistent/mailkeep"), &user("a"), FolderKind::Inbox, PRIVATE).err().unwrap();
+        assert_eq!(err.exit(), Exit::Config);
+    }
+
+    #[test]
+    fn staged_mtime_is_kept_after_publishing() {
+        let root = tempfile::tempdir().unwrap();
+        let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
+        let mut namer = Namer::new();
+        let s = f.stage(&mut namer, Some(1577836800), |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
+        f.sync_filesystem().unwrap();
+        let names = f.publish(&mut namer, vec![s]).unwrap();
+        assert!(names[0].starts_with("1577836800."));
+        let meta = std::fs::metadata(root.path().join("erin/new").join(&names[0])).unwrap();
+        assert_eq!(meta.modified().unwrap(), UNIX_EPOCH + Duration::from_secs(1577836800));
+    }
+}

@@ -1,0 +1,65 @@
+//! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail an Exim relay
+//! passes. `main` only turns the one result of a command into one exit status.
+
+mod cli;
+mod config;
+mod deliver;
+mod envelope;
+mod exit;
+mod log;
+mod maildir;
+mod message;
+mod time;
+
+use std::io::Write;
+use std::panic::{self, AssertUnwindSafe};
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Deliver(args) => {
+            let cfg = config::DeliverConfig::resolve(&args)?;
+            let logger = log::Logger::new(cfg.store.log);
+            deliver::run(&cfg, &mut std::io::stdin().lock(), &logger)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // A file-size limit must be an error we report (75), not a signal that kills us.
+    // SAFETY: setting a signal to SIG_IGN before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
+            let _ = writeln!(std::io::stderr(), "mailkeep: {}", first.trim_start_matches("error: "));
+            return Exit::Usage.into();
+        }
+    };
+    // A panic is a bug, but it must still end as "try again later", never as a bounce.
+    panic::set_hook(Box::new(|info| {
+        let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {info}");
+    }));
+    match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) => {
+            let status = exit::classify(&e);
+            let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
+            status.into()
+        }
+        Err(_) => Exit::TempFail.into(),
+    }
+}

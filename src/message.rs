@@ -1,0 +1,283 @@
+//! What we read from and add to a message: the From_ line, the header block (Message-ID,
+//! Date), the header lines we prepend, and the CRLF-to-LF stream transform.
+//!
+//! Everything here works on bytes: a message's content (8-bit, NUL, broken headers) must
+//! never make a delivery fail or change.
+
+use crate::envelope::{Sender, clean};
+use crate::time::{self, Timestamp};
+
+/// How much of a message we keep in memory to find the end of its header block.
+pub const HEAD_LIMIT: usize = 256 * 1024;
+
+/// A parsed mbox/Exim From_ line: `From <addr> <date>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FromLine {
+    pub sender: Sender,
+    pub date: Option<Timestamp>,
+}
+
+impl FromLine {
+    /// Parses `line` (without its line end) if it starts with `From `.
+    pub fn parse(line: &[u8]) -> Option<FromLine> {
+        let rest = line.strip_prefix(b"From ")?;
+        let rest = rest.trim_ascii_start();
+        let end = rest.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(rest.len());
+        let (addr, date) = rest.split_at(end);
+        Some(FromLine { sender: Sender::from_bytes(addr), date: time::parse_from_line_date(date) })
+    }
+
+    /// True for a line an mbox reader should split on: `From `, an address, and a date with
+    /// a time of day and a year. A body line "From here on..." does not qualify.
+    pub fn looks_like_separator(line: &[u8]) -> bool {
+        line.starts_with(b"From ") && FromLine::parse(line).is_some_and(|f| f.date.is_some())
+    }
+}
+
+/// What the header block tells us. All optional: a message without headers is still stored.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct HeaderInfo {
+    pub message_id: Option<String>,
+    pub date: Option<Timestamp>,
+    pub gmail_labels: Option<String>,
+}
+
+impl HeaderInfo {
+    /// Reads the headers at the start of `head` (which may hold more than the header block).
+    pub fn parse(head: &[u8]) -> HeaderInfo {
+        let block = &head[..header_block_len(head).unwrap_or(head.len())];
+        let Some(msg) = mail_parser::MessageParser::new().parse_headers(block) else {
+            return HeaderInfo::default();
+        };
+        let message_id = msg.message_id().map(normalise_message_id).filter(|id| !id.is_empty());
+        let date = msg.date().map(|d| d.to_timestamp()).filter(|&t| t > 0);
+        let gmail_labels = msg.header_raw("X-Gmail-Labels").map(|v| v.trim().to_string());
+        HeaderInfo { message_id, date, gmail_labels }
+    }
+}
+
+/// A Message-ID as a dedup key: no angle brackets, no white space.
+pub fn normalise_message_id(id: &str) -> String {
+    id.chars().filter(|c| !c.is_whitespace() && *c != '<' && *c != '>').collect()
+}
+
+/// The length of the header block including the blank line that ends it, if `head` holds it.
+pub fn header_block_len(head: &[u8]) -> Option<usize> {
+    if head.starts_with(b"\n") {
+        return Some(1);
+    }
+    if head.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    let lf = find(head, b"\n\n").map(|i| i + 2);
+    let crlf = find(head, b"\n\r\n").map(|i| i + 3);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Who the copy is for, as the header lines we prepend record it.
+pub struct Stamp<'a> {
+    pub sender: &'a Sender,
+    /// The mailbox owner's address (Delivered-To).
+    pub owner: &'a [u8],
+    /// For a Sent copy: every envelope recipient, so Bcc recipients are recorded.
+    pub envelope_to: Option<&'a [Vec<u8>]>,
+}
+
+impl Stamp<'_> {
+    /// `Return-Path:`, `Delivered-To:` and, for a Sent copy, `Envelope-To:` folded at 78
+    /// columns. Every value is cleaned: no CR, LF or NUL from an argument gets through.
+    pub fn header_lines(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"Return-Path: <");
+        out.extend_from_slice(&clean(self.sender.address().unwrap_or_default()));
+        out.extend_from_slice(b">\nDelivered-To: ");
+        out.extend_from_slice(&clean(self.owner));
+        out.push(b'\n');
+        if let Some(rcpts) = self.envelope_to {
+            let cleaned: Vec<Vec<u8>> = rcpts.iter().map(|r| clean(r)).collect();
+            out.extend_from_slice(&fold_list(b"Envelope-To:", &cleaned, 78));
+        }
+        out
+    }
+}
+
+/// `name item, item, ...` folded so that no line passes `width` columns unless one item
+/// alone is longer; continuation lines start with a space.
+pub fn fold_list(name: &[u8], items: &[Vec<u8>], width: usize) -> Vec<u8> {
+    let mut out = name.to_vec();
+    let mut col = name.len();
+    for (i, item) in items.iter().enumerate() {
+        let last = i + 1 == items.len();
+        let need = 1 + item.len() + usize::from(!last);
+        if i > 0 && col + need > width {
+            out.extend_from_slice(b"\n");
+            col = 0;
+        }
+        out.push(b' ');
+        out.extend_from_slice(item);
+        if !last {
+            out.push(b',');
+        }
+        col += need;
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Streams a message body into its stored form: CRLF becomes LF (a lone CR stays), and,
+/// when Exim's default `message_suffix` is known to be there, the one extra final LF goes.
+#[derive(Debug, Default)]
+pub struct LfStream {
+    pending_cr: bool,
+    drop_final_lf: bool,
+    held_lf: bool,
+}
+
+impl LfStream {
+    pub fn new(drop_final_lf: bool) -> LfStream {
+        LfStream { drop_final_lf, ..LfStream::default() }
+    }
+
+    /// Appends the transformed `input` to `out`, holding back what the next chunk decides.
+    pub fn push(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        if input.is_empty() {
+            return;
+        }
+        if self.held_lf {
+            out.push(b'\n');
+            self.held_lf = false;
+        }
+        let mut rest = input;
+        if self.pending_cr {
+            self.pending_cr = false;
+            if rest[0] != b'\n' {
+                out.push(b'\r');
+            }
+        }
+        while let Some(i) = rest.iter().position(|&b| b == b'\r') {
+            out.extend_from_slice(&rest[..i]);
+            match rest.get(i + 1) {
+                Some(b'\n') => {}
+                Some(_) => out.push(b'\r'),
+                None => self.pending_cr = true,
+            }
+            rest = &rest[i + 1..];
+        }
+        out.extend_from_slice(rest);
+        if self.drop_final_lf && !self.pending_cr && out.last() == Some(&b'\n') {
+            out.pop();
+            self.held_lf = true;
+        }
+    }
+
+    /// Ends the stream: a CR at the very end is kept; a held final LF is the suffix, dropped.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if self.pending_cr {
+            out.push(b'\r');
+            self.pending_cr = false;
+        }
+        self.held_lf = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lf(chunks: &[&[u8]], drop_final: bool) -> Vec<u8> {
+        let mut s = LfStream::new(drop_final);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c, &mut out);
+        }
+        s.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn crlf_becomes_lf_even_across_chunk_boundaries() {
+        assert_eq!(lf(&[b"a\r\nb\r", b"\nc\r\n"], false), b"a\nb\nc\n");
+        assert_eq!(lf(&[b"a\r", b"b\r"], false), b"a\rb\r");
+        assert_eq!(lf(&[b"a\r\r\n"], false), b"a\r\n");
+    }
+
+    #[test]
+    fn default_suffix_newline_is_dropped_once() {
+        assert_eq!(lf(&[b"body\n", b"\n"], true), b"body\n");
+        assert_eq!(lf(&[b"body\n\n"], true), b"body\n");
+        assert_eq!(lf(&[b"body\r\n\r\n"], true), b"body\n");
+        assert_eq!(lf(&[b"body\n\n", b""], true), b"body\n");
+        assert_eq!(lf(&[b"body\n", b"more\n"], true), b"body\nmore");
+        assert_eq!(lf(&[b"no final newline"], true), b"no final newline");
+    }
+
+    #[test]
+    fn from_line_in_asctime_and_takeout_forms() {
+        let f = FromLine::parse(b"From alice@example.org Wed Jan  1 00:00:00 2020").unwrap();
+        assert_eq!(f.sender.address(), Some(&b"alice@example.org"[..]));
+        assert_eq!(f.date, Some(1577836800));
+        let t = FromLine::parse(b"From 1234567890123@xxx Wed Jan 01 00:00:00 +0100 2020").unwrap();
+        assert_eq!(t.date, Some(1577836800 - 3600));
+        let null = FromLine::parse(b"From MAILER-DAEMON Wed Jan  1 00:00:00 2020").unwrap();
+        assert_eq!(null.sender, Sender::null());
+    }
+
+    #[test]
+    fn body_text_starting_with_from_is_no_separator() {
+        assert!(FromLine::looks_like_separator(b"From a@b Sat Nov 28 20:31:22 2026"));
+        assert!(!FromLine::looks_like_separator(b"From here on, we agree."));
+        assert!(!FromLine::looks_like_separator(b">From a@b Sat Nov 28 20:31:22 2026"));
+    }
+
+    #[test]
+    fn header_info_finds_message_id_date_and_labels() {
+        let h = HeaderInfo::parse(
+            b"Message-ID: < abc@x >\r\nDate: Wed, 01 Jan 2020 00:00:00 +0000\r\nX-Gmail-Labels: Sent,Opened\r\n\r\nbody Message-ID: <no@x>\n",
+        );
+        assert_eq!(h.message_id.as_deref(), Some("abc@x"));
+        assert_eq!(h.date, Some(1577836800));
+        assert_eq!(h.gmail_labels.as_deref(), Some("Sent,Opened"));
+        assert_eq!(HeaderInfo::parse(b"no headers at all"), HeaderInfo::default());
+        assert_eq!(HeaderInfo::parse(b"Message-ID: <>\n\n").message_id, None);
+    }
+
+    #[test]
+    fn stamp_writes_clean_header_lines() {
+        let sender = Sender::from_bytes(b"a@x");
+        let rcpts = vec![b"b@y".to_vec(), b"c@z\r\nBcc: evil".to_vec()];
+        let s = Stamp { sender: &sender, owner: b"a@x", envelope_to: Some(&rcpts) };
+        assert_eq!(
+            s.header_lines(),
+            b"Return-Path: <a@x>\nDelivered-To: a@x\nEnvelope-To: b@y, c@z__Bcc: evil\n"
+        );
+        let null = Sender::null();
+        let s = Stamp { sender: &null, owner: b"b@y", envelope_to: None };
+        assert_eq!(s.header_lines(), b"Return-Path: <>\nDelivered-To: b@y\n");
+    }
+
+    #[test]
+    fn envelope_to_folds_at_78_columns() {
+        let rcpts: Vec<Vec<u8>> = (0..40).map(|i| format!("user{i:02}@example.org").into_bytes()).collect();
+        let folded = fold_list(b"Envelope-To:", &rcpts, 78);
+        for line in folded.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            assert!(line.len() <= 78, "{}", String::from_utf8_lossy(line));
+        }
+        let joined = String::from_utf8(folded).unwrap().replace("\n ", " ");
+        assert_eq!(joined.matches('@').count(), 40);
+    }
+
+    #[test]
+    fn header_block_ends_at_first_blank_line() {
+        assert_eq!(header_block_len(b"A: b\n\nbody"), Some(6));
+        assert_eq!(header_block_len(b"A: b\r\n\r\nbody"), Some(8));
+        assert_eq!(header_block_len(b"\nbody"), Some(1));
+        assert_eq!(header_block_len(b"A: b\n"), None);
+    }
+}

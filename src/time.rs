@@ -1,0 +1,99 @@
+//! Dates as mail carries them: the From_ line's two forms, turned into Unix seconds, so a
+//! replayed message keeps its received date as mtime and in its file name.
+
+/// Seconds since the Unix epoch, UTC.
+pub type Timestamp = i64;
+
+const MONTHS: [&[u8; 3]; 12] =
+    [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+
+/// Parses the date part of a From_ line: asctime (`Wed Jan  1 00:00:00 2020`, read as UTC)
+/// or Google Takeout's (`Wed Jan 01 00:00:00 +0000 2020`, offset before the year). A zone
+/// offset may also follow the year. Returns `None` unless month, day, time and year are all
+/// there.
+pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
+    let (mut month, mut day, mut hms, mut year, mut offset) = (None, None, None, None, 0i64);
+    for tok in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
+        if month.is_none() && tok.len() == 3 {
+            if let Some(m) = MONTHS.iter().position(|m| tok.eq_ignore_ascii_case(&m[..])) {
+                month = Some(m as u32 + 1);
+                continue;
+            }
+        }
+        if tok.contains(&b':') && hms.is_none() {
+            hms = parse_hms(tok);
+        } else if (tok[0] == b'+' || tok[0] == b'-') && tok.len() == 5 {
+            let n = digits(&tok[1..])?;
+            let secs = (n / 100) * 3600 + (n % 100) * 60;
+            offset = if tok[0] == b'-' { -secs } else { secs };
+        } else if let Some(n) = digits(tok) {
+            match tok.len() {
+                1 | 2 if month.is_some() && day.is_none() => day = Some(n as u32),
+                4 if hms.is_some() || day.is_some() => year = Some(n),
+                _ => {}
+            }
+        }
+    }
+    let (y, mo, d, (h, mi, s)) = (year?, month?, day?, hms?);
+    if !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset)
+}
+
+fn parse_hms(tok: &[u8]) -> Option<(i64, i64, i64)> {
+    let mut parts = tok.split(|&b| b == b':');
+    let h = digits(parts.next()?)?;
+    let m = digits(parts.next()?)?;
+    let s = parts.next().map(digits).unwrap_or(Some(0))?;
+    (h < 24 && m < 60 && s < 61 && parts.next().is_none()).then_some((h, m, s))
+}
+
+fn digits(tok: &[u8]) -> Option<i64> {
+    if tok.is_empty() || tok.len() > 9 || !tok.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(tok.iter().fold(0i64, |n, &b| n * 10 + i64::from(b - b'0')))
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (i64::from(m) + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asctime_form_is_utc() {
+        assert_eq!(parse_from_line_date(b"Wed Jan  1 00:00:00 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Sat Nov 28 20:31:22 2026"), Some(1795897882));
+        assert_eq!(parse_from_line_date(b"Thu Feb 29 12:00:00 2024"), Some(1709208000));
+    }
+
+    #[test]
+    fn takeout_form_has_offset_before_year() {
+        assert_eq!(parse_from_line_date(b"Wed Jan 01 00:00:00 +0000 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Wed Jan 01 02:00:00 +0200 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Tue Dec 31 19:00:00 -0500 2019"), Some(1577836800));
+    }
+
+    #[test]
+    fn offset_after_year_and_missing_seconds_are_accepted() {
+        assert_eq!(parse_from_line_date(b"Wed Jan 1 01:00 2020 +0100"), Some(1577836800));
+    }
+
+    #[test]
+    fn text_that_is_no_date_is_refused() {
+        for bad in [&b""[..], b"here on, we agree.", b"Jan 1 2020", b"Wed Jan 32 00:00:00 2020", b"Wed Foo 1 00:00:00 2020"] {
+            assert_eq!(parse_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! `mailkeep deliver` as Exim runs it: fixtures with expected stored files, exit codes,
+//! hostile users, and Python's `mailbox` reading what we wrote.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use crate::util::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/deliver");
+
+const MSG: &[u8] = b"From: a@outside.example\nSubject: t\nMessage-ID: <t.1@outside.example>\n\nbody\n";
+
+fn in_args(user: &str) -> Vec<String> {
+    ["--user", user, "--direction", "in", "--rcpt", "x@ourdomain.example"].map(String::from).to_vec()
+}
+
+#[test]
+fn every_fixture_is_stored_exactly_as_expected() {
+    let mut names: Vec<String> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".json").map(String::from))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 15, "expected the fixture set, found {names:?}");
+    let mut failed = Vec::new();
+    for name in &names {
+        let base = Path::new(FIXTURES).join(name);
+        let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(base.with_extension("json")).unwrap()).unwrap();
+        let args: Vec<&str> = spec["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let envs: Vec<(&str, &str)> = spec["env"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
+        let input = std::fs::read(base.with_extension("in")).unwrap();
+        let expected = std::fs::read(base.with_extension("expected")).unwrap();
+        let env = Env::new();
+        let out = env.deliver(&args, &envs, &input);
+        let folder = if args.contains(&"out") { "alice/.Sent" } else { "alice" };
+        let files = env.new_files(folder);
+        if code(&out) != 0 || files.len() != 1 {
+            failed.push(format!("{name}: exit {}, {} files; stderr: {}", code(&out), files.len(), stderr(&out)));
+            continue;
+        }
+        let got = std::fs::read(&files[0]).unwrap();
+        if got != expected {
+            std::fs::write(base.with_extension("failed"), &got).unwrap();
+            let at = expected.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(expected.len().min(got.len()));
+            failed.push(format!("{name}: stored file differs from .expected at byte {at} (got written to {name}.failed)"));
+        } else if size_in_name(&files[0]) != got.len() as u64 {
+            failed.push(format!("{name}: ,S={} but the file has {} bytes", size_in_name(&files[0]), got.len()));
+        }
+    }
+    assert!(failed.is_empty(), "{} of {} fixtures failed:\n{}", failed.len(), names.len(), failed.join("\n"));
+}
+
+#[test]
+fn stored_file_is_private_and_tmp_is_left_empty() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let out = env.deliver(in_args("alice"), &[("SENDER", "a@outside.example")], MSG);
+    assert_exit(&out, 0);
+    let f = &env.new_files("alice")[0];
+    assert_eq!(std::fs::metadata(f).unwrap().permissions().mode() & 0o7777, 0o600);
+    assert_eq!(std::fs::metadata(env.root().join("alice")).unwrap().permissions().mode() & 0o7777, 0o700);
+    assert_eq!(std::fs::read_dir(env.root().join("alice/tmp")).unwrap().count(), 0);
+    assert!(env.root().join("alice/cur").is_dir());
+}
+
+#[test]
+fn shared_group_makes_setgid_dirs_and_group_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let mut args = in_args("alice");
+    args.push("--shared-group".into());
+    assert_exit(&env.deliver(&args, &[], MSG), 0);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode(&env.root().join("alice")), 0o2770);
+    assert_eq!(mode(&env.root().join("alice/new")), 0o2770);
+    assert_eq!(mode(&env.new_files("alice")[0]), 0o660);
+}
+
+#[test]
+fn sent_copy_gets_a_maildir_plus_plus_folder_with_subscriptions() {
+    let env = Env::new();
+    for _ in 0..3 {
+        let out = env.deliver(["--user", "bob", "--direction", "out", "--rcpt", "x@y"], &[("SENDER", "bob@ourdomain.example")], MSG);
+        assert_exit(&out, 0);
+    }
+    let u = env.root().join("bob");
+    assert_eq!(env.new_files("bob/.Sent").len(), 3);
+    assert!(u.join(".Sent/maildirfolder").is_file());
+    assert_eq!(std::fs::read_to_string(u.join("subscriptions")).unwrap(), "Sent\n");
+    assert_eq!(std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
+    assert!(env.new_files("bob").is_empty(), "nothing goes to the INBOX");
+}
+
+#[test]
+fn hostile_user_names_exit_67_and_write_nothing() {
+    let long = "a".repeat(65);
+    for user in ["../x", "a/b", "/", ".Sent", "..", "a\x01b", "a\nb", long.as_str(), ""] {
+        let env = Env::new();
+        let out = env.deliver(in_args(user), &[], MSG);
+        assert_exit(&out, 67);
+        assert!(env.files().is_empty(), "user {user:?} wrote {:?}", env.files());
+        let stray: Vec<_> = std::fs::read_dir(env.dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(stray, vec![std::ffi::OsString::from("root")], "user {user:?} wrote beside the root");
+        assert_eq!(stderr(&out).lines().count(), 1, "one line on stderr: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn non_utf8_user_name_is_refused() {
+    let env = Env::new();
+    let bad = std::ffi::OsStr::from_bytes(b"al\xffice");
+    let os = std::ffi::OsStr::new;
+    let args = [os("--user"), bad, os("--direction"), os("in"), os("--rcpt"), os("x@y")];
+    assert_exit(&env.deliver(args, &[], MSG), 67);
+    assert!(env.files().is_empty());
+}
+
+#[test]
+fn user_missing_from_accounts_file_exits_67() {
+    let env = Env::new();
+    let accounts = env.dir.path().join("accounts");
+    std::fs::write(&accounts, "# listed users\nalice\nbob: Bob B.\n").unwrap();
+    let acc = accounts.to_str().unwrap();
+    assert_exit(&env.deliver(["--user", "carol", "--direction", "in", "--accounts", acc], &[], MSG), 67);
+    assert_exit(&env.deliver(["--user", "Bob", "--direction", "in", "--accounts", acc], &[], MSG), 0);
+    assert_eq!(env.new_files("bob").len(), 1);
+}
+
+#[test]
+fn missing_root_exits_78() {
+    let env = Env::new();
+    let mut args = vec!["deliver".to_string(), "--root".into(), "/nonexistent/mailkeep-root".into(), "--log".into(), "none".into()];
+    if is_root() {
+        args.push("--allow-root".into());
+    }
+    args.extend(in_args("alice"));
+    let out = env.run(&args, &[], MSG);
+    assert_exit(&out, 78);
+    assert!(stderr(&out).contains("/nonexistent/mailkeep-root"), "{}", stderr(&out));
+}
+
+#[test]
+fn root_from_mailkeep_root_environment_variable() {
+    let env = Env::new();
+    let root = env.root();
+    let mut args = vec!["deliver".to_string(), "--log".into(), "none".into()];
+    if is_root() {
+        args.push("--allow-root".into());
+    }
+    args.extend(in_args("alice"));
+    assert_exit(&env.run(&args, &[("MAILKEEP_ROOT", root.to_str().unwrap())], MSG), 0);
+    assert_eq!(env.new_files("alice").len(), 1);
+}
+
+#[test]
+fn running_as_root_without_allow_root_exits_78() {
+    if !is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let env = Env::new();
+    let mut args = vec!["deliver".to_string(), "--root".into(), env.root().to_str().unwrap().into(), "--log".into(), "none".into()];
+    args.extend(in_args("alice"));
+    let out = env.run(&args, &[], MSG);
+    assert_exit(&out, 78);
+    assert!(env.files().is_empty());
+}
+
+#[test]
+fn empty_input_exits_65_and_creates_nothing() {
+    let env = Env::new();
+    assert_exit(&env.deliver(in_args("alice"), &[], b""), 65);
+    assert_exit(&env.deliver(in_args("alice"), &[], b"From a@b Sat Nov 28 20:31:22 2026\n\n"), 65);
+    assert!(env.files().is_empty(), "{:?}", env.files());
+}
+
+#[test]
+fn bad_usage_exits_64_with_one_line() {
+    let env = Env::new();
+    for args in [vec!["deliver", "--direction", "sideways"], vec!["deliver"], vec!["frobnicate"]] {
+        let out = env.run(&args, &[], b"");
+        assert_exit(&out, 64);
+        assert_eq!(stderr(&out).trim_end().lines().count(), 1, "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn read_only_root_exits_75_and_leaves_nothing() {
+    let env = Env::new();
+    let root = env.root();
+    let mut cmd = if is_root() {
+        // Root ignores permissions: run as nobody against a root-owned 0755 root.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", BIN]);
+        c
+    } else {
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+        std::process::Command::new(BIN)
+    };
+    cmd.args(["deliver", "--root", root.to_str().unwrap(), "--log", "none"]).args(in_args("alice"));
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    let out = run_with_stdin(cmd, MSG);
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains(root.to_str().unwrap()), "names the path: {}", stderr(&out));
+    assert!(env.files().is_empty());
+}
+
+#[test]
+fn symlinked_user_directory_is_never_followed() {
+    let env = Env::new();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.root().join("alice")).unwrap();
+    let out = env.deliver(in_args("alice"), &[], MSG);
+    assert_exit(&out, 73);
+    assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
+    assert!(files_below(&outside).is_empty());
+}
+
+#[test]
+fn concurrent_deliveries_get_distinct_files() {
+    let env = std::sync::Arc::new(Env::new());
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let env = env.clone();
+            std::thread::spawn(move || {
+                let msg = format!("Subject: {i}\n\nbody {i}\n");
+                code(&env.deliver(in_args("alice"), &[], msg.as_bytes()))
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 0);
+    }
+    assert_eq!(env.new_files("alice").len(), 8);
+}
+
+#[test]
+fn python_mailbox_reads_every_message_we_wrote() {
+    let env = Env::new();
+    let mut expected = Vec::new();
+    for (i, dir) in ["in", "out", "in", "out", "in"].iter().enumerate() {
+        let msg = format!("Subject: m{i}\r\nMessage-ID: <m{i}@x>\r\n\r\nline one\r\nFrom line\r\n");
+        let out = env.deliver(["--user", "alice", "--direction", dir, "--rcpt", "alice@ourdomain.example"], &[("SENDER", "s@x")], msg.as_bytes());
+        assert_exit(&out, 0);
+        let owner = if *dir == "in" { "alice@ourdomain.example" } else { "s@x" };
+        let envelope_to = if *dir == "out" { "Envelope-To: alice@ourdomain.example\n" } else { "" };
+        let stored = format!("Return-Path: <s@x>\nDelivered-To: {owner}\n{envelope_to}{}", msg.replace("\r\n", "\n"));
+        expected.push((if *dir == "in" { "INBOX" } else { "Sent" }, stored));
+    }
+    let script = r#"
+import mailbox, sys, json
+root = sys.argv[1]
+md = mailbox.Maildir(root + "/alice", factory=None, create=False)
+out = {"INBOX": sorted(m.as_bytes().decode() for m in md), "Sent": sorted(m.as_bytes().decode() for m in md.get_folder("Sent"))}
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script, env.root().to_str().unwrap()]).output().expect("python3");
+    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let got = String::from_utf8(out.stdout).unwrap();
+    for folder in ["INBOX", "Sent"] {
+        let mut want: Vec<&str> = expected.iter().filter(|(f, _)| *f == folder).map(|(_, m)| m.as_str()).collect();
+        want.sort();
+        let want_json = format!("\"{folder}\": [{}]", want.iter().map(|m| json_str(m)).collect::<Vec<_>>().join(", "));
+        assert!(got.contains(&want_json), "{folder}\n--- expected\n{want_json}\n--- got\n{got}");
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real `mailkeep` binary, run in a temp dir with a cleaned
+//! environment, checked by its files and exit status (and by Python's `mailbox`).
+
+mod util;
+
+mod deliver;

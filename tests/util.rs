@@ -1,0 +1,141 @@
+//! Test environment: a temp backup root, the real binary, a cleaned environment with the
+//! Exim variables set on purpose, and comparisons that print expected vs got.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailkeep");
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A fresh backup root and a way to run mailkeep against it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::Builder::new().prefix("mailkeep-test").tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("root")).unwrap();
+        Env { dir }
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+
+    /// `mailkeep <args>` with only PATH and `env` in its environment, `stdin` on stdin.
+    pub fn run<I, S>(&self, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin").current_dir(self.dir.path());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        run_with_stdin(cmd, stdin)
+    }
+
+    /// `mailkeep deliver --root ROOT --log none [--allow-root when root] <args>`.
+    pub fn deliver<I, S>(&self, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut all: Vec<std::ffi::OsString> = vec!["deliver".into(), "--root".into(), self.root().into(), "--log".into(), "none".into()];
+        if is_root() {
+            all.push("--allow-root".into());
+        }
+        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        self.run(all, env, stdin)
+    }
+
+    /// Every regular file below the root, relative, sorted.
+    pub fn files(&self) -> Vec<PathBuf> {
+        files_below(&self.root())
+    }
+
+    /// The message files in `ROOT/<rel>/new`.
+    pub fn new_files(&self, rel: &str) -> Vec<PathBuf> {
+        let dir = self.root().join(rel).join("new");
+        let mut v: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd.map(|e| e.unwrap().path()).collect(),
+            Err(_) => vec![],
+        };
+        v.sort();
+        v
+    }
+}
+
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn mailkeep");
+    let mut pipe = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_path_buf());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts the exit status, printing stderr when it differs.
+#[track_caller]
+pub fn assert_exit(out: &Output, want: i32) {
+    assert_eq!(code(out), want, "exit status: expected {want}, got {}; stderr:\n{}", code(out), stderr(out));
+}
+
+/// Asserts that two byte strings are equal, showing both (escaped) when they are not.
+#[track_caller]
+pub fn assert_bytes_eq(what: &str, expected: &[u8], got: &[u8]) {
+    if expected != got {
+        let show = |b: &[u8]| {
+            let s = String::from_utf8_lossy(b).escape_debug().to_string();
+            if s.len() > 2000 { format!("{}...({} bytes)", &s[..2000], b.len()) } else { s }
+        };
+        let at = expected.iter().zip(got).position(|(a, b)| a != b).unwrap_or(expected.len().min(got.len()));
+        panic!("{what}: differs at byte {at}\n--- expected\n{}\n--- got\n{}", show(expected), show(got));
+    }
+}
+
+/// The `,S=` value of a stored file name.
+pub fn size_in_name(path: &Path) -> u64 {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    name.rsplit_once(",S=").expect("name has ,S=").1.parse().unwrap()
+}
