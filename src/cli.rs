@@ -27,6 +27,15 @@ pub struct Cli {
 pub enum Command {
     /// Store one message read on stdin into a user's Maildir (run by Exim's pipe transport).
     Deliver(DeliverArgs),
+    /// Store every message of mbox files (Google Takeout, older systems) into a user's Maildir.
+    Replay(ReplayArgs),
+    /// Admin commands for the Message-ID dedup store.
+    #[command(subcommand)]
+    Dedup(DedupCommand),
+    /// Check that the backup is whole and servable; report every problem found.
+    Check(CheckArgs),
+    /// Write a ready configuration for serving the backup with an IMAP server.
+    ServeConfig(ServeConfigArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,6 +103,141 @@ pub struct DeliverArgs {
     /// address of a leading From_ line.
     #[arg(long, value_name = "ADDR")]
     pub sender: Option<OsString>,
+
+    #[command(flatten)]
+    pub dedup: DedupArgs,
+}
+
+/// Message-ID dedup options shared by `deliver` and `replay`.
+#[derive(Debug, Args)]
+pub struct DedupArgs {
+    /// Store a message only once per user and folder, keyed by its Message-ID, in
+    /// ROOT/.mailkeep/dedup.sqlite3. Default: off (every copy is stored).
+    #[arg(long)]
+    pub dedup: bool,
+
+    /// How long a Message-ID folds later copies, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub dedup_window: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayDirection {
+    /// X-Gmail-Labels decides: Sent to .Sent, Chat to .Chats, everything else to the INBOX.
+    Auto,
+    In,
+    Out,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MboxFormat {
+    /// Decide from the file (and say which).
+    Auto,
+    /// `>From ` escaping, one level only.
+    Mboxo,
+    /// `>+From ` escaping, every level reversible.
+    Mboxrd,
+    /// Content-Length headers mark message ends.
+    Mboxcl2,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+
+    /// Which folder each message goes to.
+    #[arg(long, value_enum, default_value_t = ReplayDirection::Auto)]
+    pub direction: ReplayDirection,
+
+    /// The mbox dialect of the files.
+    #[arg(long, value_enum, default_value_t = MboxFormat::Auto)]
+    pub format: MboxFormat,
+
+    /// The mail domain, for the Delivered-To address (user@DOMAIN). Default: the domain of
+    /// the From_ line's address.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: Option<String>,
+
+    /// Read and check everything, store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Log a broken message with its byte offset and line, skip it and go on. Default: stop
+    /// there with exit 65, everything before it stored.
+    #[arg(long)]
+    pub continue_on_error: bool,
+
+    /// mbox files to read; `-` reads stdin.
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DedupCommand {
+    /// Print the number of keys per user and folder, and the oldest and newest.
+    Stats(DedupAdminArgs),
+    /// Remove keys older than the window now (deliveries also prune as they go).
+    Prune(DedupAdminArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DedupAdminArgs {
+    /// The backup root holding .mailkeep/dedup.sqlite3.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// How long keys are kept, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 30)]
+    pub dedup_window: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The backup root to check.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Check only this user. Default: every user below the root.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<OsString>,
+
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Fix what is safe to fix (subscriptions, missing directories, old tmp/ files) and say
+    /// what was done.
+    #[arg(long)]
+    pub repair: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ImapServer {
+    Dovecot,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeConfigArgs {
+    /// Which server to configure.
+    #[arg(value_enum)]
+    pub server: ImapServer,
+
+    /// The backup root to serve.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Where to write the configuration (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub listen: String,
+
+    /// IMAP port.
+    #[arg(long, default_value_t = 143)]
+    pub port: u16,
 }
 
 /// A command line that parses but cannot be acted on.
@@ -120,11 +264,25 @@ mod tests {
     #[test]
     fn rcpt_takes_several_values_as_pipe_addresses_gives_them() {
         let cli = Cli::try_parse_from([
-            "mailkeep", "deliver", "--root", "/r", "--user", "a", "--direction", "out", "--rcpt",
-            "x@a", "y@b", "z@c", "--log", "none",
+            "mailkeep",
+            "deliver",
+            "--root",
+            "/r",
+            "--user",
+            "a",
+            "--direction",
+            "out",
+            "--rcpt",
+            "x@a",
+            "y@b",
+            "z@c",
+            "--log",
+            "none",
         ])
         .unwrap();
-        let Command::Deliver(d) = cli.command;
+        let Command::Deliver(d) = cli.command else {
+            panic!("not deliver")
+        };
         assert_eq!(d.rcpt.len(), 3);
     }
 }

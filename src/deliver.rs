@@ -54,20 +54,33 @@ impl Head {
         }
         let mut from_line = None;
         if bytes.starts_with(b"From ") {
-            let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+            let end = bytes
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |i| i + 1);
             let line = bytes[..end].trim_ascii_end();
             from_line = FromLine::parse(line);
             bytes.drain(..end);
         }
         let info = HeaderInfo::parse(&bytes);
-        Ok(Head { bytes, from_line, info })
+        Ok(Head {
+            bytes,
+            from_line,
+            info,
+        })
     }
 }
 
 /// Writes `prefix`, then `head` and the rest of `input` as the stored form (CRLF to LF,
 /// and without the default suffix's newline when `drop_final_lf`), into `out`. Returns the
 /// number of bytes written. Memory stays at one chunk whatever the message size.
-pub fn write_message(out: &mut File, prefix: &[u8], head: &[u8], input: &mut impl Read, drop_final_lf: bool) -> io::Result<u64> {
+pub fn write_message(
+    out: &mut File,
+    prefix: &[u8],
+    head: &[u8],
+    input: &mut impl Read,
+    drop_final_lf: bool,
+) -> io::Result<u64> {
     let mut lf = LfStream::new(drop_final_lf);
     let mut buf = Vec::with_capacity(prefix.len() + head.len() + 16);
     buf.extend_from_slice(prefix);
@@ -100,10 +113,22 @@ fn owner_address(cfg: &DeliverConfig, sender: &Sender) -> Vec<u8> {
     let user = cfg.store.user.as_str().as_bytes();
     match cfg.folder {
         FolderKind::Inbox => {
-            let local = |r: &Vec<u8>| r.split(|&b| b == b'@').next().unwrap_or_default().eq_ignore_ascii_case(user);
-            cfg.rcpts.iter().find(|r| local(r)).or(cfg.rcpts.first()).cloned().unwrap_or_else(|| user.to_vec())
+            let local = |r: &Vec<u8>| {
+                r.split(|&b| b == b'@')
+                    .next()
+                    .unwrap_or_default()
+                    .eq_ignore_ascii_case(user)
+            };
+            cfg.rcpts
+                .iter()
+                .find(|r| local(r))
+                .or(cfg.rcpts.first())
+                .cloned()
+                .unwrap_or_else(|| user.to_vec())
         }
-        _ => sender.address().map_or_else(|| user.to_vec(), <[u8]>::to_vec),
+        _ => sender
+            .address()
+            .map_or_else(|| user.to_vec(), <[u8]>::to_vec),
     }
 }
 
@@ -111,7 +136,9 @@ fn owner_address(cfg: &DeliverConfig, sender: &Sender) -> Vec<u8> {
 pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyhow::Result<()> {
     let head = Head::read(input).map_err(DeliverError::ReadInput);
     let msgid = head.as_ref().ok().and_then(|h| h.info.message_id.clone());
-    let result = head.map_err(anyhow::Error::from).and_then(|head| store(cfg, head, input));
+    let result = head
+        .map_err(anyhow::Error::from)
+        .and_then(|head| store(cfg, head, input));
     let record = |outcome| Record {
         user: cfg.store.user.as_str(),
         folder: cfg.folder.name(),
@@ -121,12 +148,18 @@ pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyho
     };
     match &result {
         Ok((file, size)) => logger.record(&record(Outcome::Stored { file, size: *size })),
-        Err(e) => logger.record(&record(Outcome::Failed { reason: &format!("{e:#}") })),
+        Err(e) => logger.record(&record(Outcome::Failed {
+            reason: &format!("{e:#}"),
+        })),
     }
     result.map(|_| ())
 }
 
-fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
+fn store(
+    cfg: &DeliverConfig,
+    mut head: Head,
+    input: &mut impl Read,
+) -> anyhow::Result<(String, u64)> {
     // Nothing after the From_ line but (with Exim's default suffix) one newline: look
     // for one more byte before calling the message empty.
     let suffix_only = head.from_line.is_some() && matches!(&head.bytes[..], b"\n" | b"\r\n");
@@ -138,7 +171,11 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
         }
     }
     let from_sender = head.from_line.as_ref().map(|f| f.sender.clone());
-    let sender = cfg.sender.clone().or(from_sender).unwrap_or_else(Sender::null);
+    let sender = cfg
+        .sender
+        .clone()
+        .or(from_sender)
+        .unwrap_or_else(Sender::null);
     let owner = owner_address(cfg, &sender);
     let stamp = Stamp {
         sender: &sender,
@@ -146,9 +183,16 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
         envelope_to: (cfg.folder != FolderKind::Inbox).then_some(&cfg.rcpts[..]),
     };
     let prefix = stamp.header_lines();
-    let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
+    let folder = Folder::open(
+        &cfg.store.root,
+        &cfg.store.user,
+        cfg.folder,
+        cfg.store.perms,
+    )?;
     let drop_final_lf = head.from_line.is_some();
-    let stored = folder.store(&mut Namer::new(), None, |file| write_message(file, &prefix, &head.bytes, input, drop_final_lf))?;
+    let stored = folder.store(&mut Namer::new(), None, |file| {
+        write_message(file, &prefix, &head.bytes, input, drop_final_lf)
+    })?;
     folder.sweep_tmp();
     Ok(stored)
 }

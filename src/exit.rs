@@ -81,7 +81,13 @@ mod tests {
 
     #[test]
     fn only_73_and_75_defer() {
-        for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoUser, Exit::Config] {
+        for e in [
+            Exit::Ok,
+            Exit::Usage,
+            Exit::DataErr,
+            Exit::NoUser,
+            Exit::Config,
+        ] {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());

@@ -1,6 +1,7 @@
 //! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail an Exim relay
 //! passes. `main` only turns the one result of a command into one exit status.
 
+mod check;
 mod cli;
 mod config;
 mod deliver;
@@ -9,6 +10,7 @@ mod exit;
 mod log;
 mod maildir;
 mod message;
+mod serve_config;
 mod time;
 
 use std::io::Write;
@@ -20,13 +22,17 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Deliver(args) => {
             let cfg = config::DeliverConfig::resolve(&args)?;
             let logger = log::Logger::new(cfg.store.log);
-            deliver::run(&cfg, &mut std::io::stdin().lock(), &logger)
+            deliver::run(&cfg, &mut std::io::stdin().lock(), &logger)?;
+            Ok(Exit::Ok)
         }
+        Command::Replay(_) | Command::Dedup(_) => anyhow::bail!("not built yet"),
+        Command::Check(args) => check::run(&args),
+        Command::ServeConfig(args) => serve_config::run(&args),
     }
 }
 
@@ -44,8 +50,15 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
-            let _ = writeln!(std::io::stderr(), "mailkeep: {}", first.trim_start_matches("error: "));
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("bad usage");
+            let _ = writeln!(
+                std::io::stderr(),
+                "mailkeep: {}",
+                first.trim_start_matches("error: ")
+            );
             return Exit::Usage.into();
         }
     };
@@ -54,7 +67,7 @@ fn main() -> ExitCode {
         let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {info}");
     }));
     match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
-        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Ok(status)) => status.into(),
         Ok(Err(e)) => {
             let status = exit::classify(&e);
             let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
