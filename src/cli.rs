@@ -280,9 +280,7 @@ mod tests {
             "none",
         ])
         .unwrap();
-        let Command::Deliver(d) = cli.command else {
-            panic!("not deliver")
-        };
+        let Command::Deliver(d) = cli.command else { panic!("not deliver") };
         assert_eq!(d.rcpt.len(), 3);
     }
 }

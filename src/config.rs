@@ -12,9 +12,7 @@ use crate::maildir::{FolderKind, MaildirError, Perms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error(
-        "refusing to run as root: the backup's files must belong to the IMAP user (use --allow-root to override)"
-    )]
+    #[error("refusing to run as root: the backup's files must belong to the IMAP user (use --allow-root to override)")]
     RunningAsRoot,
 }
 
@@ -45,25 +43,13 @@ impl StoreConfig {
         match std::fs::metadata(&args.root) {
             Ok(m) if m.is_dir() => {}
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(MaildirError::Io {
-                    op: "look up backup root",
-                    path: args.root.clone(),
-                    source: e,
-                }
-                .into());
+                return Err(MaildirError::Io { op: "look up backup root", path: args.root.clone(), source: e }.into());
             }
             _ => return Err(MaildirError::RootMissing(args.root.clone()).into()),
         }
-        let perms = Perms {
-            shared_group: args.shared_group,
-        };
+        let perms = Perms { shared_group: args.shared_group };
         perms.apply_umask();
-        Ok(StoreConfig {
-            root: args.root.clone(),
-            user,
-            perms,
-            log: args.log,
-        })
+        Ok(StoreConfig { root: args.root.clone(), user, perms, log: args.log })
     }
 }
 
@@ -75,22 +61,17 @@ pub struct DeliverConfig {
     /// `None`: not given anywhere; the From_ line's address, else the null sender.
     pub sender: Option<Sender>,
     pub rcpts: Vec<Vec<u8>>,
+    /// `Some(window in days)` with `--dedup`.
+    pub dedup_window: Option<u32>,
 }
 
 impl DeliverConfig {
     pub fn resolve(args: &DeliverArgs) -> anyhow::Result<DeliverConfig> {
         let store = StoreConfig::resolve(&args.store)?;
         let env = |name: &str| std::env::var_os(name);
-        let sender = args
-            .sender
-            .clone()
-            .or_else(|| env("SENDER"))
-            .map(|s| Sender::from_bytes(s.as_bytes()));
+        let sender = args.sender.clone().or_else(|| env("SENDER")).map(|s| Sender::from_bytes(s.as_bytes()));
         let rcpts: Vec<OsString> = if args.rcpt.is_empty() {
-            env("RECIPIENT")
-                .filter(|r| !r.is_empty() && r != "@")
-                .into_iter()
-                .collect()
+            env("RECIPIENT").filter(|r| !r.is_empty() && r != "@").into_iter().collect()
         } else {
             args.rcpt.clone()
         };
@@ -103,6 +84,7 @@ impl DeliverConfig {
             folder,
             sender,
             rcpts: rcpts.iter().map(|r| r.as_bytes().to_vec()).collect(),
+            dedup_window: args.dedup.dedup.then_some(args.dedup.dedup_window),
         })
     }
 }

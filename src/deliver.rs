@@ -5,8 +5,10 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 
 use crate::config::DeliverConfig;
+use crate::dedup::{self, Claim};
 use crate::envelope::Sender;
 use crate::exit::{Classify, Exit};
+use crate::fault;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Folder, FolderKind, Namer};
 use crate::message::{FromLine, HEAD_LIMIT, HeaderInfo, LfStream, Stamp, header_block_len};
@@ -54,20 +56,13 @@ impl Head {
         }
         let mut from_line = None;
         if bytes.starts_with(b"From ") {
-            let end = bytes
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |i| i + 1);
+            let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
             let line = bytes[..end].trim_ascii_end();
             from_line = FromLine::parse(line);
             bytes.drain(..end);
         }
         let info = HeaderInfo::parse(&bytes);
-        Ok(Head {
-            bytes,
-            from_line,
-            info,
-        })
+        Ok(Head { bytes, from_line, info })
     }
 }
 
@@ -113,53 +108,67 @@ fn owner_address(cfg: &DeliverConfig, sender: &Sender) -> Vec<u8> {
     let user = cfg.store.user.as_str().as_bytes();
     match cfg.folder {
         FolderKind::Inbox => {
-            let local = |r: &Vec<u8>| {
-                r.split(|&b| b == b'@')
-                    .next()
-                    .unwrap_or_default()
-                    .eq_ignore_ascii_case(user)
-            };
-            cfg.rcpts
-                .iter()
-                .find(|r| local(r))
-                .or(cfg.rcpts.first())
-                .cloned()
-                .unwrap_or_else(|| user.to_vec())
+            let local = |r: &Vec<u8>| r.split(|&b| b == b'@').next().unwrap_or_default().eq_ignore_ascii_case(user);
+            cfg.rcpts.iter().find(|r| local(r)).or(cfg.rcpts.first()).cloned().unwrap_or_else(|| user.to_vec())
         }
-        _ => sender
-            .address()
-            .map_or_else(|| user.to_vec(), <[u8]>::to_vec),
+        _ => sender.address().map_or_else(|| user.to_vec(), <[u8]>::to_vec),
     }
 }
 
-/// Runs one delivery and logs its one line. Returns the stored file name.
+/// How a delivery ended well.
+enum Done {
+    Stored { file: String, size: u64, note: &'static str },
+    Duplicate { of: String },
+}
+
+/// Runs one delivery and logs its one line.
 pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyhow::Result<()> {
     let head = Head::read(input).map_err(DeliverError::ReadInput);
     let msgid = head.as_ref().ok().and_then(|h| h.info.message_id.clone());
-    let result = head
-        .map_err(anyhow::Error::from)
-        .and_then(|head| store(cfg, head, input));
-    let record = |outcome| Record {
-        user: cfg.store.user.as_str(),
-        folder: cfg.folder.name(),
-        msgid: msgid.as_deref(),
-        outcome,
-        extra: "",
+    let result = head.map_err(anyhow::Error::from).and_then(|head| deliver(cfg, head, input));
+    let (outcome, extra) = match &result {
+        Ok(Done::Stored { file, size, note }) => (Outcome::Stored { file, size: *size }, *note),
+        Ok(Done::Duplicate { of }) => (Outcome::Duplicate { of }, ""),
+        Err(e) => (Outcome::Failed { reason: &format!("{e:#}") }, ""),
     };
-    match &result {
-        Ok((file, size)) => logger.record(&record(Outcome::Stored { file, size: *size })),
-        Err(e) => logger.record(&record(Outcome::Failed {
-            reason: &format!("{e:#}"),
-        })),
-    }
+    let record =
+        Record { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: msgid.as_deref(), outcome, extra };
+    logger.record(&record);
     result.map(|_| ())
 }
 
-fn store(
-    cfg: &DeliverConfig,
-    mut head: Head,
-    input: &mut impl Read,
-) -> anyhow::Result<(String, u64)> {
+/// With `--dedup`: claim the Message-ID, store, commit; a copy already stored is not
+/// stored again. Without a Message-ID nothing can be folded: the message is stored.
+fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<Done> {
+    let (Some(window), Some(msgid)) = (cfg.dedup_window, head.info.message_id.clone()) else {
+        let note = if cfg.dedup_window.is_some() { "dedup=no-id" } else { "" };
+        let (file, size) = store(cfg, head, input)?;
+        return Ok(Done::Stored { file, size, note });
+    };
+    let dedup = dedup::Store::open(&cfg.store.root, window, cfg.store.perms)?;
+    let key = dedup::Key { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: &msgid };
+    if let Claim::Duplicate { file } = dedup.claim(&key)? {
+        // Read the rest so Exim does not see a broken pipe.
+        io::copy(input, &mut io::sink()).map_err(DeliverError::ReadInput)?;
+        return Ok(Done::Duplicate { of: file });
+    }
+    let (file, size) = match store(cfg, head, input) {
+        Ok(stored) => stored,
+        Err(e) => {
+            dedup.release(&key);
+            return Err(e);
+        }
+    };
+    fault::point("after-store");
+    // The message is durable now; a key that fails to commit only costs a duplicate later.
+    let note = match dedup.commit(&key, &file) {
+        Ok(()) => "",
+        Err(_) => "dedup=commit-failed",
+    };
+    Ok(Done::Stored { file, size, note })
+}
+
+fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
     // Nothing after the From_ line but (with Exim's default suffix) one newline: look
     // for one more byte before calling the message empty.
     let suffix_only = head.from_line.is_some() && matches!(&head.bytes[..], b"\n" | b"\r\n");
@@ -171,11 +180,7 @@ fn store(
         }
     }
     let from_sender = head.from_line.as_ref().map(|f| f.sender.clone());
-    let sender = cfg
-        .sender
-        .clone()
-        .or(from_sender)
-        .unwrap_or_else(Sender::null);
+    let sender = cfg.sender.clone().or(from_sender).unwrap_or_else(Sender::null);
     let owner = owner_address(cfg, &sender);
     let stamp = Stamp {
         sender: &sender,
@@ -183,16 +188,10 @@ fn store(
         envelope_to: (cfg.folder != FolderKind::Inbox).then_some(&cfg.rcpts[..]),
     };
     let prefix = stamp.header_lines();
-    let folder = Folder::open(
-        &cfg.store.root,
-        &cfg.store.user,
-        cfg.folder,
-        cfg.store.perms,
-    )?;
+    let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
     let drop_final_lf = head.from_line.is_some();
-    let stored = folder.store(&mut Namer::new(), None, |file| {
-        write_message(file, &prefix, &head.bytes, input, drop_final_lf)
-    })?;
+    let stored = folder
+        .store(&mut Namer::new(), None, |file| write_message(file, &prefix, &head.bytes, input, drop_final_lf))?;
     folder.sweep_tmp();
     Ok(stored)
 }

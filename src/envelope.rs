@@ -15,10 +15,7 @@ pub enum EnvelopeError {
     #[error("unknown user {user:?}: not listed in {}", file.display())]
     UnknownUser { user: String, file: PathBuf },
     #[error("cannot read accounts file {}: {source}", path.display())]
-    Accounts {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Accounts { path: PathBuf, source: std::io::Error },
 }
 
 impl Classify for EnvelopeError {
@@ -58,17 +55,12 @@ impl User {
 
     /// Refuses the user unless `accounts` (Exim lsearch format) lists it.
     pub fn check_listed(&self, accounts: &Path) -> Result<(), EnvelopeError> {
-        let text = std::fs::read(accounts).map_err(|source| EnvelopeError::Accounts {
-            path: accounts.to_path_buf(),
-            source,
-        })?;
+        let text = std::fs::read(accounts)
+            .map_err(|source| EnvelopeError::Accounts { path: accounts.to_path_buf(), source })?;
         if lsearch_keys(&text).any(|k| k.eq_ignore_ascii_case(self.0.as_bytes())) {
             Ok(())
         } else {
-            Err(EnvelopeError::UnknownUser {
-                user: self.0.clone(),
-                file: accounts.to_path_buf(),
-            })
+            Err(EnvelopeError::UnknownUser { user: self.0.clone(), file: accounts.to_path_buf() })
         }
     }
 }
@@ -92,9 +84,7 @@ pub fn lsearch_keys(text: &[u8]) -> impl Iterator<Item = &[u8]> {
                 rest.iter().position(|&b| b == b'"').map(|end| &rest[..end])
             }
             Some(_) => {
-                let end = line
-                    .iter()
-                    .position(|&b| b == b':' || b.is_ascii_whitespace());
+                let end = line.iter().position(|&b| b == b':' || b.is_ascii_whitespace());
                 Some(&line[..end.unwrap_or(line.len())])
             }
         }
@@ -104,10 +94,7 @@ pub fn lsearch_keys(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 /// Makes an argument safe to become part of a header line: CR, LF, NUL and every other
 /// control byte become `_`, as qmail-local does with a newline.
 pub fn clean(value: &[u8]) -> Vec<u8> {
-    value
-        .iter()
-        .map(|&b| if b < 0x20 || b == 0x7f { b'_' } else { b })
-        .collect()
+    value.iter().map(|&b| if b < 0x20 || b == 0x7f { b'_' } else { b }).collect()
 }
 
 /// The envelope sender: `None` is the null sender `<>` (bounces).
@@ -122,10 +109,7 @@ impl Sender {
     /// From an Exim value: empty, `<>` and Exim's `MAILER-DAEMON` stand-in are the null sender.
     pub fn from_bytes(raw: &[u8]) -> Sender {
         let raw = raw.trim_ascii();
-        let raw = raw
-            .strip_prefix(b"<")
-            .and_then(|r| r.strip_suffix(b">"))
-            .unwrap_or(raw);
+        let raw = raw.strip_prefix(b"<").and_then(|r| r.strip_suffix(b">")).unwrap_or(raw);
         if raw.is_empty() || raw.eq_ignore_ascii_case(b"MAILER-DAEMON") {
             Sender(None)
         } else {
@@ -149,10 +133,7 @@ mod tests {
     #[test]
     fn accepts_ordinary_names_and_lowercases_them() {
         assert_eq!(user(b"Alice").unwrap().as_str(), "alice");
-        assert_eq!(
-            user(b"j.doe+tag=x_y-z").unwrap().as_str(),
-            "j.doe+tag=x_y-z"
-        );
+        assert_eq!(user(b"j.doe+tag=x_y-z").unwrap().as_str(), "j.doe+tag=x_y-z");
         assert!(user(&[b'a'; 64]).is_ok());
     }
 
@@ -175,11 +156,7 @@ mod tests {
             b"\xc3\xa9",
             &[b'a'; 65],
         ] {
-            assert!(
-                user(bad).is_err(),
-                "{:?} was accepted",
-                String::from_utf8_lossy(bad)
-            );
+            assert!(user(bad).is_err(), "{:?} was accepted", String::from_utf8_lossy(bad));
         }
     }
 
@@ -187,10 +164,7 @@ mod tests {
     fn lsearch_keys_follow_exim_rules() {
         let text = b"# accounts\nalice\nbob: data\n\ncarol  anything\n  continued\n\"dave x\": q\r\nerin\r\n";
         let keys: Vec<&[u8]> = lsearch_keys(text).collect();
-        assert_eq!(
-            keys,
-            vec![&b"alice"[..], b"bob", b"carol", b"dave x", b"erin"]
-        );
+        assert_eq!(keys, vec![&b"alice"[..], b"bob", b"carol", b"dave x", b"erin"]);
     }
 
     #[test]
@@ -205,9 +179,6 @@ mod tests {
             assert_eq!(Sender::from_bytes(null), Sender::null());
         }
         assert_eq!(Sender::from_bytes(b"<a@b>").address(), Some(&b"a@b"[..]));
-        assert_eq!(
-            Sender::from_bytes(b"a@b\nX: y").address(),
-            Some(&b"a@b_X: y"[..])
-        );
+        assert_eq!(Sender::from_bytes(b"a@b\nX: y").address(), Some(&b"a@b_X: y"[..]));
     }
 }

@@ -58,6 +58,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::cli::UsageError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::dedup::DedupError>() {
+            return e.exit();
+        }
         if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
             return e.exit();
         }
@@ -81,13 +84,7 @@ mod tests {
 
     #[test]
     fn only_73_and_75_defer() {
-        for e in [
-            Exit::Ok,
-            Exit::Usage,
-            Exit::DataErr,
-            Exit::NoUser,
-            Exit::Config,
-        ] {
+        for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoUser, Exit::Config] {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());

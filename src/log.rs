@@ -30,19 +30,11 @@ pub struct Record<'a> {
 
 impl fmt::Display for Record<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "user={} folder={} msgid=<{}>",
-            self.user,
-            self.folder,
-            self.msgid.unwrap_or("")
-        )?;
+        write!(f, "user={} folder={} msgid=<{}>", self.user, self.folder, self.msgid.unwrap_or(""))?;
         match &self.outcome {
             Outcome::Stored { file, size } => write!(f, " size={size} file={file} result=stored")?,
             Outcome::Duplicate { of } => write!(f, " result=duplicate of={of}")?,
-            Outcome::Failed { reason } => {
-                write!(f, " result=failed reason={}", reason.replace('\n', " "))?
-            }
+            Outcome::Failed { reason } => write!(f, " result=failed reason={}", reason.replace('\n', " "))?,
         }
         if !self.extra.is_empty() {
             write!(f, " {}", self.extra)?;
@@ -87,11 +79,7 @@ fn to_syslog(text: &str, is_error: bool) -> bool {
     };
     match syslog::unix(formatter) {
         Ok(mut logger) => {
-            let sent = if is_error {
-                logger.err(text)
-            } else {
-                logger.info(text)
-            };
+            let sent = if is_error { logger.err(text) } else { logger.info(text) };
             sent.is_ok()
         }
         Err(_) => false,
@@ -108,30 +96,16 @@ mod tests {
             user: "alice",
             folder: "INBOX",
             msgid: Some("a@b"),
-            outcome: Outcome::Stored {
-                file: "1.M2P3Q1.h,S=10",
-                size: 10,
-            },
+            outcome: Outcome::Stored { file: "1.M2P3Q1.h,S=10", size: 10 },
             extra: "",
         };
-        assert_eq!(
-            r.to_string(),
-            "user=alice folder=INBOX msgid=<a@b> size=10 file=1.M2P3Q1.h,S=10 result=stored"
-        );
+        assert_eq!(r.to_string(), "user=alice folder=INBOX msgid=<a@b> size=10 file=1.M2P3Q1.h,S=10 result=stored");
     }
 
     #[test]
     fn failure_reason_stays_on_one_line() {
-        let r = Record {
-            user: "a",
-            folder: "Sent",
-            msgid: None,
-            outcome: Outcome::Failed { reason: "x\ny" },
-            extra: "",
-        };
-        assert_eq!(
-            r.to_string(),
-            "user=a folder=Sent msgid=<> result=failed reason=x y"
-        );
+        let r =
+            Record { user: "a", folder: "Sent", msgid: None, outcome: Outcome::Failed { reason: "x\ny" }, extra: "" };
+        assert_eq!(r.to_string(), "user=a folder=Sent msgid=<> result=failed reason=x y");
     }
 }

@@ -32,11 +32,7 @@ pub enum MaildirError {
     #[error("{} exists but is not a directory", .0.display())]
     NotADirectory(PathBuf),
     #[error("cannot {op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: io::Error },
 }
 
 impl Classify for MaildirError {
@@ -52,11 +48,7 @@ impl Classify for MaildirError {
 type Result<T> = std::result::Result<T, MaildirError>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> MaildirError + 'a {
-    move |e| MaildirError::Io {
-        op,
-        path: path.to_path_buf(),
-        source: e.into(),
-    }
+    move |e| MaildirError::Io { op, path: path.to_path_buf(), source: e.into() }
 }
 
 /// A mailbox of a user: the INBOX is the Maildir itself, others are Maildir++ folders.
@@ -104,11 +96,7 @@ impl Perms {
 
     /// The process umask that lets `file_mode` through unchanged (Exim starts us with 022).
     pub fn apply_umask(self) {
-        nix::sys::stat::umask(Mode::from_bits_truncate(if self.shared_group {
-            0o007
-        } else {
-            0o077
-        }));
+        nix::sys::stat::umask(Mode::from_bits_truncate(if self.shared_group { 0o007 } else { 0o077 }));
     }
 }
 
@@ -121,31 +109,18 @@ pub struct Namer {
 
 impl Namer {
     pub fn new() -> Namer {
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_else(|_| "localhost".into());
-        Namer {
-            pid: std::process::id(),
-            host: escape_host(&host),
-            q: 0,
-        }
+        let host =
+            nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
+        Namer { pid: std::process::id(), host: escape_host(&host), q: 0 }
     }
 
     /// A fresh base name. `secs` overrides the leading seconds (a replayed message's
     /// received date); the microseconds, pid and counter keep it unique.
     pub fn next(&mut self, secs: Option<Timestamp>) -> String {
         self.q += 1;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = secs.unwrap_or(now.as_secs() as i64);
-        format!(
-            "{secs}.M{}P{}Q{}.{}",
-            now.subsec_micros(),
-            self.pid,
-            self.q,
-            self.host
-        )
+        format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, self.q, self.host)
     }
 }
 
@@ -190,17 +165,14 @@ impl Folder {
     /// Opens `ROOT/<user>/` (or its Maildir++ folder), creating what is missing on first
     /// delivery. The root itself must exist.
     pub fn open(root: &Path, user: &User, kind: FolderKind, perms: Perms) -> Result<Folder> {
-        let root_fd = match nix::fcntl::open(
-            root,
-            OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
-            Err(Errno::ENOENT | Errno::ENOTDIR) => {
-                return Err(MaildirError::RootMissing(root.to_path_buf()));
-            }
-            Err(e) => return Err(io_err("open backup root", root)(e)),
-        };
+        let root_fd =
+            match nix::fcntl::open(root, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(Errno::ENOENT | Errno::ENOTDIR) => {
+                    return Err(MaildirError::RootMissing(root.to_path_buf()));
+                }
+                Err(e) => return Err(io_err("open backup root", root)(e)),
+            };
         let user_path = root.join(user.as_str());
         let user_fd = open_or_create_dir(root_fd.as_fd(), &user_path, perms)?;
         let (path, dir) = match kind.dir() {
@@ -219,16 +191,9 @@ impl Folder {
             }
         };
         // Fast path: new/ is created last, so if it is there the folder is complete.
-        if let (Ok(tmp), Ok(new)) = (
-            open_dir(dir.as_fd(), &path.join("tmp")),
-            open_dir(dir.as_fd(), &path.join("new")),
-        ) {
-            return Ok(Folder {
-                path,
-                tmp,
-                new,
-                perms,
-            });
+        if let (Ok(tmp), Ok(new)) = (open_dir(dir.as_fd(), &path.join("tmp")), open_dir(dir.as_fd(), &path.join("new")))
+        {
+            return Ok(Folder { path, tmp, new, perms });
         }
         // Setup, in an order that a crash at any point leaves redoable: cur, tmp, the
         // Maildir++ marker and subscriptions, and new/ last.
@@ -245,13 +210,7 @@ impl Folder {
             .map_err(io_err("create", &marker))?;
             sync_dir(dir.as_fd(), &path)?;
             let name = &sub[1..];
-            ensure_line(
-                user_fd.as_fd(),
-                &root.join(user.as_str()),
-                "subscriptions",
-                name,
-                perms,
-            )?;
+            ensure_line(user_fd.as_fd(), &root.join(user.as_str()), "subscriptions", name, perms)?;
             ensure_line(
                 user_fd.as_fd(),
                 &root.join(user.as_str()),
@@ -261,12 +220,7 @@ impl Folder {
             )?;
         }
         let new = open_or_create_dir(dir.as_fd(), &path.join("new"), perms)?;
-        Ok(Folder {
-            path,
-            tmp,
-            new,
-            perms,
-        })
+        Ok(Folder { path, tmp, new, perms })
     }
 
     pub fn path(&self) -> &Path {
@@ -285,17 +239,8 @@ impl Folder {
     ) -> Result<Staged> {
         let (base, mut file) = loop {
             let base = namer.next(mtime);
-            let flags = OFlag::O_CREAT
-                | OFlag::O_EXCL
-                | OFlag::O_WRONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC;
-            match openat(
-                self.tmp.as_fd(),
-                base.as_str(),
-                flags,
-                self.perms.file_mode(),
-            ) {
+            let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            match openat(self.tmp.as_fd(), base.as_str(), flags, self.perms.file_mode()) {
                 Ok(fd) => break (base, File::from(fd)),
                 Err(Errno::EEXIST) => continue,
                 Err(e) => return Err(io_err("create", &self.path.join("tmp").join(&base))(e)),
@@ -313,11 +258,7 @@ impl Folder {
             Err(source) => {
                 let path = self.path.join("tmp").join(&base);
                 self.remove_tmp(&base);
-                Err(MaildirError::Io {
-                    op: "write",
-                    path,
-                    source,
-                })
+                Err(MaildirError::Io { op: "write", path, source })
             }
         }
     }
@@ -373,13 +314,7 @@ impl Folder {
     fn link_into_new(&self, namer: &mut Namer, staged: &Staged) -> Result<String> {
         let mut name = final_name(&staged.base, staged.size);
         loop {
-            match linkat(
-                self.tmp.as_fd(),
-                staged.base.as_str(),
-                self.new.as_fd(),
-                name.as_str(),
-                AtFlags::empty(),
-            ) {
+            match linkat(self.tmp.as_fd(), staged.base.as_str(), self.new.as_fd(), name.as_str(), AtFlags::empty()) {
                 Ok(()) => return Ok(name),
                 // Keep the name's leading seconds (the received date) on the retry.
                 Err(Errno::EEXIST) => {
@@ -434,9 +369,7 @@ impl Folder {
         let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
             return 0;
         };
-        let cutoff = SystemTime::now()
-            .checked_sub(TMP_MAX_AGE)
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        let cutoff = SystemTime::now().checked_sub(TMP_MAX_AGE).and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let Some(cutoff) = cutoff else { return 0 };
         let mut old = Vec::new();
         for entry in dir.iter().flatten() {
@@ -444,23 +377,14 @@ impl Folder {
             if name.to_bytes().starts_with(b".") {
                 continue;
             }
-            if let Ok(st) = fstatat(
-                self.tmp.as_fd(),
-                name.as_c_str(),
-                AtFlags::AT_SYMLINK_NOFOLLOW,
-            ) {
-                let is_file =
-                    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+            if let Ok(st) = fstatat(self.tmp.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                let is_file = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
                 if is_file && (st.st_ctime as u64) < cutoff.as_secs() {
                     old.push(name);
                 }
             }
         }
-        old.iter()
-            .filter(|n| {
-                unlinkat(self.tmp.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()
-            })
-            .count()
+        old.iter().filter(|n| unlinkat(self.tmp.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()).count()
     }
 }
 
@@ -509,29 +433,16 @@ fn sync_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
 
 /// Adds `line` to the small text file `name` in `dir` unless it is there already,
 /// atomically: a temp file with the whole new content, fsync, rename, fsync the directory.
-fn ensure_line(
-    dir: BorrowedFd<'_>,
-    dir_path: &Path,
-    name: &str,
-    line: &str,
-    perms: Perms,
-) -> Result<()> {
+fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, perms: Perms) -> Result<()> {
     let path = dir_path.join(name);
     let mut current = Vec::new();
-    match openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
+    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => {
-            File::from(fd)
-                .read_to_end(&mut current)
-                .map_err(|source| MaildirError::Io {
-                    op: "read",
-                    path: path.clone(),
-                    source,
-                })?;
+            File::from(fd).read_to_end(&mut current).map_err(|source| MaildirError::Io {
+                op: "read",
+                path: path.clone(),
+                source,
+            })?;
         }
         Err(Errno::ENOENT) => {}
         Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
@@ -547,22 +458,15 @@ fn ensure_line(
     current.push(b'\n');
     let tmp_name = format!(".{name}.{}.tmp", std::process::id());
     let tmp_path = dir_path.join(&tmp_name);
-    let flags =
-        OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(dir, tmp_name.as_str(), flags, perms.file_mode())
-        .map_err(io_err("create", &tmp_path))?;
+    let flags = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, tmp_name.as_str(), flags, perms.file_mode()).map_err(io_err("create", &tmp_path))?;
     let mut file = File::from(fd);
     let written = io::Write::write_all(&mut file, &current).and_then(|()| file.sync_all());
     if let Err(source) = written {
         let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-        return Err(MaildirError::Io {
-            op: "write",
-            path: tmp_path,
-            source,
-        });
+        return Err(MaildirError::Io { op: "write", path: tmp_path, source });
     }
-    nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name)
-        .map_err(io_err("rename into", &path))?;
+    nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name).map_err(io_err("rename into", &path))?;
     sync_dir(dir, dir_path)
 }
 
@@ -575,9 +479,7 @@ mod tests {
         User::parse(std::ffi::OsStr::new(name)).unwrap()
     }
 
-    const PRIVATE: Perms = Perms {
-        shared_group: false,
-    };
+    const PRIVATE: Perms = Perms { shared_group: false };
 
     #[test]
     fn names_carry_size_and_escaped_host() {
@@ -592,22 +494,10 @@ mod tests {
     fn store_puts_exact_bytes_in_new_and_leaves_tmp_empty() {
         let root = tempfile::tempdir().unwrap();
         let f = Folder::open(root.path(), &user("alice"), FolderKind::Inbox, PRIVATE).unwrap();
-        let (name, size) = f
-            .store(&mut Namer::new(), None, |w| {
-                w.write_all(b"hello\n").map(|_| 6)
-            })
-            .unwrap();
+        let (name, size) = f.store(&mut Namer::new(), None, |w| w.write_all(b"hello\n").map(|_| 6)).unwrap();
         assert!(name.ends_with(",S=6") && size == 6);
-        assert_eq!(
-            std::fs::read(root.path().join("alice/new").join(&name)).unwrap(),
-            b"hello\n"
-        );
-        assert_eq!(
-            std::fs::read_dir(root.path().join("alice/tmp"))
-                .unwrap()
-                .count(),
-            0
-        );
+        assert_eq!(std::fs::read(root.path().join("alice/new").join(&name)).unwrap(), b"hello\n");
+        assert_eq!(std::fs::read_dir(root.path().join("alice/tmp")).unwrap().count(), 0);
         assert!(root.path().join("alice/cur").is_dir());
     }
 
@@ -616,19 +506,12 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         for _ in 0..2 {
             let f = Folder::open(root.path(), &user("bob"), FolderKind::Sent, PRIVATE).unwrap();
-            f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1))
-                .unwrap();
+            f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1)).unwrap();
         }
         let u = root.path().join("bob");
         assert!(u.join(".Sent/maildirfolder").is_file());
-        assert_eq!(
-            std::fs::read_to_string(u.join("subscriptions")).unwrap(),
-            "Sent\n"
-        );
-        assert_eq!(
-            std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(),
-            "INBOX.Sent\n"
-        );
+        assert_eq!(std::fs::read_to_string(u.join("subscriptions")).unwrap(), "Sent\n");
+        assert_eq!(std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
         assert_eq!(std::fs::read_dir(u.join(".Sent/new")).unwrap().count(), 2);
     }
 
@@ -636,20 +519,10 @@ mod tests {
     fn failed_write_leaves_nothing_behind() {
         let root = tempfile::tempdir().unwrap();
         let f = Folder::open(root.path(), &user("carol"), FolderKind::Inbox, PRIVATE).unwrap();
-        let err = f
-            .store(&mut Namer::new(), None, |_| {
-                Err(io::Error::other("disk on fire"))
-            })
-            .unwrap_err();
+        let err = f.store(&mut Namer::new(), None, |_| Err(io::Error::other("disk on fire"))).unwrap_err();
         assert_eq!(err.exit(), Exit::TempFail);
         for d in ["tmp", "new", "cur"] {
-            assert_eq!(
-                std::fs::read_dir(root.path().join("carol").join(d))
-                    .unwrap()
-                    .count(),
-                0,
-                "{d}"
-            );
+            assert_eq!(std::fs::read_dir(root.path().join("carol").join(d)).unwrap().count(), 0, "{d}");
         }
     }
 
@@ -658,9 +531,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("dave")).unwrap();
-        let err = Folder::open(root.path(), &user("dave"), FolderKind::Inbox, PRIVATE)
-            .err()
-            .unwrap();
+        let err = Folder::open(root.path(), &user("dave"), FolderKind::Inbox, PRIVATE).err().unwrap();
         assert!(matches!(err, MaildirError::Symlink(_)), "{err}");
         assert_eq!(err.exit(), Exit::CantCreate);
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
@@ -668,14 +539,8 @@ mod tests {
 
     #[test]
     fn missing_root_is_a_configuration_error() {
-        let err = Folder::open(
-            Path::new("/nonexistent/mailkeep"),
-            &user("a"),
-            FolderKind::Inbox,
-            PRIVATE,
-        )
-        .err()
-        .unwrap();
+        let err =
+            Folder::open(Path::new("/nonexistent/mailkeep"), &user("a"), FolderKind::Inbox, PRIVATE).err().unwrap();
         assert_eq!(err.exit(), Exit::Config);
     }
 
@@ -684,18 +549,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
         let mut namer = Namer::new();
-        let s = f
-            .stage(&mut namer, Some(1577836800), |w| {
-                w.write_all(b"old\n").map(|_| 4)
-            })
-            .unwrap();
+        let s = f.stage(&mut namer, Some(1577836800), |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
         f.sync_filesystem().unwrap();
         let names = f.publish(&mut namer, vec![s]).unwrap();
         assert!(names[0].starts_with("1577836800."));
         let meta = std::fs::metadata(root.path().join("erin/new").join(&names[0])).unwrap();
-        assert_eq!(
-            meta.modified().unwrap(),
-            UNIX_EPOCH + Duration::from_secs(1577836800)
-        );
+        assert_eq!(meta.modified().unwrap(), UNIX_EPOCH + Duration::from_secs(1577836800));
     }
 }

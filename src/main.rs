@@ -4,9 +4,11 @@
 mod check;
 mod cli;
 mod config;
+mod dedup;
 mod deliver;
 mod envelope;
 mod exit;
+mod fault;
 mod log;
 mod maildir;
 mod message;
@@ -30,7 +32,8 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             deliver::run(&cfg, &mut std::io::stdin().lock(), &logger)?;
             Ok(Exit::Ok)
         }
-        Command::Replay(_) | Command::Dedup(_) => anyhow::bail!("not built yet"),
+        Command::Replay(_) => anyhow::bail!("not built yet"),
+        Command::Dedup(cmd) => dedup::admin(&cmd),
         Command::Check(args) => check::run(&args),
         Command::ServeConfig(args) => serve_config::run(&args),
     }
@@ -50,15 +53,8 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             let text = e.to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("bad usage");
-            let _ = writeln!(
-                std::io::stderr(),
-                "mailkeep: {}",
-                first.trim_start_matches("error: ")
-            );
+            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
+            let _ = writeln!(std::io::stderr(), "mailkeep: {}", first.trim_start_matches("error: "));
             return Exit::Usage.into();
         }
     };

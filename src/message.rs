@@ -22,15 +22,9 @@ impl FromLine {
     pub fn parse(line: &[u8]) -> Option<FromLine> {
         let rest = line.strip_prefix(b"From ")?;
         let rest = rest.trim_ascii_start();
-        let end = rest
-            .iter()
-            .position(|&b| b == b' ' || b == b'\t')
-            .unwrap_or(rest.len());
+        let end = rest.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(rest.len());
         let (addr, date) = rest.split_at(end);
-        Some(FromLine {
-            sender: Sender::from_bytes(addr),
-            date: time::parse_from_line_date(date),
-        })
+        Some(FromLine { sender: Sender::from_bytes(addr), date: time::parse_from_line_date(date) })
     }
 
     /// True for a line an mbox reader should split on: `From `, an address, and a date with
@@ -55,27 +49,16 @@ impl HeaderInfo {
         let Some(msg) = mail_parser::MessageParser::new().parse_headers(block) else {
             return HeaderInfo::default();
         };
-        let message_id = msg
-            .message_id()
-            .map(normalise_message_id)
-            .filter(|id| !id.is_empty());
+        let message_id = msg.message_id().map(normalise_message_id).filter(|id| !id.is_empty());
         let date = msg.date().map(|d| d.to_timestamp()).filter(|&t| t > 0);
-        let gmail_labels = msg
-            .header_raw("X-Gmail-Labels")
-            .map(|v| v.trim().to_string());
-        HeaderInfo {
-            message_id,
-            date,
-            gmail_labels,
-        }
+        let gmail_labels = msg.header_raw("X-Gmail-Labels").map(|v| v.trim().to_string());
+        HeaderInfo { message_id, date, gmail_labels }
     }
 }
 
 /// A Message-ID as a dedup key: no angle brackets, no white space.
 pub fn normalise_message_id(id: &str) -> String {
-    id.chars()
-        .filter(|c| !c.is_whitespace() && *c != '<' && *c != '>')
-        .collect()
+    id.chars().filter(|c| !c.is_whitespace() && *c != '<' && *c != '>').collect()
 }
 
 /// The length of the header block including the blank line that ends it, if `head` holds it.
@@ -159,10 +142,7 @@ pub struct LfStream {
 
 impl LfStream {
     pub fn new(drop_final_lf: bool) -> LfStream {
-        LfStream {
-            drop_final_lf,
-            ..LfStream::default()
-        }
+        LfStream { drop_final_lf, ..LfStream::default() }
     }
 
     /// Appends the transformed `input` to `out`, holding back what the next chunk decides.
@@ -251,13 +231,9 @@ mod tests {
 
     #[test]
     fn body_text_starting_with_from_is_no_separator() {
-        assert!(FromLine::looks_like_separator(
-            b"From a@b Sat Nov 28 20:31:22 2026"
-        ));
+        assert!(FromLine::looks_like_separator(b"From a@b Sat Nov 28 20:31:22 2026"));
         assert!(!FromLine::looks_like_separator(b"From here on, we agree."));
-        assert!(!FromLine::looks_like_separator(
-            b">From a@b Sat Nov 28 20:31:22 2026"
-        ));
+        assert!(!FromLine::looks_like_separator(b">From a@b Sat Nov 28 20:31:22 2026"));
     }
 
     #[test]
@@ -268,10 +244,7 @@ mod tests {
         assert_eq!(h.message_id.as_deref(), Some("abc@x"));
         assert_eq!(h.date, Some(1577836800));
         assert_eq!(h.gmail_labels.as_deref(), Some("Sent,Opened"));
-        assert_eq!(
-            HeaderInfo::parse(b"no headers at all"),
-            HeaderInfo::default()
-        );
+        assert_eq!(HeaderInfo::parse(b"no headers at all"), HeaderInfo::default());
         assert_eq!(HeaderInfo::parse(b"Message-ID: <>\n\n").message_id, None);
     }
 
@@ -279,29 +252,16 @@ mod tests {
     fn stamp_writes_clean_header_lines() {
         let sender = Sender::from_bytes(b"a@x");
         let rcpts = vec![b"b@y".to_vec(), b"c@z\r\nBcc: evil".to_vec()];
-        let s = Stamp {
-            sender: &sender,
-            owner: b"a@x",
-            envelope_to: Some(&rcpts),
-        };
-        assert_eq!(
-            s.header_lines(),
-            b"Return-Path: <a@x>\nDelivered-To: a@x\nEnvelope-To: b@y, c@z__Bcc: evil\n"
-        );
+        let s = Stamp { sender: &sender, owner: b"a@x", envelope_to: Some(&rcpts) };
+        assert_eq!(s.header_lines(), b"Return-Path: <a@x>\nDelivered-To: a@x\nEnvelope-To: b@y, c@z__Bcc: evil\n");
         let null = Sender::null();
-        let s = Stamp {
-            sender: &null,
-            owner: b"b@y",
-            envelope_to: None,
-        };
+        let s = Stamp { sender: &null, owner: b"b@y", envelope_to: None };
         assert_eq!(s.header_lines(), b"Return-Path: <>\nDelivered-To: b@y\n");
     }
 
     #[test]
     fn envelope_to_folds_at_78_columns() {
-        let rcpts: Vec<Vec<u8>> = (0..40)
-            .map(|i| format!("user{i:02}@example.org").into_bytes())
-            .collect();
+        let rcpts: Vec<Vec<u8>> = (0..40).map(|i| format!("user{i:02}@example.org").into_bytes()).collect();
         let folded = fold_list(b"Envelope-To:", &rcpts, 78);
         for line in folded.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
             assert!(line.len() <= 78, "{}", String::from_utf8_lossy(line));

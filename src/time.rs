@@ -4,9 +4,8 @@
 /// Seconds since the Unix epoch, UTC.
 pub type Timestamp = i64;
 
-const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
-];
+const MONTHS: [&[u8; 3]; 12] =
+    [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
 
 /// Parses the date part of a From_ line: asctime (`Wed Jan  1 00:00:00 2020`, read as UTC)
 /// or Google Takeout's (`Wed Jan 01 00:00:00 +0000 2020`, offset before the year). A zone
@@ -14,10 +13,7 @@ const MONTHS: [&[u8; 3]; 12] = [
 /// there.
 pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
     let (mut month, mut day, mut hms, mut year, mut offset) = (None, None, None, None, 0i64);
-    for tok in text
-        .split(|b| b.is_ascii_whitespace())
-        .filter(|t| !t.is_empty())
-    {
+    for tok in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
         if month.is_none() && tok.len() == 3 {
             if let Some(m) = MONTHS.iter().position(|m| tok.eq_ignore_ascii_case(&m[..])) {
                 month = Some(m as u32 + 1);
@@ -77,59 +73,29 @@ mod tests {
 
     #[test]
     fn asctime_form_is_utc() {
-        assert_eq!(
-            parse_from_line_date(b"Wed Jan  1 00:00:00 2020"),
-            Some(1577836800)
-        );
-        assert_eq!(
-            parse_from_line_date(b"Sat Nov 28 20:31:22 2026"),
-            Some(1795897882)
-        );
-        assert_eq!(
-            parse_from_line_date(b"Thu Feb 29 12:00:00 2024"),
-            Some(1709208000)
-        );
+        assert_eq!(parse_from_line_date(b"Wed Jan  1 00:00:00 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Sat Nov 28 20:31:22 2026"), Some(1795897882));
+        assert_eq!(parse_from_line_date(b"Thu Feb 29 12:00:00 2024"), Some(1709208000));
     }
 
     #[test]
     fn takeout_form_has_offset_before_year() {
-        assert_eq!(
-            parse_from_line_date(b"Wed Jan 01 00:00:00 +0000 2020"),
-            Some(1577836800)
-        );
-        assert_eq!(
-            parse_from_line_date(b"Wed Jan 01 02:00:00 +0200 2020"),
-            Some(1577836800)
-        );
-        assert_eq!(
-            parse_from_line_date(b"Tue Dec 31 19:00:00 -0500 2019"),
-            Some(1577836800)
-        );
+        assert_eq!(parse_from_line_date(b"Wed Jan 01 00:00:00 +0000 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Wed Jan 01 02:00:00 +0200 2020"), Some(1577836800));
+        assert_eq!(parse_from_line_date(b"Tue Dec 31 19:00:00 -0500 2019"), Some(1577836800));
     }
 
     #[test]
     fn offset_after_year_and_missing_seconds_are_accepted() {
-        assert_eq!(
-            parse_from_line_date(b"Wed Jan 1 01:00 2020 +0100"),
-            Some(1577836800)
-        );
+        assert_eq!(parse_from_line_date(b"Wed Jan 1 01:00 2020 +0100"), Some(1577836800));
     }
 
     #[test]
     fn text_that_is_no_date_is_refused() {
-        for bad in [
-            &b""[..],
-            b"here on, we agree.",
-            b"Jan 1 2020",
-            b"Wed Jan 32 00:00:00 2020",
-            b"Wed Foo 1 00:00:00 2020",
-        ] {
-            assert_eq!(
-                parse_from_line_date(bad),
-                None,
-                "{}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in
+            [&b""[..], b"here on, we agree.", b"Jan 1 2020", b"Wed Jan 32 00:00:00 2020", b"Wed Foo 1 00:00:00 2020"]
+        {
+            assert_eq!(parse_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
         }
     }
 }

@@ -25,9 +25,11 @@ fn every_fixture_is_stored_exactly_as_expected() {
     let mut failed = Vec::new();
     for name in &names {
         let base = Path::new(FIXTURES).join(name);
-        let spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(base.with_extension("json")).unwrap()).unwrap();
+        let spec: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(base.with_extension("json")).unwrap()).unwrap();
         let args: Vec<&str> = spec["args"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
-        let envs: Vec<(&str, &str)> = spec["env"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
+        let envs: Vec<(&str, &str)> =
+            spec["env"].as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v.as_str().unwrap())).collect();
         let input = std::fs::read(base.with_extension("in")).unwrap();
         let expected = std::fs::read(base.with_extension("expected")).unwrap();
         let env = Env::new();
@@ -42,7 +44,9 @@ fn every_fixture_is_stored_exactly_as_expected() {
         if got != expected {
             std::fs::write(base.with_extension("failed"), &got).unwrap();
             let at = expected.iter().zip(&got).position(|(a, b)| a != b).unwrap_or(expected.len().min(got.len()));
-            failed.push(format!("{name}: stored file differs from .expected at byte {at} (got written to {name}.failed)"));
+            failed.push(format!(
+                "{name}: stored file differs from .expected at byte {at} (got written to {name}.failed)"
+            ));
         } else if size_in_name(&files[0]) != got.len() as u64 {
             failed.push(format!("{name}: ,S={} but the file has {} bytes", size_in_name(&files[0]), got.len()));
         }
@@ -80,7 +84,11 @@ fn shared_group_makes_setgid_dirs_and_group_files() {
 fn sent_copy_gets_a_maildir_plus_plus_folder_with_subscriptions() {
     let env = Env::new();
     for _ in 0..3 {
-        let out = env.deliver(["--user", "bob", "--direction", "out", "--rcpt", "x@y"], &[("SENDER", "bob@ourdomain.example")], MSG);
+        let out = env.deliver(
+            ["--user", "bob", "--direction", "out", "--rcpt", "x@y"],
+            &[("SENDER", "bob@ourdomain.example")],
+            MSG,
+        );
         assert_exit(&out, 0);
     }
     let u = env.root().join("bob");
@@ -129,7 +137,13 @@ fn user_missing_from_accounts_file_exits_67() {
 #[test]
 fn missing_root_exits_78() {
     let env = Env::new();
-    let mut args = vec!["deliver".to_string(), "--root".into(), "/nonexistent/mailkeep-root".into(), "--log".into(), "none".into()];
+    let mut args = vec![
+        "deliver".to_string(),
+        "--root".into(),
+        "/nonexistent/mailkeep-root".into(),
+        "--log".into(),
+        "none".into(),
+    ];
     if is_root() {
         args.push("--allow-root".into());
     }
@@ -159,7 +173,13 @@ fn running_as_root_without_allow_root_exits_78() {
         return;
     }
     let env = Env::new();
-    let mut args = vec!["deliver".to_string(), "--root".into(), env.root().to_str().unwrap().into(), "--log".into(), "none".into()];
+    let mut args = vec![
+        "deliver".to_string(),
+        "--root".into(),
+        env.root().to_str().unwrap().into(),
+        "--log".into(),
+        "none".into(),
+    ];
     args.extend(in_args("alice"));
     let out = env.run(&args, &[], MSG);
     assert_exit(&out, 78);
@@ -241,7 +261,11 @@ fn python_mailbox_reads_every_message_we_wrote() {
     let mut expected = Vec::new();
     for (i, dir) in ["in", "out", "in", "out", "in"].iter().enumerate() {
         let msg = format!("Subject: m{i}\r\nMessage-ID: <m{i}@x>\r\n\r\nline one\r\nFrom line\r\n");
-        let out = env.deliver(["--user", "alice", "--direction", dir, "--rcpt", "alice@ourdomain.example"], &[("SENDER", "s@x")], msg.as_bytes());
+        let out = env.deliver(
+            ["--user", "alice", "--direction", dir, "--rcpt", "alice@ourdomain.example"],
+            &[("SENDER", "s@x")],
+            msg.as_bytes(),
+        );
         assert_exit(&out, 0);
         let owner = if *dir == "in" { "alice@ourdomain.example" } else { "s@x" };
         let envelope_to = if *dir == "out" { "Envelope-To: alice@ourdomain.example\n" } else { "" };
@@ -255,7 +279,10 @@ md = mailbox.Maildir(root + "/alice", factory=None, create=False)
 out = {"INBOX": sorted(m.as_bytes().decode() for m in md), "Sent": sorted(m.as_bytes().decode() for m in md.get_folder("Sent"))}
 print(json.dumps(out))
 "#;
-    let out = std::process::Command::new("python3").args(["-c", script, env.root().to_str().unwrap()]).output().expect("python3");
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, env.root().to_str().unwrap()])
+        .output()
+        .expect("python3");
     assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
     let got = String::from_utf8(out.stdout).unwrap();
     for folder in ["INBOX", "Sent"] {

@@ -44,17 +44,21 @@ impl Env {
         run_with_stdin(cmd, stdin)
     }
 
-    /// `mailkeep deliver --root ROOT --log none [--allow-root when root] <args>`.
+    /// `mailkeep deliver --root ROOT [--log none unless args say] [--allow-root when root] <args>`.
     pub fn deliver<I, S>(&self, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut all: Vec<std::ffi::OsString> = vec!["deliver".into(), "--root".into(), self.root().into(), "--log".into(), "none".into()];
+        let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
+        let mut all: Vec<std::ffi::OsString> = vec!["deliver".into(), "--root".into(), self.root().into()];
+        if !args.iter().any(|a| a == "--log") {
+            all.extend(["--log".into(), "none".into()]);
+        }
         if is_root() {
             all.push("--allow-root".into());
         }
-        all.extend(args.into_iter().map(|a| a.as_ref().to_os_string()));
+        all.extend(args);
         self.run(all, env, stdin)
     }
 
@@ -92,7 +96,9 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut todo = vec![dir.to_path_buf()];
     while let Some(d) = todo.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd {
             let p = e.unwrap().path();
             let m = std::fs::symlink_metadata(&p).unwrap();

@@ -1,0 +1,320 @@
+//! The Message-ID store behind `--dedup`: folds the provider's extra copies of one message
+//! into one folder, and never drops a real one.
+//!
+//! A key is (user, folder, Message-ID). A delivery first *claims* the key (a pending row,
+//! one `INSERT ... ON CONFLICT DO NOTHING`), stores the message durably, then *commits*
+//! the key with the stored file's name. A failed delivery releases its claim; a crashed
+//! one leaves a pending claim whose owner is gone, which the next copy takes over. So a
+//! key is committed only after its message is on disk: a crash may cost a duplicate on
+//! Exim's retry, never a message.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::cli::DedupCommand;
+use crate::exit::{Classify, Exit};
+use crate::maildir::Perms;
+
+/// How long a delivery waits for another one that holds the same key, or for SQLite's lock.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// A pending claim older than this is abandoned even if its pid looks alive (pid reuse);
+/// longer than any sane pipe transport timeout.
+const STALE_CLAIM_SECS: i64 = 3600;
+/// Expired keys removed per delivery: bounded work, and the store stays small.
+const PRUNE_PER_DELIVERY: i64 = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DedupError {
+    #[error("dedup store {}: {source}", path.display())]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("cannot create {}: {source}", path.display())]
+    Dir { path: PathBuf, source: std::io::Error },
+    #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
+    Busy { path: PathBuf, msgid: String },
+}
+
+impl Classify for DedupError {
+    /// Never a silent store-or-drop: any store trouble makes Exim retry.
+    fn exit(&self) -> Exit {
+        Exit::TempFail
+    }
+}
+
+type Result<T> = std::result::Result<T, DedupError>;
+
+/// What a claim found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This delivery owns the key: store, then `commit` (or `release` on failure).
+    Owned,
+    /// A copy is stored already, as `file`.
+    Duplicate { file: String },
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    window_secs: i64,
+}
+
+pub struct Key<'a> {
+    pub user: &'a str,
+    pub folder: &'a str,
+    pub msgid: &'a str,
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Store {
+    pub fn path(root: &Path) -> PathBuf {
+        root.join(".mailkeep").join("dedup.sqlite3")
+    }
+
+    /// Opens (creating if needed) `ROOT/.mailkeep/dedup.sqlite3`. The directory must be
+    /// writable by every delivering user: SQLite keeps its -wal and -shm files beside it.
+    pub fn open(root: &Path, window_days: u32, perms: Perms) -> Result<Store> {
+        let dir = root.join(".mailkeep");
+        create_private_dir(&dir, perms)?;
+        let path = Store::path(root);
+        let sql = |source| DedupError::Sqlite { path: path.clone(), source };
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        conn.busy_timeout(WAIT).map_err(sql)?;
+        // WAL lets deliveries read while one writes. NORMAL sync: a key lost to a power cut
+        // only costs a duplicate copy later, never a message.
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS seen (
+                user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
+                committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
+                at INTEGER NOT NULL,
+                PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS seen_at ON seen(at);",
+        )
+        .map_err(sql)?;
+        Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400 })
+    }
+
+    fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
+        |source| DedupError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Claims `key` for this process, waiting while another live delivery holds it.
+    pub fn claim(&self, key: &Key<'_>) -> Result<Claim> {
+        let pid = i64::from(std::process::id());
+        let deadline = Instant::now() + WAIT;
+        let mut pause = Duration::from_millis(2);
+        loop {
+            let t = now();
+            let inserted = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO seen (user, folder, msgid, committed, file, owner_pid, at)
+                     VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5) ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| s.execute(params![key.user, key.folder, key.msgid, pid, t]))
+                .map_err(self.sql())?;
+            if inserted == 1 {
+                return Ok(Claim::Owned);
+            }
+            let row: Option<(bool, Option<String>, i64, i64)> = self
+                .conn
+                .query_row(
+                    "SELECT committed, file, owner_pid, at FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3",
+                    params![key.user, key.folder, key.msgid],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(self.sql())?;
+            let Some((committed, file, owner, at)) = row else { continue };
+            let expired = at < t - self.window_secs;
+            if committed && !expired {
+                return Ok(Claim::Duplicate { file: file.unwrap_or_default() });
+            }
+            let abandoned = !committed && (at < t - STALE_CLAIM_SECS || !process_alive(owner));
+            if expired || abandoned {
+                // Take the key over only if nobody else did since we looked.
+                let taken = self
+                    .conn
+                    .execute(
+                        "UPDATE seen SET committed = 0, file = NULL, owner_pid = ?4, at = ?5
+                         WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?6 AND at = ?7 AND committed = ?8",
+                        params![key.user, key.folder, key.msgid, pid, t, owner, at, committed],
+                    )
+                    .map_err(self.sql())?;
+                if taken == 1 {
+                    return Ok(Claim::Owned);
+                }
+                continue;
+            }
+            // Another delivery of the same message is storing it right now: wait for its
+            // commit (then we are a duplicate) or its release (then we try again).
+            if Instant::now() >= deadline {
+                return Err(DedupError::Busy { path: self.path.clone(), msgid: key.msgid.to_string() });
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+
+    /// Records that `key`'s message is stored as `file`, and prunes a few expired keys.
+    pub fn commit(&self, key: &Key<'_>, file: &str) -> Result<()> {
+        let pid = i64::from(std::process::id());
+        let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
+        tx.execute(
+            "UPDATE seen SET committed = 1, file = ?4, at = ?5 WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?6",
+            params![key.user, key.folder, key.msgid, file, now(), pid],
+        )
+        .map_err(self.sql())?;
+        prune_some(&tx, now() - self.window_secs, PRUNE_PER_DELIVERY).map_err(self.sql())?;
+        tx.commit().map_err(self.sql())
+    }
+
+    /// Gives up a claim after a failed delivery, so the retry can store the message.
+    pub fn release(&self, key: &Key<'_>) {
+        let pid = i64::from(std::process::id());
+        let _ = self.conn.execute(
+            "DELETE FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND committed = 0 AND owner_pid = ?4",
+            params![key.user, key.folder, key.msgid, pid],
+        );
+    }
+
+    /// Removes every expired key (admin command). Returns how many.
+    pub fn prune_all(&self) -> Result<usize> {
+        prune_some(&self.conn, now() - self.window_secs, i64::MAX).map_err(self.sql())
+    }
+
+    /// Keys per user and folder with the oldest and newest time.
+    pub fn stats(&self) -> Result<Vec<(String, String, i64, i64, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT user, folder, count(*), min(at), max(at) FROM seen GROUP BY user, folder ORDER BY user, folder",
+            )
+            .map_err(self.sql())?;
+        let rows =
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.sql())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.sql())
+    }
+}
+
+/// `mailkeep dedup stats|prune`: what the admin sees of the store.
+pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
+    let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
+    let path = Store::path(&args.root);
+    if !path.exists() {
+        anyhow::bail!("no dedup store at {} (no delivery with --dedup yet)", path.display());
+    }
+    let store = Store::open(&args.root, args.dedup_window, Perms { shared_group: false })?;
+    match cmd {
+        DedupCommand::Prune(_) => println!("pruned {} keys older than {} days", store.prune_all()?, args.dedup_window),
+        DedupCommand::Stats(_) => {
+            let rows = store.stats()?;
+            for (user, folder, n, oldest, newest) in &rows {
+                println!("user={user} folder={folder} keys={n} oldest={oldest} newest={newest}");
+            }
+            let total: i64 = rows.iter().map(|r| r.2).sum();
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            println!("total keys={total} file={} bytes={bytes}", path.display());
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+/// Deletes up to `limit` keys older than `cutoff`: committed ones past the window, and
+/// pending ones that old (their delivery is long dead).
+fn prune_some(conn: &Connection, cutoff: i64, limit: i64) -> rusqlite::Result<usize> {
+    conn.prepare_cached(
+        "DELETE FROM seen WHERE (user, folder, msgid) IN
+           (SELECT user, folder, msgid FROM seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
+    )?
+    .execute(params![cutoff, limit])
+}
+
+/// True unless the pid certainly is gone (a pid owned by another user still counts).
+fn process_alive(pid: i64) -> bool {
+    let Ok(pid) = i32::try_from(pid) else { return false };
+    !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
+}
+
+/// `ROOT/.mailkeep`, created 0700 (2770 shared) with its creation made durable.
+fn create_private_dir(dir: &Path, perms: Perms) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| DedupError::Dir { path: dir.to_path_buf(), source };
+    match std::fs::DirBuilder::new().mode(perms.dir_mode().bits()).create(dir) {
+        Ok(()) => {
+            if perms.shared_group {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(perms.dir_mode().bits())).map_err(err)?;
+            }
+            let parent = std::fs::File::open(dir.parent().unwrap_or(dir)).map_err(err)?;
+            nix::unistd::fsync(parent.as_fd()).map_err(|e| err(e.into()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P: Perms = Perms { shared_group: false };
+
+    fn key(msgid: &str) -> Key<'_> {
+        Key { user: "alice", folder: "Sent", msgid }
+    }
+
+    #[test]
+    fn second_claim_after_commit_is_a_duplicate() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Owned);
+        s.commit(&key("a@b"), "f1").unwrap();
+        assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Duplicate { file: "f1".into() });
+    }
+
+    #[test]
+    fn keys_differ_by_user_and_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        for (user, folder) in [("alice", "Sent"), ("alice", "INBOX"), ("bob", "Sent")] {
+            let k = Key { user, folder, msgid: "same@id" };
+            assert_eq!(s.claim(&k).unwrap(), Claim::Owned, "{user}/{folder}");
+            s.commit(&k, "f").unwrap();
+        }
+    }
+
+    #[test]
+    fn released_claim_can_be_taken_again() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
+        s.release(&key("x"));
+        assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
+    }
+
+    #[test]
+    fn claim_of_a_dead_process_is_taken_over() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
+        assert_eq!(s.claim(&key("dead")).unwrap(), Claim::Owned);
+    }
+
+    #[test]
+    fn expired_keys_no_longer_fold_and_are_pruned() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 1, P).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
+        assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
+        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', 1, 'f', 1, 5)", []).unwrap();
+        assert_eq!(s.prune_all().unwrap(), 1);
+    }
+}

@@ -1,0 +1,148 @@
+//! `deliver --dedup`: the provider's extra copies of one message fold into one file per
+//! user and folder, and no real copy is ever dropped (issue 4).
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn msg(id: &str) -> Vec<u8> {
+    format!("From: alice@ourdomain.example\nTo: x@outside.example\nMessage-ID: <{id}>\nSubject: d\n\nbody\n").into_bytes()
+}
+
+fn args<'a>(user: &'a str, dir: &'a str) -> Vec<&'a str> {
+    vec!["--user", user, "--direction", dir, "--rcpt", "x@outside.example", "--dedup"]
+}
+
+/// Starts `n` deliveries of the same message, feeds them all at once, returns exit codes.
+fn deliver_at_once(env: &Env, n: usize, message: &[u8]) -> Vec<i32> {
+    let root = env.root();
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            let mut c = Command::new(BIN);
+            c.args(["deliver", "--root", root.to_str().unwrap(), "--log", "none"]).args(args("alice", "out"));
+            if is_root() {
+                c.arg("--allow-root");
+            }
+            c.env_clear().env("PATH", "/usr/bin:/bin").env("SENDER", "alice@ourdomain.example");
+            c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|mut c| {
+            c.stdin.take().unwrap().write_all(message).unwrap();
+            let out = c.wait_with_output().unwrap();
+            if !out.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            }
+            out.status.code().unwrap_or(-1)
+        })
+        .collect()
+}
+
+#[test]
+fn sixteen_simultaneous_copies_leave_one_file() {
+    let env = Env::new();
+    for round in 0..5 {
+        let codes = deliver_at_once(&env, 16, &msg(&format!("race{round}@x")));
+        assert!(codes.iter().all(|&c| c == 0), "round {round}: exit codes {codes:?}");
+        assert_eq!(env.new_files("alice/.Sent").len(), round + 1, "round {round}");
+    }
+}
+
+#[test]
+fn duplicate_is_logged_with_the_file_it_duplicates() {
+    let env = Env::new();
+    let mut a = args("alice", "out");
+    a.extend(["--log", "stderr"]);
+    let first = env.deliver(&a, &[], &msg("log@x"));
+    assert_exit(&first, 0);
+    let second = env.deliver(&a, &[], &msg("log@x"));
+    assert_exit(&second, 0);
+    let name = env.new_files("alice/.Sent")[0].file_name().unwrap().to_str().unwrap().to_string();
+    assert!(stderr(&second).contains(&format!("result=duplicate of={name}")), "{}", stderr(&second));
+    assert_eq!(env.new_files("alice/.Sent").len(), 1);
+}
+
+#[test]
+fn same_message_id_is_kept_per_user_and_per_folder() {
+    let env = Env::new();
+    for (user, dir) in [("alice", "out"), ("alice", "in"), ("bob", "out"), ("bob", "in")] {
+        assert_exit(&env.deliver(args(user, dir), &[], &msg("shared@x")), 0);
+    }
+    for folder in ["alice", "alice/.Sent", "bob", "bob/.Sent"] {
+        assert_eq!(env.new_files(folder).len(), 1, "{folder}");
+    }
+}
+
+#[test]
+fn messages_without_message_id_are_all_stored() {
+    let env = Env::new();
+    let mut a = args("alice", "in");
+    a.extend(["--log", "stderr"]);
+    for body in [&b"Subject: no id\n\nbody\n"[..], b"Subject: no id\n\nbody\n", b"Message-ID: <>\n\nx\n", b"no headers\n"] {
+        let out = env.deliver(&a, &[], body);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains("result=stored dedup=no-id"), "{}", stderr(&out));
+    }
+    assert_eq!(env.new_files("alice").len(), 4);
+}
+
+#[test]
+fn without_dedup_every_copy_is_stored() {
+    let env = Env::new();
+    for _ in 0..3 {
+        assert_exit(&env.deliver(["--user", "alice", "--direction", "out"], &[], &msg("plain@x")), 0);
+    }
+    assert_eq!(env.new_files("alice/.Sent").len(), 3);
+}
+
+#[test]
+fn crash_between_store_and_commit_keeps_the_message_and_retry_adds_at_most_one() {
+    let env = Env::new();
+    let crashed = env.deliver(args("alice", "out"), &[("MAILKEEP_FAULT", "after-store")], &msg("crash@x"));
+    assert_ne!(code(&crashed), 0, "the fault point must stop the process");
+    assert_eq!(env.new_files("alice/.Sent").len(), 1, "the stored copy survives the crash");
+    assert_exit(&env.deliver(args("alice", "out"), &[], &msg("crash@x")), 0);
+    let after_retry = env.new_files("alice/.Sent").len();
+    assert!(after_retry <= 2, "retry stored more than one extra copy: {after_retry}");
+    assert_exit(&env.deliver(args("alice", "out"), &[], &msg("crash@x")), 0);
+    assert_eq!(env.new_files("alice/.Sent").len(), after_retry, "once committed, copies fold");
+}
+
+#[test]
+fn corrupt_store_exits_75_and_stores_nothing() {
+    let env = Env::new();
+    std::fs::create_dir(env.root().join(".mailkeep")).unwrap();
+    std::fs::write(env.root().join(".mailkeep/dedup.sqlite3"), vec![0x5a; 8192]).unwrap();
+    let out = env.deliver(args("alice", "out"), &[], &msg("corrupt@x"));
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains("dedup.sqlite3"), "{}", stderr(&out));
+    assert!(env.new_files("alice/.Sent").is_empty());
+}
+
+#[test]
+fn store_that_cannot_be_opened_exits_75() {
+    let env = Env::new();
+    std::fs::write(env.root().join(".mailkeep"), b"a file where the store's directory should be").unwrap();
+    let out = env.deliver(args("alice", "out"), &[], &msg("noopen@x"));
+    assert_exit(&out, 75);
+    assert!(env.new_files("alice/.Sent").is_empty());
+}
+
+#[test]
+fn dedup_admin_commands_report_and_prune() {
+    let env = Env::new();
+    for i in 0..3 {
+        assert_exit(&env.deliver(args("alice", "out"), &[], &msg(&format!("s{i}@x"))), 0);
+    }
+    let root = env.root();
+    let out = env.run(["dedup", "stats", "--root", root.to_str().unwrap()], &[], b"");
+    assert_exit(&out, 0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("user=alice folder=Sent keys=3"), "{text}");
+    let out = env.run(["dedup", "prune", "--root", root.to_str().unwrap(), "--dedup-window", "0"], &[], b"");
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pruned"), "{}", String::from_utf8_lossy(&out.stdout));
+}
