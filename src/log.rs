@@ -2,13 +2,18 @@
 //! socket, or to stderr when no socket answers. Connected only when a line is written, so
 //! start-up costs nothing.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 
 use crate::cli::LogTarget;
 
+type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
+
 pub struct Logger {
     target: LogTarget,
+    /// Connected on the first line; `Some(None)` once a connection failed (then stderr).
+    syslog: RefCell<Option<Option<Syslog>>>,
 }
 
 /// What happened to one message.
@@ -45,7 +50,20 @@ impl fmt::Display for Record<'_> {
 
 impl Logger {
     pub fn new(target: LogTarget) -> Logger {
-        Logger { target }
+        Logger { target, syslog: RefCell::new(None) }
+    }
+
+    /// A line that is not about one message (e.g. a skipped broken one).
+    pub fn line(&self, text: &str) {
+        match self.target {
+            LogTarget::None => {}
+            LogTarget::Stderr => stderr(text),
+            LogTarget::Syslog => {
+                if !self.to_syslog(text, true) {
+                    stderr(text);
+                }
+            }
+        }
     }
 
     /// Writes the record's line; never fails a delivery because logging failed. A failure
@@ -58,7 +76,7 @@ impl Logger {
             LogTarget::Stderr if failed => {}
             LogTarget::Stderr => stderr(&text),
             LogTarget::Syslog => {
-                if !to_syslog(&text, failed) && !failed {
+                if !self.to_syslog(&text, failed) && !failed {
                     stderr(&text);
                 }
             }
@@ -70,19 +88,22 @@ fn stderr(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "mailkeep: {text}");
 }
 
-fn to_syslog(text: &str, is_error: bool) -> bool {
-    let formatter = syslog::Formatter3164 {
-        facility: syslog::Facility::LOG_MAIL,
-        hostname: None,
-        process: "mailkeep".into(),
-        pid: std::process::id(),
-    };
-    match syslog::unix(formatter) {
-        Ok(mut logger) => {
-            let sent = if is_error { logger.err(text) } else { logger.info(text) };
-            sent.is_ok()
+impl Logger {
+    fn to_syslog(&self, text: &str, is_error: bool) -> bool {
+        let mut slot = self.syslog.borrow_mut();
+        let conn = slot.get_or_insert_with(|| {
+            let formatter = syslog::Formatter3164 {
+                facility: syslog::Facility::LOG_MAIL,
+                hostname: None,
+                process: "mailkeep".into(),
+                pid: std::process::id(),
+            };
+            syslog::unix(formatter).ok()
+        });
+        match conn {
+            Some(logger) => if is_error { logger.err(text) } else { logger.info(text) }.is_ok(),
+            None => false,
         }
-        Err(_) => false,
     }
 }
 

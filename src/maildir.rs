@@ -52,7 +52,7 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> Maildir
 }
 
 /// A mailbox of a user: the INBOX is the Maildir itself, others are Maildir++ folders.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FolderKind {
     Inbox,
     Sent,
@@ -155,6 +155,7 @@ impl Staged {
 
 /// One open mailbox folder. Holds descriptors of the folder, its tmp/ and its new/.
 pub struct Folder {
+    kind: FolderKind,
     path: PathBuf,
     tmp: OwnedFd,
     new: OwnedFd,
@@ -193,7 +194,7 @@ impl Folder {
         // Fast path: new/ is created last, so if it is there the folder is complete.
         if let (Ok(tmp), Ok(new)) = (open_dir(dir.as_fd(), &path.join("tmp")), open_dir(dir.as_fd(), &path.join("new")))
         {
-            return Ok(Folder { path, tmp, new, perms });
+            return Ok(Folder { kind, path, tmp, new, perms });
         }
         // Setup, in an order that a crash at any point leaves redoable: cur, tmp, the
         // Maildir++ marker and subscriptions, and new/ last.
@@ -220,11 +221,28 @@ impl Folder {
             )?;
         }
         let new = open_or_create_dir(dir.as_fd(), &path.join("new"), perms)?;
-        Ok(Folder { path, tmp, new, perms })
+        Ok(Folder { kind, path, tmp, new, perms })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    pub fn kind(&self) -> FolderKind {
+        self.kind
+    }
+
+    /// The message files now in new/ and cur/ (what an IMAP server would show).
+    pub fn message_paths(&self) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for sub in ["new", "cur"] {
+            let dir = self.path.join(sub);
+            let entries =
+                std::fs::read_dir(&dir).map_err(|source| MaildirError::Io { op: "read", path: dir.clone(), source })?;
+            for entry in entries {
+                let entry = entry.map_err(|source| MaildirError::Io { op: "read", path: dir.clone(), source })?;
+                if !entry.file_name().as_encoded_bytes().starts_with(b".") {
+                    out.push(entry.path());
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Steps 1 and 2 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660

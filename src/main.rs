@@ -11,7 +11,9 @@ mod exit;
 mod fault;
 mod log;
 mod maildir;
+mod mbox;
 mod message;
+mod replay;
 mod serve_config;
 mod time;
 
@@ -32,7 +34,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
             deliver::run(&cfg, &mut std::io::stdin().lock(), &logger)?;
             Ok(Exit::Ok)
         }
-        Command::Replay(_) => anyhow::bail!("not built yet"),
+        Command::Replay(args) => replay::run(&args),
         Command::Dedup(cmd) => dedup::admin(&cmd),
         Command::Check(args) => check::run(&args),
         Command::ServeConfig(args) => serve_config::run(&args),

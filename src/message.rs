@@ -27,10 +27,23 @@ impl FromLine {
         Some(FromLine { sender: Sender::from_bytes(addr), date: time::parse_from_line_date(date) })
     }
 
-    /// True for a line an mbox reader should split on: `From `, an address, and a date with
-    /// a time of day and a year. A body line "From here on..." does not qualify.
+    /// True for a line an mbox reader may split on: `From `, an address, and a date: one
+    /// we can read, or at least a time of day (`hh:mm`), so that an odd date form still
+    /// separates while a body line "From here on..." does not.
     pub fn looks_like_separator(line: &[u8]) -> bool {
-        line.starts_with(b"From ") && FromLine::parse(line).is_some_and(|f| f.date.is_some())
+        let Some(f) = FromLine::parse(line) else { return false };
+        if f.date.is_some() {
+            return true;
+        }
+        let rest = line[5..].trim_ascii_start();
+        let after_addr = rest.iter().position(|&b| b == b' ').map_or(&[][..], |i| &rest[i..]);
+        after_addr.windows(5).any(|w| {
+            w[0].is_ascii_digit()
+                && w[1].is_ascii_digit()
+                && w[2] == b':'
+                && w[3].is_ascii_digit()
+                && w[4].is_ascii_digit()
+        })
     }
 }
 
@@ -91,8 +104,8 @@ pub struct Stamp<'a> {
 }
 
 impl Stamp<'_> {
-    /// `Return-Path:`, `Delivered-To:` and, for a Sent copy, `Envelope-To:` folded at 78
-    /// columns. Every value is cleaned: no CR, LF or NUL from an argument gets through.
+    /// `Return-Path:`, `Delivered-To:` and, for a Sent copy with known recipients,
+    /// `Envelope-To:` folded at 78 columns. Every value is cleaned: no CR, LF or NUL from an argument gets through.
     pub fn header_lines(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(128);
         out.extend_from_slice(b"Return-Path: <");
@@ -100,7 +113,7 @@ impl Stamp<'_> {
         out.extend_from_slice(b">\nDelivered-To: ");
         out.extend_from_slice(&clean(self.owner));
         out.push(b'\n');
-        if let Some(rcpts) = self.envelope_to {
+        if let Some(rcpts) = self.envelope_to.filter(|r| !r.is_empty()) {
             let cleaned: Vec<Vec<u8>> = rcpts.iter().map(|r| clean(r)).collect();
             out.extend_from_slice(&fold_list(b"Envelope-To:", &cleaned, 78));
         }
@@ -234,6 +247,8 @@ mod tests {
         assert!(FromLine::looks_like_separator(b"From a@b Sat Nov 28 20:31:22 2026"));
         assert!(!FromLine::looks_like_separator(b"From here on, we agree."));
         assert!(!FromLine::looks_like_separator(b">From a@b Sat Nov 28 20:31:22 2026"));
+        assert!(FromLine::looks_like_separator(b"From a@b 2020-03-03T03:03:03Z"));
+        assert!(!FromLine::looks_like_separator(b"From 10:30 on, we meet"));
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use crate::util::*;
 
 fn msg(id: &str) -> Vec<u8> {
-    format!("From: alice@ourdomain.example\nTo: x@outside.example\nMessage-ID: <{id}>\nSubject: d\n\nbody\n").into_bytes()
+    format!("From: alice@ourdomain.example\nTo: x@outside.example\nMessage-ID: <{id}>\nSubject: d\n\nbody\n")
+        .into_bytes()
 }
 
 fn args<'a>(user: &'a str, dir: &'a str) -> Vec<&'a str> {
@@ -81,7 +82,9 @@ fn messages_without_message_id_are_all_stored() {
     let env = Env::new();
     let mut a = args("alice", "in");
     a.extend(["--log", "stderr"]);
-    for body in [&b"Subject: no id\n\nbody\n"[..], b"Subject: no id\n\nbody\n", b"Message-ID: <>\n\nx\n", b"no headers\n"] {
+    for body in
+        [&b"Subject: no id\n\nbody\n"[..], b"Subject: no id\n\nbody\n", b"Message-ID: <>\n\nx\n", b"no headers\n"]
+    {
         let out = env.deliver(&a, &[], body);
         assert_exit(&out, 0);
         assert!(stderr(&out).contains("result=stored dedup=no-id"), "{}", stderr(&out));

@@ -5,3 +5,4 @@ mod util;
 
 mod dedup;
 mod deliver;
+mod replay;

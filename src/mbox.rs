@@ -1,0 +1,434 @@
+//! A streaming mbox reader (mboxo, mboxrd, mboxcl2) that hands out each message in
+//! chunks, so a many-gigabyte file is read in one pass with bounded memory.
+//!
+//! A message starts at a From_ line that begins the file or follows a blank line and looks
+//! like one (`From <addr> <date>`); the blank line before it belongs to the separator.
+//! Lines are given LF line ends; mboxrd unescapes every `>+From ` by one level, mboxo
+//! only `>From `, mboxcl2 takes the body length from Content-Length and unescapes nothing.
+
+use std::io::{self, BufRead};
+use std::path::{Path, PathBuf};
+
+use crate::cli::MboxFormat;
+use crate::exit::{Classify, Exit};
+use crate::message::{FromLine, LfStream, header_block_len};
+
+/// How far auto-detection looks into a file.
+pub const SNIFF: usize = 1024 * 1024;
+/// A chunk handed out is about this big.
+const CHUNK: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Mboxo,
+    Mboxrd,
+    Mboxcl2,
+}
+
+impl Format {
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Mboxo => "mboxo",
+            Format::Mboxrd => "mboxrd",
+            Format::Mboxcl2 => "mboxcl2",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MboxError {
+    #[error("{}: not an mbox file: expected a 'From <address> <date>' line at the start, found {found:?}", path.display())]
+    NotMbox { path: PathBuf, found: String },
+    #[error("{}: broken message at byte {offset}, line {line}: {what}", path.display())]
+    Broken { path: PathBuf, offset: u64, line: u64, what: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Io { path: PathBuf, source: io::Error },
+}
+
+impl Classify for MboxError {
+    fn exit(&self) -> Exit {
+        match self {
+            MboxError::NotMbox { .. } | MboxError::Broken { .. } => Exit::DataErr,
+            MboxError::Io { .. } => Exit::TempFail,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, MboxError>;
+
+/// Where a message starts, and its From_ line.
+#[derive(Debug)]
+pub struct MessageStart {
+    pub from: FromLine,
+    pub offset: u64,
+    pub line: u64,
+}
+
+/// A separator line read ahead, with where it was.
+struct Separator {
+    text: Vec<u8>,
+    offset: u64,
+    line: u64,
+}
+
+pub struct MboxReader<R> {
+    input: R,
+    path: PathBuf,
+    format: Format,
+    /// Bytes consumed so far, and where the current line started.
+    consumed: u64,
+    line_start: u64,
+    line_no: u64,
+    line: Vec<u8>,
+    next: Option<Separator>,
+    in_message: bool,
+    /// A blank line not yet given out: it may be the one before the next separator.
+    pending_blank: bool,
+    /// mboxcl2: still in the header block of the current message, and its text so far.
+    in_headers: bool,
+    headers: Vec<u8>,
+    /// mboxcl2: body bytes left to give out, once the header block is through.
+    body_left: Option<u64>,
+    lf: LfStream,
+}
+
+/// Chooses the format of a file from its first bytes, and says why.
+pub fn detect(head: &[u8]) -> (Format, &'static str) {
+    if content_length_fits(head) {
+        return (Format::Mboxcl2, "Content-Length of the first message ends at a From_ line");
+    }
+    if head.windows(8).any(|w| w == b"\n>>From ") {
+        return (Format::Mboxrd, "'>>From ' lines seen");
+    }
+    (Format::Mboxo, "no '>>From ' lines and no Content-Length in the first MiB")
+}
+
+fn content_length_fits(head: &[u8]) -> bool {
+    let Some(first_nl) = head.iter().position(|&b| b == b'\n') else { return false };
+    let msg = &head[first_nl + 1..];
+    let Some(hlen) = header_block_len(msg) else { return false };
+    let Some(n) = content_length(&msg[..hlen]).and_then(|n| usize::try_from(n).ok()) else { return false };
+    match msg.get(hlen + n..) {
+        Some(rest) => rest.is_empty() || rest.starts_with(b"\nFrom ") || rest.starts_with(b"\r\nFrom "),
+        None => false,
+    }
+}
+
+/// The value of a Content-Length header in a header block.
+fn content_length(headers: &[u8]) -> Option<u64> {
+    headers.split(|&b| b == b'\n').find_map(|l| {
+        let colon = l.iter().position(|&b| b == b':')?;
+        let (name, value) = l.split_at(colon);
+        if !name.eq_ignore_ascii_case(b"Content-Length") {
+            return None;
+        }
+        std::str::from_utf8(&value[1..]).ok()?.trim().parse().ok()
+    })
+}
+
+/// `>From ` (mboxo) or `>+From ` (mboxrd) lose one `>`.
+fn unescape(format: Format, line: &[u8]) -> &[u8] {
+    match format {
+        Format::Mboxo if line.starts_with(b">From ") => &line[1..],
+        Format::Mboxrd => {
+            let quotes = line.iter().take_while(|&&b| b == b'>').count();
+            if quotes > 0 && line[quotes..].starts_with(b"From ") { &line[1..] } else { line }
+        }
+        _ => line,
+    }
+}
+
+impl<R: BufRead> MboxReader<R> {
+    /// Starts reading `input`; `choice` Auto sniffs the first MiB. Returns the reader and
+    /// a text saying which format and why.
+    pub fn new(mut input: R, path: &Path, choice: MboxFormat) -> Result<(MboxReader<R>, String)> {
+        let head = input.fill_buf().map_err(|source| MboxError::Io { path: path.to_path_buf(), source })?;
+        let head = &head[..head.len().min(SNIFF)];
+        let (format, why) = match choice {
+            MboxFormat::Auto => {
+                let (f, why) = detect(head);
+                (f, format!("auto: {why}"))
+            }
+            MboxFormat::Mboxo => (Format::Mboxo, "given".into()),
+            MboxFormat::Mboxrd => (Format::Mboxrd, "given".into()),
+            MboxFormat::Mboxcl2 => (Format::Mboxcl2, "given".into()),
+        };
+        let mut reader = MboxReader {
+            input,
+            path: path.to_path_buf(),
+            format,
+            consumed: 0,
+            line_start: 0,
+            line_no: 0,
+            line: Vec::with_capacity(1024),
+            next: None,
+            in_message: false,
+            pending_blank: false,
+            in_headers: false,
+            headers: Vec::new(),
+            body_left: None,
+            lf: LfStream::new(false),
+        };
+        // The first line that is not blank must be a From_ line (an empty file has none).
+        while reader.read_line()? {
+            if reader.line == b"\n" {
+                continue;
+            }
+            if !reader.line_is_separator() {
+                let text = reader.line.trim_ascii_end();
+                let found = String::from_utf8_lossy(&text[..text.len().min(60)]).into_owned();
+                return Err(MboxError::NotMbox { path: path.to_path_buf(), found });
+            }
+            reader.keep_separator();
+            break;
+        }
+        Ok((reader, format!("{} ({why})", format.name())))
+    }
+
+    /// Reads one line into `self.line`, CRLF made LF; false at the end of input.
+    fn read_line(&mut self) -> Result<bool> {
+        self.line.clear();
+        self.line_start = self.consumed;
+        let n = self
+            .input
+            .read_until(b'\n', &mut self.line)
+            .map_err(|source| MboxError::Io { path: self.path.clone(), source })?;
+        self.consumed += n as u64;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.line_no += 1;
+        if self.line.ends_with(b"\r\n") {
+            self.line.truncate(self.line.len() - 2);
+            self.line.push(b'\n');
+        }
+        Ok(true)
+    }
+
+    fn line_is_separator(&self) -> bool {
+        FromLine::looks_like_separator(self.line.trim_ascii_end())
+    }
+
+    fn keep_separator(&mut self) {
+        let text = self.line.trim_ascii_end().to_vec();
+        self.next = Some(Separator { text, offset: self.line_start, line: self.line_no });
+        self.in_message = false;
+        self.pending_blank = false;
+    }
+
+    fn broken(&self, what: String) -> MboxError {
+        MboxError::Broken { path: self.path.clone(), offset: self.line_start, line: self.line_no, what }
+    }
+
+    /// Moves to the next message, skipping what is left of the current one. `None` at the
+    /// end of the file.
+    pub fn next_message(&mut self) -> Result<Option<MessageStart>> {
+        let mut sink = Vec::new();
+        while self.in_message {
+            sink.clear();
+            self.read_chunk(&mut sink)?;
+        }
+        let Some(sep) = self.next.take() else { return Ok(None) };
+        let from = FromLine::parse(&sep.text).expect("a separator is a From_ line");
+        self.in_message = true;
+        self.in_headers = self.format == Format::Mboxcl2;
+        self.headers.clear();
+        self.body_left = None;
+        self.lf = LfStream::new(false);
+        Ok(Some(MessageStart { from, offset: sep.offset, line: sep.line }))
+    }
+
+    /// After a broken message: skip to the next line that can start a message.
+    pub fn resync(&mut self) -> Result<()> {
+        self.body_left = None;
+        self.in_headers = false;
+        let mut after_blank = true;
+        while self.read_line()? {
+            if after_blank && self.line_is_separator() {
+                self.keep_separator();
+                return Ok(());
+            }
+            after_blank = self.line == b"\n";
+        }
+        self.in_message = false;
+        Ok(())
+    }
+
+    /// Appends about a chunk of the current message to `out`; false once the message has
+    /// been given out whole.
+    pub fn read_chunk(&mut self, out: &mut Vec<u8>) -> Result<bool> {
+        let start = out.len();
+        while self.in_message && out.len() - start < CHUNK {
+            if let Some(left) = self.body_left {
+                self.read_body(left, out)?;
+                continue;
+            }
+            if !self.read_line()? {
+                self.in_message = false;
+                break;
+            }
+            if self.pending_blank && self.line_is_separator() {
+                self.keep_separator();
+                break;
+            }
+            if self.in_headers {
+                self.header_line(out);
+                continue;
+            }
+            if std::mem::take(&mut self.pending_blank) {
+                out.push(b'\n');
+            }
+            if self.line == b"\n" {
+                self.pending_blank = true;
+            } else {
+                out.extend_from_slice(unescape(self.format, &self.line));
+            }
+        }
+        Ok(self.in_message)
+    }
+
+    /// mboxcl2: a header line; the blank line ending the block starts the counted body.
+    fn header_line(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.line);
+        if self.line == b"\n" {
+            self.in_headers = false;
+            self.body_left = content_length(&self.headers);
+        } else {
+            self.headers.extend_from_slice(&self.line);
+        }
+    }
+
+    /// mboxcl2: gives out up to a chunk of the counted body; at its end checks that a
+    /// separator (or the end of the file) follows, as Content-Length promised.
+    fn read_body(&mut self, left: u64, out: &mut Vec<u8>) -> Result<()> {
+        if left > 0 {
+            let path = &self.path;
+            let avail = self.input.fill_buf().map_err(|source| MboxError::Io { path: path.clone(), source })?;
+            let n = avail.len().min(CHUNK).min(usize::try_from(left).unwrap_or(usize::MAX));
+            self.lf.push(&avail[..n], out);
+            self.line_no += avail[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.input.consume(n);
+            self.consumed += n as u64;
+            if n == 0 {
+                return Err(self.broken(format!("Content-Length promises {left} more bytes than the file has")));
+            }
+            self.body_left = Some(left - n as u64);
+            return Ok(());
+        }
+        self.lf.finish(out);
+        self.body_left = None;
+        if !self.read_line()? {
+            self.in_message = false;
+            return Ok(());
+        }
+        if self.line == b"\n" && !self.read_line()? {
+            self.in_message = false;
+            return Ok(());
+        }
+        if self.line_is_separator() {
+            self.keep_separator();
+            return Ok(());
+        }
+        Err(self.broken("Content-Length does not end at a From_ line".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(data: &[u8], choice: MboxFormat) -> (Vec<(String, Vec<u8>)>, Format) {
+        let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();
+        let mut msgs = Vec::new();
+        while let Some(start) = r.next_message().unwrap() {
+            let mut body = Vec::new();
+            while r.read_chunk(&mut body).unwrap() {}
+            let who = String::from_utf8_lossy(start.from.sender.address().unwrap_or_default()).into_owned();
+            msgs.push((who, body));
+        }
+        (msgs, r.format)
+    }
+
+    const F1: &str = "From a@x Wed Jan  1 00:00:00 2020\n";
+    const F2: &str = "From b@x Thu Jan  2 00:00:00 2020\n";
+
+    #[test]
+    fn splits_only_at_from_lines_after_a_blank_line() {
+        let data = format!("{F1}Subject: 1\n\nbody\nFrom here on\n{F2}\n{F2}Subject: 2\n\nb2\n\n");
+        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].1, format!("Subject: 1\n\nbody\nFrom here on\n{F2}").as_bytes());
+        assert_eq!(msgs[1], ("b@x".into(), b"Subject: 2\n\nb2\n".to_vec()));
+    }
+
+    #[test]
+    fn mboxrd_unescapes_every_level_by_one_and_mboxo_only_the_first() {
+        let data = format!("{F1}S: x\n\n>From a\n>>From b\n>>>From c\n>Fromage\n\n");
+        let (rd, _) = read_all(data.as_bytes(), MboxFormat::Mboxrd);
+        assert_eq!(rd[0].1, b"S: x\n\nFrom a\n>From b\n>>From c\n>Fromage\n");
+        let (o, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
+        assert_eq!(o[0].1, b"S: x\n\nFrom a\n>>From b\n>>>From c\n>Fromage\n");
+    }
+
+    #[test]
+    fn crlf_files_become_lf_and_last_message_without_newline_is_whole() {
+        let data =
+            format!("{F1}S: 1\r\n\r\nb1\r\n\r\n{F2}S: 2\r\n\r\nlast line").replace(F1, &F1.replace('\n', "\r\n"));
+        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Auto);
+        assert_eq!(msgs[0].1, b"S: 1\n\nb1\n");
+        assert_eq!(msgs[1].1, b"S: 2\n\nlast line");
+    }
+
+    #[test]
+    fn mboxcl2_honours_content_length() {
+        let body = "From inside the body\n\nFrom x Wed Jan  1 00:00:00 2020\n";
+        let data = format!("{F1}Content-Length: {}\n\n{body}\n{F2}Content-Length: 3\n\nabc\n", body.len());
+        let (msgs, format) = read_all(data.as_bytes(), MboxFormat::Auto);
+        assert_eq!(format, Format::Mboxcl2);
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[0].1, format!("Content-Length: {}\n\n{body}", body.len()).as_bytes());
+        assert_eq!(msgs[1].1, b"Content-Length: 3\n\nabc");
+    }
+
+    #[test]
+    fn bad_content_length_is_a_broken_message_with_its_place() {
+        let data = format!("{F1}Content-Length: 2\n\nabc\n\n{F2}S: 2\n\nok\n");
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxcl2).unwrap();
+        r.next_message().unwrap();
+        let mut out = Vec::new();
+        let err = loop {
+            match r.read_chunk(&mut out) {
+                Ok(true) => continue,
+                Ok(false) => panic!("no error"),
+                Err(e) => break e,
+            }
+        };
+        assert!(matches!(err, MboxError::Broken { line: 4, .. }), "{err}");
+        r.resync().unwrap();
+        let next = r.next_message().unwrap().unwrap();
+        assert_eq!(next.line, 6);
+    }
+
+    #[test]
+    fn auto_detection_says_why() {
+        assert_eq!(detect(format!("{F1}S: x\n\n>>From y\n").as_bytes()).0, Format::Mboxrd);
+        assert_eq!(detect(format!("{F1}S: x\n\n>From y\n").as_bytes()).0, Format::Mboxo);
+    }
+
+    #[test]
+    fn a_file_that_is_no_mbox_is_refused() {
+        let err = MboxReader::new(&b"Subject: hi\n\nbody\n"[..], Path::new("x.eml"), MboxFormat::Auto).err().unwrap();
+        assert!(err.to_string().contains("x.eml: not an mbox file"), "{err}");
+        assert_eq!(err.exit(), Exit::DataErr);
+    }
+
+    #[test]
+    fn offsets_and_line_numbers_point_at_the_from_line() {
+        let data = format!("{F1}S: 1\r\n\r\nb\r\n\r\n{F2}S: 2\n");
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Auto).unwrap();
+        r.next_message().unwrap();
+        let second = r.next_message().unwrap().unwrap();
+        assert_eq!(second.line, 6);
+        assert_eq!(second.offset as usize, data.find("From b@x").unwrap());
+    }
+}

@@ -1,0 +1,277 @@
+//! `mailkeep replay`: mbox files into the backup, read back by Python's `mailbox`, with
+//! the right folders and dates, idempotent and resumable (issue 5).
+
+use std::path::{Path, PathBuf};
+
+use crate::util::*;
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/replay");
+const CHECK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/replay_check.py");
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(FIXTURES).join(name)
+}
+
+fn replay(env: &Env, extra: &[&str], files: &[&Path]) -> std::process::Output {
+    let root = env.root();
+    let mut args: Vec<String> =
+        ["replay", "--root", root.to_str().unwrap(), "--user", "alice", "--domain", "example.com"]
+            .map(String::from)
+            .to_vec();
+    if !extra.contains(&"--log") {
+        args.extend(["--log".into(), "none".into()]);
+    }
+    if is_root() {
+        args.push("--allow-root".into());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(files.iter().map(|f| f.to_str().unwrap().to_string()));
+    env.run(&args, &[], b"")
+}
+
+/// Python's `mailbox.Maildir` finds exactly the expected messages (folder, mtime, bytes).
+#[track_caller]
+fn assert_python_reads(env: &Env, expected: &Path) {
+    let out = std::process::Command::new("python3")
+        .args([CHECK, env.root().to_str().unwrap(), "alice", expected.to_str().unwrap()])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "Python's mailbox disagrees with {}:\n{}{}",
+        expected.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_fixture_is_read_back_by_python_mailbox() {
+    let names: Vec<String> = std::fs::read_dir(FIXTURES)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".mbox").map(String::from))
+        .collect();
+    assert!(names.len() >= 7, "fixtures: {names:?}");
+    for name in names {
+        let env = Env::new();
+        let out = replay(&env, &[], &[&fixture(&format!("{name}.mbox"))]);
+        assert_exit(&out, 0);
+        assert_python_reads(&env, &fixture(&format!("{name}.expected.json")));
+        assert!(stderr(&out).contains("already-present=0 failed=0"), "{name}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn auto_format_says_which_it_chose() {
+    let env = Env::new();
+    let out = replay(&env, &[], &[&fixture("mboxrd-nested.mbox")]);
+    assert!(stderr(&out).contains("format mboxrd (auto:"), "{}", stderr(&out));
+    let out = replay(&env, &[], &[&fixture("mboxcl2.mbox")]);
+    assert!(stderr(&out).contains("format mboxcl2 (auto:"), "{}", stderr(&out));
+}
+
+#[test]
+fn second_run_adds_nothing() {
+    let env = Env::new();
+    let file = fixture("takeout.mbox");
+    assert_exit(&replay(&env, &[], &[&file]), 0);
+    let before = env.files();
+    let out = replay(&env, &[], &[&file]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("stored=0 already-present=5"), "{}", stderr(&out));
+    assert_eq!(env.files(), before);
+}
+
+#[test]
+fn messages_live_delivery_stored_already_are_folded() {
+    let env = Env::new();
+    let msg = b"Subject: nb\nMessage-ID: <nb1@x>\n\nfirst\n";
+    assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], msg), 0);
+    let out = replay(&env, &[], &[&fixture("no-blank-before-from.mbox")]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("stored=1 already-present=1"), "{}", stderr(&out));
+}
+
+#[test]
+fn messages_without_message_id_fold_by_digest() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("noid.mbox");
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nsame\n\nFrom a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nother\n\n").unwrap();
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    let out = replay(&env, &[], &[&mbox]);
+    assert!(stderr(&out).contains("stored=0 already-present=2"), "{}", stderr(&out));
+    assert_eq!(env.new_files("alice").len(), 2);
+}
+
+#[test]
+fn dry_run_stores_nothing() {
+    let env = Env::new();
+    let out = replay(&env, &["--dry-run"], &[&fixture("takeout.mbox")]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("would store=5"), "{}", stderr(&out));
+    assert!(env.files().is_empty(), "{:?}", env.files());
+}
+
+#[test]
+fn stdin_is_read_for_dash() {
+    let env = Env::new();
+    let root = env.root();
+    let mut args =
+        vec!["replay", "--root", root.to_str().unwrap(), "--user", "alice", "--domain", "example.com", "--log", "none"];
+    if is_root() {
+        args.push("--allow-root");
+    }
+    args.push("-");
+    let data = std::fs::read(fixture("no-final-newline.mbox")).unwrap();
+    assert_exit(&env.run(&args, &[], &data), 0);
+    assert_python_reads(&env, &fixture("no-final-newline.expected.json"));
+}
+
+#[test]
+fn a_file_that_is_no_mbox_exits_65_naming_it() {
+    let env = Env::new();
+    let eml = env.dir.path().join("message.eml");
+    std::fs::write(&eml, "Subject: hi\n\nbody\n").unwrap();
+    let out = replay(&env, &[], &[&eml]);
+    assert_exit(&out, 65);
+    assert!(stderr(&out).contains("message.eml: not an mbox file"), "{}", stderr(&out));
+}
+
+/// An mboxcl2 file whose second message has a Content-Length that overshoots.
+fn broken_mbox(env: &Env) -> PathBuf {
+    let path = env.dir.path().join("broken.mbox");
+    let data = "From a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <b1@x>\nContent-Length: 4\n\nabc\n\n\
+                From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <b2@x>\nContent-Length: 2\n\nabcdef\n\n\
+                From a@x Fri Jan  3 00:00:00 2020\nMessage-ID: <b3@x>\nContent-Length: 4\n\nxyz\n";
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn broken_message_stops_with_65_keeping_what_came_before() {
+    let env = Env::new();
+    let out = replay(&env, &["--format", "mboxcl2"], &[&broken_mbox(&env)]);
+    assert_exit(&out, 65);
+    assert!(stderr(&out).contains("broken message at byte"), "{}", stderr(&out));
+    assert_eq!(env.new_files("alice").len(), 1, "the message before the broken one is stored");
+}
+
+#[test]
+fn continue_on_error_skips_the_broken_message() {
+    let env = Env::new();
+    let out = replay(&env, &["--format", "mboxcl2", "--continue-on-error", "--log", "stderr"], &[&broken_mbox(&env)]);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("failed=1"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("line 11"), "names the line: {}", stderr(&out));
+    assert_eq!(env.new_files("alice").len(), 2);
+}
+
+#[test]
+fn replay_refuses_root_without_allow_root() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    let root = env.root();
+    let out = env.run(["replay", "--root", root.to_str().unwrap(), "--user", "alice", FIXTURES], &[], b"");
+    assert_exit(&out, 78);
+}
+
+#[test]
+fn killed_replay_resumes_to_the_same_result() {
+    let big = Env::new();
+    let mbox = big.dir.path().join("big.mbox");
+    let mut data = String::new();
+    for i in 0..3000 {
+        data.push_str(&format!(
+            "From s{i}@x Wed Jan  1 00:00:00 2020\nMessage-ID: <k{i}@x>\nSubject: {i}\n\n{}\n\n",
+            "y".repeat(i % 700)
+        ));
+    }
+    std::fs::write(&mbox, data).unwrap();
+    let reference = Env::new();
+    assert_exit(&replay(&reference, &[], &[&mbox]), 0);
+    let want = contents(&reference, "alice");
+    for delay_ms in [5u64, 20, 60] {
+        let env = Env::new();
+        let root = env.root();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args([
+            "replay",
+            "--root",
+            root.to_str().unwrap(),
+            "--user",
+            "alice",
+            "--domain",
+            "example.com",
+            "--log",
+            "none",
+        ]);
+        if is_root() {
+            cmd.arg("--allow-root");
+        }
+        let mut child = cmd.arg(&mbox).env_clear().stderr(std::process::Stdio::null()).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        for f in env.files() {
+            let s = f.to_str().unwrap();
+            assert!(
+                s.contains("/tmp/") || s.contains("/new/") || !s.contains('/') || s.ends_with("subscriptions"),
+                "{s}"
+            );
+        }
+        for f in env.new_files("alice") {
+            let bytes = std::fs::read(&f).unwrap();
+            assert_eq!(bytes.len() as u64, size_in_name(&f), "a file in new/ is complete: {}", f.display());
+        }
+        assert_exit(&replay(&env, &[], &[&mbox]), 0);
+        assert_eq!(contents(&env, "alice"), want, "killed after {delay_ms} ms, then resumed");
+    }
+}
+
+/// The sorted (mtime, bytes) of every message in a folder's new/.
+fn contents(env: &Env, folder: &str) -> Vec<(std::time::SystemTime, Vec<u8>)> {
+    let mut v: Vec<_> = env
+        .new_files(folder)
+        .iter()
+        .map(|f| (std::fs::metadata(f).unwrap().modified().unwrap(), std::fs::read(f).unwrap()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn later_delivery_sweeps_tmp_leftovers_older_than_36_hours() {
+    if std::process::Command::new("faketime").arg("--version").output().is_err() {
+        panic!("faketime is needed (tests/install-deps.sh installs it)");
+    }
+    let env = Env::new();
+    assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], b"Subject: a\n\nb\n"), 0);
+    let leftover = env.root().join("alice/tmp/1.M1P1Q1.crashed");
+    std::fs::write(&leftover, b"partial").unwrap();
+    assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], b"Subject: b\n\nb\n"), 0);
+    assert!(leftover.exists(), "a fresh tmp file is left alone");
+    let root = env.root();
+    let mut cmd = std::process::Command::new("faketime");
+    cmd.args([
+        "-f",
+        "+37h",
+        BIN,
+        "deliver",
+        "--root",
+        root.to_str().unwrap(),
+        "--log",
+        "none",
+        "--user",
+        "alice",
+        "--direction",
+        "in",
+    ]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.env_clear().env("PATH", "/usr/bin:/bin");
+    assert_exit(&run_with_stdin(cmd, b"Subject: c\n\nb\n"), 0);
+    assert!(!leftover.exists(), "a tmp file older than 36 hours is swept");
+}
