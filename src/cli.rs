@@ -36,6 +36,59 @@ pub enum Command {
     Check(CheckArgs),
     /// Write a ready configuration for serving the backup with an IMAP server.
     ServeConfig(ServeConfigArgs),
+    /// Keep the accounts file current from the mail provider's directory.
+    #[command(subcommand)]
+    Accounts(AccountsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Rewrite the accounts file from Google Workspace's Directory API (service account with
+    /// domain-wide delegation; no user password is ever used).
+    Sync(AccountsSyncArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsSyncArgs {
+    /// The service account's JSON key file; must not be readable by others (else exit 78).
+    #[arg(long, value_name = "FILE")]
+    pub google_key: PathBuf,
+
+    /// A Workspace admin the service account acts for (domain-wide delegation subject).
+    #[arg(long, value_name = "ADMIN@DOMAIN")]
+    pub admin: String,
+
+    /// The mail domain: only addresses of this domain become entries.
+    #[arg(long, value_name = "DOMAIN")]
+    pub domain: String,
+
+    /// The accounts file to write (atomically: temp file, fsync, rename).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Also list users' alias addresses. Default: primary addresses only.
+    #[arg(long)]
+    pub include_aliases: bool,
+
+    /// Also list groups' addresses. Default: users only.
+    #[arg(long)]
+    pub include_groups: bool,
+
+    /// Refuse a result that removes more than this share of the current entries (e.g. 10%).
+    #[arg(long, value_name = "PERCENT", default_value = "10%")]
+    pub max_shrink: String,
+
+    /// Write even a result that shrinks the file more than --max-shrink.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Print what would change; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Base URL of the Directory API and token endpoint (for tests). Default: Google's.
+    #[arg(long, value_name = "URL")]
+    pub api_base: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,7 @@
 //! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail an Exim relay
 //! passes. `main` only turns the one result of a command into one exit status.
 
+mod accounts;
 mod check;
 mod cli;
 mod config;
@@ -38,6 +39,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Dedup(cmd) => dedup::admin(&cmd),
         Command::Check(args) => check::run(&args),
         Command::ServeConfig(args) => serve_config::run(&args),
+        Command::Accounts(cli::AccountsCommand::Sync(args)) => accounts::sync(&args),
     }
 }
 
