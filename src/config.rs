@@ -43,7 +43,7 @@ impl StoreConfig {
         match std::fs::metadata(&args.root) {
             Ok(m) if m.is_dir() => {}
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(MaildirError::Io { op: "look up backup root", path: args.root.clone(), source: e }.into());
+                return Err(MaildirError::Io { op: "look up backup root", path: args.root.clone(), err: e }.into());
             }
             _ => return Err(MaildirError::RootMissing(args.root.clone()).into()),
         }

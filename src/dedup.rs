@@ -28,10 +28,10 @@ const PRUNE_PER_DELIVERY: i64 = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
-    #[error("dedup store {}: {source}", path.display())]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
-    #[error("cannot create {}: {source}", path.display())]
-    Dir { path: PathBuf, source: std::io::Error },
+    #[error("dedup store {}: {err}", path.display())]
+    Sqlite { path: PathBuf, err: rusqlite::Error },
+    #[error("cannot create {}: {err}", path.display())]
+    Dir { path: PathBuf, err: std::io::Error },
     #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
     Busy { path: PathBuf, msgid: String },
 }
@@ -81,7 +81,7 @@ impl Store {
         let dir = root.join(".mailkeep");
         create_private_dir(&dir, perms)?;
         let path = Store::path(root);
-        let sql = |source| DedupError::Sqlite { path: path.clone(), source };
+        let sql = |err| DedupError::Sqlite { path: path.clone(), err };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
@@ -102,7 +102,7 @@ impl Store {
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
-        |source| DedupError::Sqlite { path: self.path.clone(), source }
+        |err| DedupError::Sqlite { path: self.path.clone(), err }
     }
 
     /// Claims `key` for this process, waiting while another live delivery holds it.
@@ -246,7 +246,7 @@ fn process_alive(pid: i64) -> bool {
 /// `ROOT/.mailkeep`, created 0700 (2770 shared) with its creation made durable.
 fn create_private_dir(dir: &Path, perms: Perms) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    let err = |source| DedupError::Dir { path: dir.to_path_buf(), source };
+    let err = |err| DedupError::Dir { path: dir.to_path_buf(), err };
     match std::fs::DirBuilder::new().mode(perms.dir_mode().bits()).create(dir) {
         Ok(()) => {
             if perms.shared_group {

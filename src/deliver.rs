@@ -20,7 +20,7 @@ pub enum DeliverError {
     #[error("empty message on stdin: nothing to store")]
     EmptyInput,
     #[error("cannot read the message from stdin: {0}")]
-    ReadInput(#[source] io::Error),
+    ReadInput(io::Error),
 }
 
 impl Classify for DeliverError {

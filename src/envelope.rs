@@ -10,12 +10,12 @@ use crate::exit::{Classify, Exit};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
-    #[error("unsafe user name {0:?}: want 1 to 64 of [a-z0-9.-_+=], not starting with '.'")]
+    #[error("unsafe user name '{0}': want 1 to 64 of [a-z0-9.-_+=], not starting with '.'")]
     UnsafeUser(String),
     #[error("unknown user {user:?}: not listed in {}", file.display())]
     UnknownUser { user: String, file: PathBuf },
-    #[error("cannot read accounts file {}: {source}", path.display())]
-    Accounts { path: PathBuf, source: std::io::Error },
+    #[error("cannot read accounts file {}: {err}", path.display())]
+    Accounts { path: PathBuf, err: std::io::Error },
 }
 
 impl Classify for EnvelopeError {
@@ -36,7 +36,7 @@ impl User {
     /// Lower-cases `raw` and accepts it only if it is a safe single path component.
     pub fn parse(raw: &OsStr) -> Result<User, EnvelopeError> {
         let bytes = raw.as_bytes();
-        let shown = || String::from_utf8_lossy(bytes).escape_debug().to_string();
+        let shown = || show_bytes(bytes);
         let ok_byte = |b: u8| b.is_ascii_alphanumeric() || b".-_+=".contains(&b);
         let valid = (1..=64).contains(&bytes.len())
             && bytes.iter().all(|&b| ok_byte(b))
@@ -56,7 +56,7 @@ impl User {
     /// Refuses the user unless `accounts` (Exim lsearch format) lists it.
     pub fn check_listed(&self, accounts: &Path) -> Result<(), EnvelopeError> {
         let text = std::fs::read(accounts)
-            .map_err(|source| EnvelopeError::Accounts { path: accounts.to_path_buf(), source })?;
+            .map_err(|err| EnvelopeError::Accounts { path: accounts.to_path_buf(), err })?;
         if lsearch_keys(&text).any(|k| k.eq_ignore_ascii_case(self.0.as_bytes())) {
             Ok(())
         } else {
@@ -69,6 +69,14 @@ impl fmt::Display for User {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// A byte string as one readable line: printable ASCII as is, everything else as `\xNN`.
+pub fn show_bytes(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| if (0x20..0x7f).contains(&b) && b != b'\\' { char::from(b).to_string() } else { format!("\\x{b:02x}") })
+        .collect()
 }
 
 /// The keys of an Exim lsearch file: the text before the first colon or white space of each

@@ -31,8 +31,8 @@ pub enum MaildirError {
     Symlink(PathBuf),
     #[error("{} exists but is not a directory", .0.display())]
     NotADirectory(PathBuf),
-    #[error("cannot {op} {}: {source}", path.display())]
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("cannot {op} {}: {err}", path.display())]
+    Io { op: &'static str, path: PathBuf, err: io::Error },
 }
 
 impl Classify for MaildirError {
@@ -48,7 +48,7 @@ impl Classify for MaildirError {
 type Result<T> = std::result::Result<T, MaildirError>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> MaildirError + 'a {
-    move |e| MaildirError::Io { op, path: path.to_path_buf(), source: e.into() }
+    move |e| MaildirError::Io { op, path: path.to_path_buf(), err: e.into() }
 }
 
 /// A mailbox of a user: the INBOX is the Maildir itself, others are Maildir++ folders.
@@ -178,10 +178,10 @@ impl Folder {
         let user_fd = open_or_create_dir(root_fd.as_fd(), &user_path, perms)?;
         let (path, dir) = match kind.dir() {
             None => {
-                let fd = user_fd.try_clone().map_err(|source| MaildirError::Io {
+                let fd = user_fd.try_clone().map_err(|err| MaildirError::Io {
                     op: "dup",
                     path: user_path.clone(),
-                    source,
+                    err,
                 })?;
                 (user_path, fd)
             }
@@ -234,9 +234,9 @@ impl Folder {
         for sub in ["new", "cur"] {
             let dir = self.path.join(sub);
             let entries =
-                std::fs::read_dir(&dir).map_err(|source| MaildirError::Io { op: "read", path: dir.clone(), source })?;
+                std::fs::read_dir(&dir).map_err(|err| MaildirError::Io { op: "read", path: dir.clone(), err })?;
             for entry in entries {
-                let entry = entry.map_err(|source| MaildirError::Io { op: "read", path: dir.clone(), source })?;
+                let entry = entry.map_err(|err| MaildirError::Io { op: "read", path: dir.clone(), err })?;
                 if !entry.file_name().as_encoded_bytes().starts_with(b".") {
                     out.push(entry.path());
                 }
@@ -273,20 +273,20 @@ impl Folder {
         });
         match written {
             Ok(size) => Ok(Staged { base, file, size }),
-            Err(source) => {
+            Err(err) => {
                 let path = self.path.join("tmp").join(&base);
                 self.remove_tmp(&base);
-                Err(MaildirError::Io { op: "write", path, source })
+                Err(MaildirError::Io { op: "write", path, err })
             }
         }
     }
 
     /// Step 3: make one staged file's bytes durable.
     pub fn sync_file(&self, staged: &Staged) -> Result<()> {
-        staged.file.sync_all().map_err(|source| MaildirError::Io {
+        staged.file.sync_all().map_err(|err| MaildirError::Io {
             op: "fsync",
             path: self.path.join("tmp").join(&staged.base),
-            source,
+            err,
         })
     }
 
@@ -427,7 +427,7 @@ fn open_dir(parent: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
 /// creation durable with an fsync of `parent` if it was missing.
 fn open_or_create_dir(parent: BorrowedFd<'_>, path: &Path, perms: Perms) -> Result<OwnedFd> {
     match open_dir(parent, path) {
-        Err(MaildirError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+        Err(MaildirError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
     let name = path.file_name().expect("paths we build end in a name");
@@ -456,10 +456,10 @@ fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, per
     let mut current = Vec::new();
     match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
         Ok(fd) => {
-            File::from(fd).read_to_end(&mut current).map_err(|source| MaildirError::Io {
+            File::from(fd).read_to_end(&mut current).map_err(|err| MaildirError::Io {
                 op: "read",
                 path: path.clone(),
-                source,
+                err,
             })?;
         }
         Err(Errno::ENOENT) => {}
@@ -480,9 +480,9 @@ fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, per
     let fd = openat(dir, tmp_name.as_str(), flags, perms.file_mode()).map_err(io_err("create", &tmp_path))?;
     let mut file = File::from(fd);
     let written = io::Write::write_all(&mut file, &current).and_then(|()| file.sync_all());
-    if let Err(source) = written {
+    if let Err(err) = written {
         let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-        return Err(MaildirError::Io { op: "write", path: tmp_path, source });
+        return Err(MaildirError::Io { op: "write", path: tmp_path, err });
     }
     nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name).map_err(io_err("rename into", &path))?;
     sync_dir(dir, dir_path)

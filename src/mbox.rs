@@ -41,8 +41,8 @@ pub enum MboxError {
     NotMbox { path: PathBuf, found: String },
     #[error("{}: broken message at byte {offset}, line {line}: {what}", path.display())]
     Broken { path: PathBuf, offset: u64, line: u64, what: String },
-    #[error("cannot read {}: {source}", path.display())]
-    Io { path: PathBuf, source: io::Error },
+    #[error("cannot read {}: {err}", path.display())]
+    Io { path: PathBuf, err: io::Error },
 }
 
 impl Classify for MboxError {
@@ -142,7 +142,7 @@ impl<R: BufRead> MboxReader<R> {
     /// Starts reading `input`; `choice` Auto sniffs the first MiB. Returns the reader and
     /// a text saying which format and why.
     pub fn new(mut input: R, path: &Path, choice: MboxFormat) -> Result<(MboxReader<R>, String)> {
-        let head = input.fill_buf().map_err(|source| MboxError::Io { path: path.to_path_buf(), source })?;
+        let head = input.fill_buf().map_err(|err| MboxError::Io { path: path.to_path_buf(), err })?;
         let head = &head[..head.len().min(SNIFF)];
         let (format, why) = match choice {
             MboxFormat::Auto => {
@@ -192,7 +192,7 @@ impl<R: BufRead> MboxReader<R> {
         let n = self
             .input
             .read_until(b'\n', &mut self.line)
-            .map_err(|source| MboxError::Io { path: self.path.clone(), source })?;
+            .map_err(|err| MboxError::Io { path: self.path.clone(), err })?;
         self.consumed += n as u64;
         if n == 0 {
             return Ok(false);
@@ -303,7 +303,7 @@ impl<R: BufRead> MboxReader<R> {
     fn read_body(&mut self, left: u64, out: &mut Vec<u8>) -> Result<()> {
         if left > 0 {
             let path = &self.path;
-            let avail = self.input.fill_buf().map_err(|source| MboxError::Io { path: path.clone(), source })?;
+            let avail = self.input.fill_buf().map_err(|err| MboxError::Io { path: path.clone(), err })?;
             let n = avail.len().min(CHUNK).min(usize::try_from(left).unwrap_or(usize::MAX));
             self.lf.push(&avail[..n], out);
             self.line_no += avail[..n].iter().filter(|&&b| b == b'\n').count() as u64;

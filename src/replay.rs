@@ -189,7 +189,7 @@ impl Replay<'_> {
         let input: Box<dyn Read> = if stdin {
             Box::new(io::stdin().lock())
         } else {
-            Box::new(File::open(path).map_err(|source| MboxError::Io { path: path.to_path_buf(), source })?)
+            Box::new(File::open(path).map_err(|err| MboxError::Io { path: path.to_path_buf(), err })?)
         };
         let file_mtime = if stdin { None } else { std::fs::metadata(path).ok().and_then(|m| m.modified().ok()) };
         let file_mtime = file_mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
