@@ -13,7 +13,7 @@ use crate::exit::{Classify, Exit};
 #[derive(Debug, Parser)]
 #[command(
     name = "mailkeep",
-    version,
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAILKEEP_COMMIT"), ")"),
     about = "Keep a durable, IMAP-servable Maildir copy of every mail an Exim relay passes",
     after_help = "Exit status: 0 stored, 64 usage, 65 data, 67 unknown user, 73/75 temporary \
                   (Exim retries), 78 configuration."
@@ -39,6 +39,25 @@ pub enum Command {
     /// Keep the accounts file current from the mail provider's directory.
     #[command(subcommand)]
     Accounts(AccountsCommand),
+    /// Write the man pages or shell completions generated from this command line (packaging).
+    #[command(hide = true)]
+    Generate(GenerateArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// mailkeep.1 and one page per subcommand (mailkeep-deliver.1, ...).
+    Man,
+    /// bash and zsh completions.
+    Completions,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[arg(value_enum)]
+    pub what: Generated,
+    /// The directory to write into (created if missing).
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,7 +122,9 @@ pub enum Direction {
 pub enum LogTarget {
     /// syslog, facility mail, ident mailkeep (falls back to stderr when no socket answers).
     Syslog,
+    /// Standard error (Exim logs it with log_defer_output).
     Stderr,
+    /// No per-message line; failures still print one line on stderr.
     None,
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod dedup;
 mod deliver;
+mod docs;
 mod envelope;
 mod exit;
 mod fault;
@@ -40,6 +41,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Check(args) => check::run(&args),
         Command::ServeConfig(args) => serve_config::run(&args),
         Command::Accounts(cli::AccountsCommand::Sync(args)) => accounts::sync(&args),
+        Command::Generate(args) => docs::generate(&args),
     }
 }
 

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary,
+# man pages and completions generated from the CLI definition, the Exim snippets as
+# examples, and maintainer scripts that create the unprivileged user and the backup root.
+# usage: packaging/build-deb.sh      (prints the path of the .deb as its last line)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HERE=packaging
+cargo build --release --locked --quiet
+BIN=target/release/mailkeep
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+ARCH=$(dpkg --print-architecture)
+STAGE=target/debian/stage
+rm -rf "$STAGE"
+install -d "$STAGE/DEBIAN" "$STAGE/usr/bin" "$STAGE/usr/share/man/man1" \
+    "$STAGE/usr/share/bash-completion/completions" "$STAGE/usr/share/zsh/vendor-completions" \
+    "$STAGE/usr/share/doc/mailkeep/examples"
+install -m 0755 -s "$BIN" "$STAGE/usr/bin/mailkeep"
+"$BIN" generate man "$STAGE/usr/share/man/man1"
+gzip -9n "$STAGE"/usr/share/man/man1/*.1
+gen=$(mktemp -d); trap 'rm -rf "$gen"' EXIT
+"$BIN" generate completions "$gen"
+install -m 0644 "$gen/mailkeep.bash" "$STAGE/usr/share/bash-completion/completions/mailkeep"
+install -m 0644 "$gen/_mailkeep" "$STAGE/usr/share/zsh/vendor-completions/_mailkeep"
+cp -r exim-snippets/. "$STAGE/usr/share/doc/mailkeep/examples/"
+find "$STAGE/usr/share/doc/mailkeep/examples" -type f -exec chmod 0644 {} + 
+find "$STAGE/usr/share/doc/mailkeep/examples" -name '*.sh' -exec chmod 0755 {} +
+install -m 0644 README.md "$STAGE/usr/share/doc/mailkeep/README.md"
+install -m 0644 "$HERE/copyright" "$STAGE/usr/share/doc/mailkeep/copyright"
+for s in postinst postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
+SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
+sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" "$HERE/control.in" > "$STAGE/DEBIAN/control"
+(cd "$STAGE" && find usr -type f -exec md5sum {} + > DEBIAN/md5sums)
+OUT=target/debian/mailkeep_${VERSION}_${ARCH}.deb
+dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$OUT" >/dev/null
+echo "$OUT"

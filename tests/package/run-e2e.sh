@@ -1,0 +1,56 @@
+#!/bin/bash
+# The Debian package, installed for real: build it, dpkg -i it on this machine, check its
+# files and maintainer scripts, run the real-Exim end-to-end test against the installed
+# /usr/bin/mailkeep with the installed snippets, then purge it and check that the backup
+# root and its mail are still there. Run as root (CI does); last line "N passed, M failed".
+set -uo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+ROOT=/var/lib/mailkeep
+PASS=0; FAIL=0
+ok()  { PASS=$((PASS+1)); echo "  ok   - $*"; }
+bad() { FAIL=$((FAIL+1)); echo "  FAIL - $*"; }
+check() { local d=$1; shift; if "$@" >/dev/null 2>&1; then ok "$d"; else bad "$d"; fi; }
+expect() { if [ "$2" == "$3" ]; then ok "$1 [$3]"; else bad "$1: expected [$2], got [$3]"; fi; }
+[ "$(id -u)" = 0 ] || { echo "run as root"; exit 1; }
+if dpkg -s mailkeep >/dev/null 2>&1; then echo "mailkeep is installed already: refusing to touch it"; exit 1; fi
+
+echo "== build"
+DEB=$("$REPO/packaging/build-deb.sh" | tail -1)
+check "package built ($DEB)" test -f "$REPO/$DEB"
+check "lintian-free basics: control has Depends and Description" bash -c "dpkg-deb -f '$REPO/$DEB' Depends Description | grep -q libc6"
+
+echo "== install"
+check "dpkg -i" dpkg -i "$REPO/$DEB"
+expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
+for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts; do
+    check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
+done
+check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
+    "zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'EXIT STATUS' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'SEE ALSO' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q '^backup_pipe_in:'"
+check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/mailkeep
+check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
+check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
+check "the user mailbackup exists after install (postinst creates it when absent)" getent passwd mailbackup
+expect "postinst created the backup root" "mailbackup:mailbackup 750" "$(stat -c '%U:%G %a' "$ROOT")"
+
+echo "== the real-Exim end-to-end test against the installed binary and snippets"
+if SNIPPETS=/usr/share/doc/mailkeep/examples MAILKEEP=/usr/bin/mailkeep "$REPO/tests/exim/run-e2e.sh" > /tmp/mailkeep-package-e2e.log 2>&1; then
+    ok "$(tail -1 /tmp/mailkeep-package-e2e.log) with the installed package"
+else
+    tail -40 /tmp/mailkeep-package-e2e.log; bad "exim e2e with the installed package: $(tail -1 /tmp/mailkeep-package-e2e.log)"
+fi
+
+echo "== mail in the package's root, then purge"
+printf 'Subject: kept after purge\nMessage-ID: <purge-test@mailkeep>\n\nbody\n' |
+    setpriv --reuid=mailbackup --regid=mailbackup --init-groups /usr/bin/mailkeep deliver \
+        --root "$ROOT" --user pkgtest --direction in --log none
+expect "a message stored as mailbackup in $ROOT" 1 "$(ls "$ROOT/pkgtest/new" | wc -l)"
+check "dpkg --purge" dpkg --purge mailkeep
+check "the binary is gone" test ! -e /usr/bin/mailkeep
+check "the backup root is still there" test -d "$ROOT"
+expect "its mail is still there" 1 "$(ls "$ROOT/pkgtest/new" 2>/dev/null | wc -l)"
+check "the user mailbackup is still there" getent passwd mailbackup
+rm -rf "$ROOT/pkgtest"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" = 0 ]
