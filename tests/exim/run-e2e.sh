@@ -213,11 +213,14 @@ STANDALONE_SUBST=(
     "log_file_path=$LOG/%slog"
 )
 
-build_config() {  # build_config VARIANT(base|prefix) -> $CONF
+build_config() {  # build_config VARIANT(base|prefix|dedup) -> $CONF
     local kv ok=1 removed
     cp "$SNIP/exim4.conf.example" "$CONF.new"
     SUBST_N=0
-    for kv in "${MACRO_SUBST[@]}" "${STANDALONE_SUBST[@]}"; do
+    local extra=()
+    # The dedup variant: what an admin does to fold split transactions, --dedup added.
+    [ "$1" = dedup ] && extra=("MAILKEEP_OPTIONS=$(sed -n 's/^MAILKEEP_OPTIONS *= *//p' "$SNIP/exim4.conf.example") --dedup")
+    for kv in "${MACRO_SUBST[@]}" "${STANDALONE_SUBST[@]}" "${extra[@]}"; do
         subst "$CONF.new" "${kv%%=*}" "${kv#*=}" || ok=0
     done
     [ "$ok" = 1 ] || return 1
@@ -546,6 +549,34 @@ check "S8o alice .Sent: identical to S3's but Received/Message-ID" \
     $PY "$HERE/e2e_inspect.py" same-but-trace "$(copies_of "$S3" alice .Sent)" "$(copies_of "$S8o" alice .Sent)"
 check "S8o bob: identical to S3's but Received/Message-ID" \
     $PY "$HERE/e2e_inspect.py" same-but-trace "$(copies_of "$S3" bob INBOX)" "$(copies_of "$S8o" bob INBOX)"
+
+# ------------------------------------------------------------------ S9: one message, two transactions
+# The provider may hand one message to the relay as several SMTP transactions (Bcc
+# recipients apart): the same Message-ID reaches alice's Sent twice. Without --dedup both
+# copies are stored; with --dedup (issue 4) exactly one.
+sent_with_id() {  # sent_with_id ID -> number of files in alice/.Sent carrying that Message-ID
+    grep -lF "Message-ID: <e2e-$1@client.test>" "$ROOT"/alice/.Sent/new/* "$ROOT"/alice/.Sent/cur/* 2>/dev/null | wc -l
+}
+two_transactions() {  # two_transactions CASE ID -> sends the same message twice from the provider
+    local a b
+    a=$(msg out "alice@$OUR" "$EXT" "" "$2" | send "$1a" "$PROVIDER_IP" "alice@$OUR" "$EXT")
+    b=$(msg out "alice@$OUR" "$EXT" "" "$2" | send "$1b" "$PROVIDER_IP" "alice@$OUR" "x2@example.net")
+    check "$1: first transaction completed" wait_log "^.{19} $a Completed"
+    check "$1: second transaction completed" wait_log "^.{19} $b Completed"
+}
+echo "== S9: one message as two SMTP transactions from the provider, --dedup off, then on"
+stop_exim
+build_config base || exit 1
+start_exim || exit 1
+two_transactions S9off split-off
+expect "S9 without --dedup: two Sent copies (one per transaction)" 2 "$(sent_with_id split-off)"
+stop_exim
+build_config dedup || exit 1
+start_exim || exit 1
+check "S9: variant config passes --dedup" bash -c "'$EXIM' -C '$CONF' -bP transport mailkeep_sent | grep -q -- '--dedup'"
+two_transactions S9on split-on
+expect "S9 with --dedup: exactly one Sent copy" 1 "$(sent_with_id split-on)"
+check "S9: the dedup store exists in the root" test -s "$ROOT/.mailkeep/dedup.sqlite3"
 
 # ------------------------------------------------------------------ end
 echo "== end"
