@@ -55,8 +55,8 @@ impl User {
 
     /// Refuses the user unless `accounts` (Exim lsearch format) lists it.
     pub fn check_listed(&self, accounts: &Path) -> Result<(), EnvelopeError> {
-        let text = std::fs::read(accounts)
-            .map_err(|err| EnvelopeError::Accounts { path: accounts.to_path_buf(), err })?;
+        let text =
+            std::fs::read(accounts).map_err(|err| EnvelopeError::Accounts { path: accounts.to_path_buf(), err })?;
         if lsearch_keys(&text).any(|k| k.eq_ignore_ascii_case(self.0.as_bytes())) {
             Ok(())
         } else {
@@ -75,7 +75,11 @@ impl fmt::Display for User {
 pub fn show_bytes(bytes: &[u8]) -> String {
     bytes
         .iter()
-        .map(|&b| if (0x20..0x7f).contains(&b) && b != b'\\' { char::from(b).to_string() } else { format!("\\x{b:02x}") })
+        .map(
+            |&b| {
+                if (0x20..0x7f).contains(&b) && b != b'\\' { char::from(b).to_string() } else { format!("\\x{b:02x}") }
+            },
+        )
         .collect()
 }
 

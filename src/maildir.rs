@@ -178,11 +178,8 @@ impl Folder {
         let user_fd = open_or_create_dir(root_fd.as_fd(), &user_path, perms)?;
         let (path, dir) = match kind.dir() {
             None => {
-                let fd = user_fd.try_clone().map_err(|err| MaildirError::Io {
-                    op: "dup",
-                    path: user_path.clone(),
-                    err,
-                })?;
+                let fd =
+                    user_fd.try_clone().map_err(|err| MaildirError::Io { op: "dup", path: user_path.clone(), err })?;
                 (user_path, fd)
             }
             Some(sub) => {

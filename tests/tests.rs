@@ -3,6 +3,7 @@
 
 mod util;
 
+mod accounts;
 mod dedup;
 mod deliver;
 mod replay;
