@@ -64,6 +64,9 @@ pub fn classify(err: &anyhow::Error) -> Exit {
         if let Some(e) = cause.downcast_ref::<crate::mbox::MboxError>() {
             return e.exit();
         }
+        if let Some(e) = cause.downcast_ref::<crate::serve_config::ServeError>() {
+            return e.exit();
+        }
         if let Some(e) = cause.downcast_ref::<crate::accounts::AccountsError>() {
             return e.exit();
         }

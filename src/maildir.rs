@@ -198,6 +198,12 @@ impl Folder {
         open_or_create_dir(dir.as_fd(), &path.join("cur"), perms)?;
         let tmp = open_or_create_dir(dir.as_fd(), &path.join("tmp"), perms)?;
         if let Some(sub) = kind.dir() {
+            // A user with only sent mail still needs an INBOX an IMAP server can open
+            // (Courier refuses SELECT INBOX without its cur/new/tmp).
+            let user_path = root.join(user.as_str());
+            for d in ["cur", "tmp", "new"] {
+                open_or_create_dir(user_fd.as_fd(), &user_path.join(d), perms)?;
+            }
             let marker = path.join("maildirfolder");
             openat(
                 dir.as_fd(),
@@ -525,6 +531,7 @@ mod tests {
         }
         let u = root.path().join("bob");
         assert!(u.join(".Sent/maildirfolder").is_file());
+        assert!(["cur", "new", "tmp"].iter().all(|d| u.join(d).is_dir()), "the INBOX exists too");
         assert_eq!(std::fs::read_to_string(u.join("subscriptions")).unwrap(), "Sent\n");
         assert_eq!(std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
         assert_eq!(std::fs::read_dir(u.join(".Sent/new")).unwrap().count(), 2);

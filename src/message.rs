@@ -53,6 +53,8 @@ pub struct HeaderInfo {
     pub message_id: Option<String>,
     pub date: Option<Timestamp>,
     pub gmail_labels: Option<String>,
+    /// The message's own Return-Path header, if it has one.
+    pub return_path: Option<String>,
 }
 
 impl HeaderInfo {
@@ -65,7 +67,8 @@ impl HeaderInfo {
         let message_id = msg.message_id().map(normalise_message_id).filter(|id| !id.is_empty());
         let date = msg.date().map(|d| d.to_timestamp()).filter(|&t| t > 0);
         let gmail_labels = msg.header_raw("X-Gmail-Labels").map(|v| v.trim().to_string());
-        HeaderInfo { message_id, date, gmail_labels }
+        let return_path = msg.header_raw("Return-Path").map(|v| v.trim().to_string());
+        HeaderInfo { message_id, date, gmail_labels, return_path }
     }
 }
 
@@ -259,6 +262,7 @@ mod tests {
         assert_eq!(h.message_id.as_deref(), Some("abc@x"));
         assert_eq!(h.date, Some(1577836800));
         assert_eq!(h.gmail_labels.as_deref(), Some("Sent,Opened"));
+        assert_eq!(h.return_path, None);
         assert_eq!(HeaderInfo::parse(b"no headers at all"), HeaderInfo::default());
         assert_eq!(HeaderInfo::parse(b"Message-ID: <>\n\n").message_id, None);
     }

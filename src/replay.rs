@@ -255,7 +255,7 @@ impl Replay<'_> {
             }
             return Ok(());
         }
-        let prefix = self.header_lines(&start.from.sender);
+        let prefix = self.header_lines(&start.from.sender, &info);
         if !self.targets.contains_key(&kind) {
             self.targets.insert(kind, Target::open(&self.cfg, kind)?);
         }
@@ -318,15 +318,20 @@ impl Replay<'_> {
     }
 
     /// The header lines `deliver` would prepend: Return-Path from the From_ line,
-    /// Delivered-To the user's address.
-    fn header_lines(&self, sender: &Sender) -> Vec<u8> {
+    /// Delivered-To the user's address. Google Takeout's From_ lines carry no address but a
+    /// message number at `xxx`: then the message's own Return-Path (else `<>`) is the sender,
+    /// and the domain must come from `--domain`.
+    fn header_lines(&self, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
+        let takeout = from_line.address().is_some_and(|a| a.ends_with(b"@xxx"));
+        let own = || info.return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
+        let sender = if takeout { own() } else { from_line.clone() };
         let domain = self.args.domain.clone().or_else(|| {
-            let addr = sender.address()?;
+            let addr = from_line.address().filter(|_| !takeout)?;
             let at = addr.iter().rposition(|&b| b == b'@')?;
             Some(String::from_utf8_lossy(&addr[at + 1..]).into_owned())
         });
         let owner = user_address(&self.cfg.user, domain.as_deref());
-        Stamp { sender, owner: owner.as_bytes(), envelope_to: None }.header_lines()
+        Stamp { sender: &sender, owner: owner.as_bytes(), envelope_to: None }.header_lines()
     }
 
     /// Makes every staged message durable with one syncfs per folder, then publishes each

@@ -4,6 +4,7 @@
 mod util;
 
 mod accounts;
+mod check;
 mod dedup;
 mod deliver;
 mod replay;

@@ -1,0 +1,214 @@
+//! `mailkeep check` on backups the real binary wrote: clean ones pass, and each fault an
+//! IMAP server would trip on is found (exit 1), and `--repair` fixes the safe ones.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::time::{Duration};
+
+use crate::util::*;
+
+const MSG: &[u8] = b"From: a@outside.example\nSubject: t\nMessage-ID: <c.1@outside.example>\n\nbody \xc3\xa4\n";
+
+/// A backup with alice (INBOX and Sent) and bob (INBOX), written by `mailkeep deliver`.
+fn backup() -> Env {
+    let env = Env::new();
+    for (user, dir) in [("alice", "in"), ("alice", "out"), ("bob", "in"), ("alice", "in")] {
+        let args = ["--user", user, "--direction", dir, "--rcpt", "x@example.com", "--sender", "s@example.org"];
+        assert_exit(&env.deliver(args, &[], MSG), 0);
+    }
+    env
+}
+
+fn check(env: &Env, extra: &[&str]) -> (i32, String) {
+    let root = env.root();
+    let mut args = vec!["check", "--root", root.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = env.run(&args, &[], b"");
+    (code(&out), String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out))
+}
+
+fn json(env: &Env) -> serde_json::Value {
+    let out = env.run(["check", "--json", "--root", env.root().to_str().unwrap()], &[], b"");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn first_message(env: &Env, folder: &str) -> PathBuf {
+    env.new_files(folder).into_iter().next().expect("a stored message")
+}
+
+/// Plants one fault, then asserts `check` reports it (exit 1, a line naming `needle`) and
+/// that `--repair` leaves the backup clean exactly when the fault is a safe one to fix.
+#[track_caller]
+fn assert_found(env: &Env, needle: &str, repairable: bool) {
+    let (rc, text) = check(env, &[]);
+    assert_eq!(rc, 1, "check should find {needle:?}:\n{text}");
+    let line = text.lines().find(|l| l.starts_with("problem: ") && l.contains(needle));
+    assert!(line.is_some(), "no problem line with {needle:?}:\n{text}");
+    let (rc, text) = check(env, &["--repair"]);
+    if repairable {
+        assert_eq!(rc, 0, "--repair should fix {needle:?}:\n{text}");
+        assert!(text.lines().any(|l| l.starts_with("repaired: ") && l.contains(needle)), "{text}");
+        let (rc, text) = check(env, &[]);
+        assert_eq!(rc, 0, "clean after --repair:\n{text}");
+    } else {
+        assert_eq!(rc, 1, "--repair must leave {needle:?} alone:\n{text}");
+    }
+}
+
+#[test]
+fn clean_backup_exits_0_with_counts_per_user_and_folder() {
+    let env = backup();
+    let (rc, text) = check(&env, &[]);
+    assert_eq!(rc, 0, "{text}");
+    for line in ["alice/INBOX: 2 messages", "alice/Sent: 1 messages", "bob/INBOX: 1 messages"] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+    assert!(text.trim_end().ends_with("clean"), "{text}");
+}
+
+#[test]
+fn json_report_parses_and_carries_sizes_and_dates() {
+    let env = backup();
+    let v = json(&env);
+    assert_eq!(v["users"], 2);
+    assert_eq!(v["unrepaired"], 0);
+    let folders = v["folders"].as_array().unwrap();
+    let inbox = folders.iter().find(|f| f["user"] == "alice" && f["folder"] == "INBOX").unwrap();
+    let size: u64 = env.new_files("alice").iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert_eq!(inbox["bytes"], size);
+    assert!(inbox["oldest"].as_str().unwrap().ends_with('Z'));
+}
+
+#[test]
+fn wrong_size_in_name_is_found_and_left_alone() {
+    let env = backup();
+    let f = first_message(&env, "alice");
+    let size = fs::metadata(&f).unwrap().len();
+    let name = f.file_name().unwrap().to_str().unwrap().replace(&format!(",S={size}"), &format!(",S={}", size + 1));
+    fs::rename(&f, f.with_file_name(&name)).unwrap();
+    assert_found(&env, &name, false);
+    let v = json(&env);
+    assert_eq!(v["problems"][0]["kind"], "size_mismatch");
+}
+
+#[test]
+fn crlf_file_is_found() {
+    let env = backup();
+    let data = b"From: a@b\r\nSubject: crlf\r\n\r\nbody\r\n";
+    let name = format!("1.M1P1Q1.elsewhere,S={}", data.len());
+    fs::write(env.root().join("bob/new").join(&name), data).unwrap();
+    assert_found(&env, &name, false);
+}
+
+#[test]
+fn old_tmp_file_is_found_and_swept() {
+    let env = backup();
+    let tmp = env.root().join("alice/tmp/1.M1P1Q1.crashed");
+    fs::write(&tmp, "half a message").unwrap();
+    // tmp/ files age by ctime, which no test can set: the first file is 4 s older than the
+    // second, and check runs under faketime 2 s short of 36 h later, so only it is old.
+    std::thread::sleep(Duration::from_secs(4));
+    fs::write(env.root().join("alice/tmp/2.M1P1Q1.running"), "fresh").unwrap();
+    let root = env.root();
+    let in_36h = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new("faketime");
+        cmd.args(["-f", "+129598s", BIN, "check", "--root", root.to_str().unwrap()]).args(extra);
+        cmd.env_clear().env("PATH", "/usr/bin:/bin");
+        let out = cmd.output().expect("faketime (tests/install-deps.sh installs it)");
+        (code(&out), String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out))
+    };
+    let (rc, text) = in_36h(&[]);
+    assert_eq!(rc, 1, "{text}");
+    assert!(text.lines().any(|l| l.starts_with("problem: ") && l.contains("1.M1P1Q1.crashed")), "{text}");
+    assert!(!text.contains("2.M1P1Q1.running"), "a younger tmp file is not old:\n{text}");
+    let (_, text) = in_36h(&["--repair"]);
+    assert!(text.lines().any(|l| l.starts_with("repaired: ") && l.contains("1.M1P1Q1.crashed")), "{text}");
+    assert!(!tmp.exists() && env.root().join("alice/tmp/2.M1P1Q1.running").exists());
+}
+
+#[test]
+fn unreadable_directory_is_found() {
+    let env = backup();
+    let cur = env.root().join("bob/cur");
+    fs::set_permissions(&cur, fs::Permissions::from_mode(0o000)).unwrap();
+    assert_found(&env, "bob/cur", false);
+    fs::set_permissions(&cur, fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
+fn missing_cur_is_found_and_recreated_like_its_siblings() {
+    let env = backup();
+    let cur = env.root().join("alice/.Sent/cur");
+    fs::remove_dir(&cur).unwrap();
+    assert_found(&env, ".Sent/cur", true);
+    let (made, sibling) = (fs::metadata(&cur).unwrap(), fs::metadata(env.root().join("alice/.Sent")).unwrap());
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((made.uid(), made.gid(), made.mode()), (sibling.uid(), sibling.gid(), sibling.mode()));
+}
+
+#[test]
+fn sent_without_subscriptions_is_found_and_subscribed() {
+    let env = backup();
+    let user = env.root().join("alice");
+    fs::remove_file(user.join("subscriptions")).unwrap();
+    fs::write(user.join("courierimapsubscribed"), "INBOX.Other").unwrap();
+    let (rc, text) = check(&env, &[]);
+    assert_eq!(rc, 1);
+    assert_eq!(text.lines().filter(|l| l.starts_with("problem: ")).count(), 2, "{text}");
+    assert_found(&env, "subscriptions", true);
+    assert_eq!(fs::read_to_string(user.join("subscriptions")).unwrap(), "Sent\n");
+    assert_eq!(fs::read_to_string(user.join("courierimapsubscribed")).unwrap(), "INBOX.Other\nINBOX.Sent\n");
+}
+
+#[test]
+fn corrupt_dedup_store_is_found() {
+    let env = backup();
+    let dir = env.root().join(".mailkeep");
+    fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("dedup.sqlite3");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE k(id TEXT); INSERT INTO k VALUES ('x');")
+        .unwrap();
+    assert_eq!(check(&env, &[]).0, 0, "a sound store is no problem");
+    let mut bytes = fs::read(&db).unwrap();
+    bytes[100..1000].fill(0x5a);
+    fs::write(&db, bytes).unwrap();
+    assert_found(&env, "dedup.sqlite3", false);
+}
+
+#[test]
+fn user_option_limits_the_check_and_names_a_missing_user() {
+    let env = backup();
+    fs::remove_dir(env.root().join("bob/cur")).unwrap();
+    assert_eq!(check(&env, &["--user", "alice"]).0, 0);
+    let (rc, text) = check(&env, &["--user", "carol"]);
+    assert_eq!(rc, 1);
+    assert!(text.contains("no such user"), "{text}");
+    assert_eq!(check(&env, &["--user", "../etc"]).0, 64);
+}
+
+#[test]
+fn unreadable_root_exits_75() {
+    let env = Env::new();
+    let missing = env.root().join("nope");
+    let out = env.run(["check", "--root", missing.to_str().unwrap()], &[], b"");
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains(&*missing.to_string_lossy()), "{}", stderr(&out));
+}
+
+#[test]
+fn check_reads_a_large_backup_quickly() {
+    let env = backup();
+    let new = env.root().join("bob/new");
+    let body = vec![b'x'; 2000];
+    for i in 0..5000 {
+        fs::write(new.join(format!("{i}.M1P1Q1.h,S=2000")), &body).unwrap();
+    }
+    let t = std::time::Instant::now();
+    let (rc, text) = check(&env, &[]);
+    assert_eq!(rc, 0, "{text}");
+    assert!(text.contains("bob/INBOX: 5001 messages"), "{text}");
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+}
