@@ -188,6 +188,7 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
         envelope_to: (cfg.folder != FolderKind::Inbox).then_some(&cfg.rcpts[..]),
     };
     let prefix = stamp.header_lines();
+    fault::point("before-store");
     let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
     let drop_final_lf = head.from_line.is_some();
     let stored = folder

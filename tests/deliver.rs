@@ -306,3 +306,38 @@ fn json_str(s: &str) -> String {
     o.push('"');
     o
 }
+
+#[test]
+fn a_panic_exits_75_so_exim_retries() {
+    let env = Env::new();
+    let out = env.deliver(in_args("alice"), &[("MAILKEEP_FAULT", "panic-before-store")], MSG);
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains("internal error"), "{}", stderr(&out));
+    assert!(env.new_files("alice").is_empty());
+}
+
+#[test]
+fn a_200_mb_message_is_streamed_in_bounded_memory() {
+    // Under a 64 MiB address-space limit a buffered 200 MB message could not be held.
+    let env = Env::new();
+    let root = env.root();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args(["--as=67108864", "--", BIN, "deliver", "--root", root.to_str().unwrap(), "--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.args(in_args("alice")).env_clear().env("PATH", "/usr/bin:/bin");
+    let line =
+        b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstu\r\n";
+    let mut msg = b"Subject: big\r\nMessage-ID: <big@x>\r\n\r\n".to_vec();
+    while msg.len() < 200_000_000 {
+        msg.extend_from_slice(line);
+    }
+    let out = run_with_stdin(cmd, &msg);
+    assert_exit(&out, 0);
+    let f = &env.new_files("alice")[0];
+    let crlf_lines = msg.windows(2).filter(|w| w == b"\r\n").count() as u64;
+    let prefix = "Return-Path: <>\nDelivered-To: x@ourdomain.example\n".len() as u64;
+    assert_eq!(std::fs::metadata(f).unwrap().len(), msg.len() as u64 - crlf_lines + prefix);
+    assert_eq!(size_in_name(f), std::fs::metadata(f).unwrap().len());
+}
