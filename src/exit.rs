@@ -45,34 +45,21 @@ pub trait Classify {
 /// The status for an error chain: the first error in it that classifies itself wins;
 /// an error nobody classified is unknown, and unknown means temporary.
 pub fn classify(err: &anyhow::Error) -> Exit {
+    macro_rules! first_of {
+        ($cause:ident: $($t:ty),+) => { $(if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit(); })+ };
+    }
     for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<crate::envelope::EnvelopeError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::maildir::MaildirError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::deliver::DeliverError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::cli::UsageError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::dedup::DedupError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::mbox::MboxError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::serve_config::ServeError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::accounts::AccountsError>() {
-            return e.exit();
-        }
-        if let Some(e) = cause.downcast_ref::<crate::config::ConfigError>() {
-            return e.exit();
-        }
+        first_of!(cause:
+            crate::envelope::EnvelopeError,
+            crate::maildir::MaildirError,
+            crate::deliver::DeliverError,
+            crate::cli::UsageError,
+            crate::dedup::DedupError,
+            crate::mbox::MboxError,
+            crate::serve_config::ServeError,
+            crate::accounts::AccountsError,
+            crate::config::ConfigError
+        );
     }
     Exit::TempFail
 }
