@@ -143,8 +143,15 @@ pub fn final_name(base: &str, size: u64) -> String {
 /// A message written into tmp/, not yet visible to an IMAP server.
 pub struct Staged {
     base: String,
-    file: File,
     size: u64,
+}
+
+/// When a staged file's bytes become durable: fsynced before it is closed (one message),
+/// or later, with the whole batch, by `sync_filesystem` (replay; no descriptor stays open).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Fsync,
+    Later,
 }
 
 impl Staged {
@@ -248,14 +255,16 @@ impl Folder {
         Ok(out)
     }
 
-    /// Steps 1 and 2 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660
-    /// shared), never through a symlink, and fill it with `write`, which returns the size
-    /// written. `mtime` becomes the file's modification time (IMAP's INTERNALDATE); its
-    /// seconds also lead the name. On any failure the tmp file is removed.
+    /// Steps 1 to 3 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660
+    /// shared), never through a symlink, fill it with `write`, which returns the size
+    /// written, and with `Durability::Fsync` fsync it. `mtime` becomes the file's
+    /// modification time (IMAP's INTERNALDATE); its seconds also lead the name. The file is
+    /// closed on return; on any failure it is removed.
     pub fn stage(
         &self,
         namer: &mut Namer,
         mtime: Option<Timestamp>,
+        durability: Durability,
         write: impl FnOnce(&mut File) -> io::Result<u64>,
     ) -> Result<Staged> {
         let (base, mut file) = loop {
@@ -267,30 +276,26 @@ impl Folder {
                 Err(e) => return Err(io_err("create", &self.path.join("tmp").join(&base))(e)),
             }
         };
+        let mut op = "write";
         let written = write(&mut file).and_then(|size| {
             if let Some(t) = mtime {
                 let ts = TimeSpec::new(t, 0);
                 futimens(file.as_fd(), &ts, &ts)?;
             }
+            if durability == Durability::Fsync {
+                op = "fsync";
+                file.sync_all()?;
+            }
             Ok(size)
         });
         match written {
-            Ok(size) => Ok(Staged { base, file, size }),
+            Ok(size) => Ok(Staged { base, size }),
             Err(err) => {
                 let path = self.path.join("tmp").join(&base);
                 self.remove_tmp(&base);
-                Err(MaildirError::Io { op: "write", path, err })
+                Err(MaildirError::Io { op, path, err })
             }
         }
-    }
-
-    /// Step 3: make one staged file's bytes durable.
-    pub fn sync_file(&self, staged: &Staged) -> Result<()> {
-        staged.file.sync_all().map_err(|err| MaildirError::Io {
-            op: "fsync",
-            path: self.path.join("tmp").join(&staged.base),
-            err,
-        })
     }
 
     /// Step 3 for a batch: one syncfs makes every staged file durable at once.
@@ -371,11 +376,7 @@ impl Folder {
         mtime: Option<Timestamp>,
         write: impl FnOnce(&mut File) -> io::Result<u64>,
     ) -> Result<(String, u64)> {
-        let staged = self.stage(namer, mtime, write)?;
-        if let Err(e) = self.sync_file(&staged) {
-            self.discard(staged);
-            return Err(e);
-        }
+        let staged = self.stage(namer, mtime, Durability::Fsync, write)?;
         let size = staged.size;
         let mut names = self.publish(namer, vec![staged])?;
         Ok((names.pop().expect("one staged file gives one name"), size))
@@ -571,7 +572,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
         let mut namer = Namer::new();
-        let s = f.stage(&mut namer, Some(1577836800), |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
+        let s = f.stage(&mut namer, Some(1577836800), Durability::Later, |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
         f.sync_filesystem().unwrap();
         let names = f.publish(&mut namer, vec![s]).unwrap();
         assert!(names[0].starts_with("1577836800."));

@@ -20,7 +20,7 @@ use crate::config::StoreConfig;
 use crate::envelope::{Sender, User};
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
-use crate::maildir::{Folder, FolderKind, Namer, Staged};
+use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
 use crate::mbox::{MboxError, MboxReader, MessageStart};
 use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len};
 use crate::time::Timestamp;
@@ -266,7 +266,7 @@ impl Replay<'_> {
         }
         let mut digest = info.message_id.is_none().then(Digest::new);
         let mut failure = None;
-        let staged = target.folder.stage(&mut self.namer, Some(date), |file| {
+        let staged = target.folder.stage(&mut self.namer, Some(date), Durability::Later, |file| {
             let mut buf = Vec::with_capacity(prefix.len() + head.len());
             buf.extend_from_slice(&prefix);
             buf.extend_from_slice(&head);

@@ -275,3 +275,36 @@ fn later_delivery_sweeps_tmp_leftovers_older_than_36_hours() {
     assert_exit(&run_with_stdin(cmd, b"Subject: c\n\nb\n"), 0);
     assert!(!leftover.exists(), "a tmp file older than 36 hours is swept");
 }
+
+#[test]
+fn a_batch_larger_than_the_open_files_limit_is_replayed_whole() {
+    // Regression: staged files stayed open until their batch was published, so a replay
+    // under Debian's default limit of 1024 descriptors failed with EMFILE after 1017.
+    let env = Env::new();
+    let mbox = env.dir.path().join("many.mbox");
+    let data: String = (0..1500)
+        .map(|i| format!("From s@x Wed Jan  1 00:00:00 2020\nMessage-ID: <fd{i}@x>\n\nbody {i}\n\n"))
+        .collect();
+    std::fs::write(&mbox, data).unwrap();
+    let root = env.root();
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args([
+        "--nofile=256",
+        "--",
+        BIN,
+        "replay",
+        "--root",
+        root.to_str().unwrap(),
+        "--user",
+        "alice",
+        "--log",
+        "none",
+    ]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.arg(&mbox).env_clear().env("PATH", "/usr/bin:/bin");
+    let out = run_with_stdin(cmd, b"");
+    assert_exit(&out, 0);
+    assert_eq!(env.new_files("alice").len(), 1500);
+}
