@@ -32,6 +32,8 @@ pub enum DedupError {
     Sqlite { path: PathBuf, err: rusqlite::Error },
     #[error("cannot create {}: {err}", path.display())]
     Dir { path: PathBuf, err: std::io::Error },
+    #[error("refusing to follow symlink {}", .0.display())]
+    Symlink(PathBuf),
     #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
     Busy { path: PathBuf, msgid: String },
 }
@@ -39,7 +41,10 @@ pub enum DedupError {
 impl Classify for DedupError {
     /// Never a silent store-or-drop: any store trouble makes Exim retry.
     fn exit(&self) -> Exit {
-        Exit::TempFail
+        match self {
+            DedupError::Symlink(_) => Exit::CantCreate,
+            _ => Exit::TempFail,
+        }
     }
 }
 
@@ -82,13 +87,22 @@ impl Store {
         create_private_dir(&dir, perms)?;
         let path = Store::path(root);
         let sql = |err| DedupError::Sqlite { path: path.clone(), err };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
         // WAL lets deliveries read while one writes. NORMAL sync: a key lost to a power cut
         // only costs a duplicate copy later, never a message.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        // Each delivery is a short-lived process and usually the last connection to close:
+        // by default SQLite would then checkpoint and delete the WAL every time (four fsyncs
+        // and two files created and removed per message). Keep the WAL; commits checkpoint
+        // it when it passes 64 pages, so it stays small to read at the next open.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(sql)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 64).map_err(sql)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS seen (
                 user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
@@ -256,7 +270,11 @@ fn create_private_dir(dir: &Path, perms: Perms) -> Result<()> {
             let parent = std::fs::File::open(dir.parent().unwrap_or(dir)).map_err(err)?;
             nix::unistd::fsync(parent.as_fd()).map_err(|e| err(e.into()))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // Never follow a symlink planted as ROOT/.mailkeep out of the root.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.file_type().is_symlink() => Err(DedupError::Symlink(dir.to_path_buf())),
+            _ => Ok(()),
+        },
         Err(e) => Err(err(e)),
     }
 }
