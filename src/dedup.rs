@@ -93,25 +93,40 @@ impl Store {
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
-        // WAL lets deliveries read while one writes. NORMAL sync: a key lost to a power cut
-        // only costs a duplicate copy later, never a message.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        // Each delivery is a short-lived process and usually the last connection to close:
-        // by default SQLite would then checkpoint and delete the WAL every time (four fsyncs
-        // and two files created and removed per message). Keep the WAL; commits checkpoint
-        // it when it passes 64 pages, so it stays small to read at the next open.
-        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true).map_err(sql)?;
-        conn.pragma_update(None, "wal_autocheckpoint", 64).map_err(sql)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS seen (
-                user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
-                committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
-                at INTEGER NOT NULL,
-                PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
-             CREATE INDEX IF NOT EXISTS seen_at ON seen(at);",
-        )
-        .map_err(sql)?;
+        let init = || -> rusqlite::Result<()> {
+            // WAL lets deliveries read while one writes. NORMAL sync: a key lost to a power
+            // cut only costs a duplicate copy later, never a message.
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            // Each delivery is a short-lived process and usually the last connection to close:
+            // by default SQLite would then checkpoint and delete the WAL every time (four
+            // fsyncs and two files created and removed per message). Keep the WAL; commits
+            // checkpoint it when it passes 64 pages, so it stays small to read at the next open.
+            conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            conn.pragma_update(None, "wal_autocheckpoint", 64)?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS seen (
+                    user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
+                    committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
+                    at INTEGER NOT NULL,
+                    PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
+                 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);",
+            )
+        };
+        // Deliveries that create the store at the same moment meet in SQLite's initial
+        // rollback mode, where some lock conflicts are reported at once ("database is
+        // locked") instead of waited for: wait for them here as the busy timeout does later.
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match init() {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => break other.map_err(sql)?,
+            }
+        }
         Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400 })
     }
 

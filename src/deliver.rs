@@ -57,7 +57,10 @@ impl Head {
         let mut from_line = None;
         if bytes.starts_with(b"From ") {
             let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
-            let line = bytes[..end].trim_ascii_end();
+            // Only the line end goes: "From " with nothing after it is still the From_ line
+            // that was removed (null sender), so the suffix's newline goes with it.
+            let line = bytes[..end].strip_suffix(b"\n").unwrap_or(&bytes[..end]);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
             from_line = FromLine::parse(line);
             bytes.drain(..end);
         }

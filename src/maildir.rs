@@ -212,13 +212,16 @@ impl Folder {
                 open_or_create_dir(user_fd.as_fd(), &user_path.join(d), perms)?;
             }
             let marker = path.join("maildirfolder");
-            openat(
+            match openat(
                 dir.as_fd(),
                 "maildirfolder",
                 OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 perms.file_mode(),
-            )
-            .map_err(io_err("create", &marker))?;
+            ) {
+                Ok(_) => {}
+                Err(Errno::ELOOP) => return Err(MaildirError::Symlink(marker)),
+                Err(e) => return Err(io_err("create", &marker)(e)),
+            }
             sync_dir(dir.as_fd(), &path)?;
             let name = &sub[1..];
             ensure_line(user_fd.as_fd(), &root.join(user.as_str()), "subscriptions", name, perms)?;
@@ -480,8 +483,17 @@ fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, per
     current.push(b'\n');
     let tmp_name = format!(".{name}.{}.tmp", std::process::id());
     let tmp_path = dir_path.join(&tmp_name);
-    let flags = OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(dir, tmp_name.as_str(), flags, perms.file_mode()).map_err(io_err("create", &tmp_path))?;
+    // Created exclusively: never through a symlink nor into a file (or hard link) already
+    // there. A leftover of a crashed run that had the same pid is removed first.
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = match openat(dir, tmp_name.as_str(), flags, perms.file_mode()) {
+        Err(Errno::EEXIST) => {
+            let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
+            openat(dir, tmp_name.as_str(), flags, perms.file_mode())
+        }
+        other => other,
+    }
+    .map_err(io_err("create", &tmp_path))?;
     let mut file = File::from(fd);
     let written = io::Write::write_all(&mut file, &current).and_then(|()| file.sync_all());
     if let Err(err) = written {

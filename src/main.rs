@@ -15,6 +15,8 @@ mod log;
 mod maildir;
 mod mbox;
 mod message;
+#[cfg(test)]
+mod proptests;
 mod replay;
 mod serve_config;
 mod time;

@@ -46,9 +46,10 @@ impl crate::exit::Classify for ServeError {
     /// What the admin must fix is configuration; I/O may work on the next try.
     fn exit(&self) -> Exit {
         match self {
-            ServeError::RootOwned(_) | ServeError::NoUsers(_) | ServeError::UnsafePath { .. } | ServeError::OutTooLong(_) => {
-                Exit::Config
-            }
+            ServeError::RootOwned(_)
+            | ServeError::NoUsers(_)
+            | ServeError::UnsafePath { .. }
+            | ServeError::OutTooLong(_) => Exit::Config,
             ServeError::Root { .. } | ServeError::Write { .. } | ServeError::Random(_) => Exit::TempFail,
         }
     }

@@ -7,4 +7,7 @@ mod accounts;
 mod check;
 mod dedup;
 mod deliver;
+mod faults;
+mod props;
 mod replay;
+mod stress;
