@@ -1,0 +1,216 @@
+/* floor: the least work a durable Maildir delivery can do, as a yardstick.
+ *
+ * Per message: open tmp/NAME with O_CREAT|O_EXCL, write, fsync, link into new/NAME,
+ * fsync new/, unlink tmp/NAME. No parsing, no header lines, no checks.
+ *
+ *   floor one MAILDIR [nosync]          one message from stdin (run once per message)
+ *   floor files MAILDIR LIST [nosync]   every file named in LIST, in this one process
+ *   floor mbox MAILDIR MBOX [nosync|batch]
+ *                                       every message of an mbox (split at "From " after
+ *                                       a blank line, From_ line dropped), in-process;
+ *                                       batch: stage 2048 messages, one syncfs, link
+ *                                       them all, one fsync of new/ (replay's design)
+ *
+ * In-process modes print one JSON object: messages, wall seconds, user and system CPU.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+enum sync_mode { FULL, NOSYNC, BATCH };
+
+static int tmpfd, newfd;
+static char host[256];
+static unsigned long q;
+
+static void die(const char *what) { perror(what); exit(75); }
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void open_maildir(const char *md) {
+    int d = open(md, O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (d < 0) die(md);
+    tmpfd = openat(d, "tmp", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    newfd = openat(d, "new", O_DIRECTORY | O_RDONLY | O_CLOEXEC);
+    if (tmpfd < 0 || newfd < 0) die("tmp/ or new/");
+    close(d);
+    if (gethostname(host, sizeof host - 1) < 0) strcpy(host, "localhost");
+}
+
+/* Creates tmp/NAME exclusively; returns the fd and leaves the name in `name`. */
+static int create(char *name, size_t len) {
+    for (;;) {
+        struct timeval t;
+        gettimeofday(&t, NULL);
+        snprintf(name, len, "%ld.M%ldP%dQ%lu.%s", (long)t.tv_sec, (long)t.tv_usec, (int)getpid(), ++q, host);
+        int fd = openat(tmpfd, name, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd >= 0) return fd;
+        if (errno != EEXIST) die("create");
+    }
+}
+
+static void write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) { if (errno == EINTR) continue; die("write"); }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+static void publish(const char *name, int sync_dir) {
+    if (linkat(tmpfd, name, newfd, name, 0) < 0) die("link");
+    if (sync_dir && fsync(newfd) < 0) die("fsync new/");
+    if (unlinkat(tmpfd, name, 0) < 0) die("unlink");
+}
+
+static void store(const char *p, size_t n, enum sync_mode mode) {
+    char name[512];
+    int fd = create(name, sizeof name);
+    write_all(fd, p, n);
+    if (mode == FULL && fsync(fd) < 0) die("fsync");
+    close(fd);
+    publish(name, mode == FULL);
+}
+
+static void report(long n, double t0) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("{\"messages\": %ld, \"wall_s\": %.6f, \"user_s\": %.6f, \"sys_s\": %.6f, \"max_rss_kb\": %ld}\n", n,
+           now() - t0, ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6, ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6,
+           ru.ru_maxrss);
+}
+
+/* Batch mode: names staged but not yet published. */
+static char **staged;
+static size_t nstaged, staged_bytes;
+#define BATCH_MESSAGES 2048
+#define BATCH_BYTES (64u << 20)
+
+static void flush_batch(void) {
+    if (!nstaged) return;
+    if (syncfs(tmpfd) < 0) die("syncfs");
+    for (size_t i = 0; i < nstaged; i++)
+        if (linkat(tmpfd, staged[i], newfd, staged[i], 0) < 0) die("link");
+    if (fsync(newfd) < 0) die("fsync new/");
+    for (size_t i = 0; i < nstaged; i++) {
+        unlinkat(tmpfd, staged[i], 0);
+        free(staged[i]);
+    }
+    nstaged = staged_bytes = 0;
+}
+
+static void stage(const char *p, size_t n) {
+    char name[512];
+    int fd = create(name, sizeof name);
+    write_all(fd, p, n);
+    close(fd);
+    staged[nstaged++] = strdup(name);
+    staged_bytes += n;
+    if (nstaged == BATCH_MESSAGES || staged_bytes >= BATCH_BYTES) flush_batch();
+}
+
+int main(int argc, char **argv) {
+    if (argc < 3) {
+        fprintf(stderr, "usage: floor one|files|mbox MAILDIR [INPUT] [nosync|batch]\n");
+        return 64;
+    }
+    const char *mode_s = argv[1];
+    open_maildir(argv[2]);
+    enum sync_mode mode = FULL;
+    const char *last = argv[argc - 1];
+    if (strcmp(last, "nosync") == 0) mode = NOSYNC;
+    if (strcmp(last, "batch") == 0) mode = BATCH;
+
+    if (strcmp(mode_s, "one") == 0) {
+        /* Streams stdin into the tmp file, 64 KiB at a time. */
+        char name[512], buf[65536];
+        int fd = create(name, sizeof name);
+        for (;;) {
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r < 0) { if (errno == EINTR) continue; die("read"); }
+            if (r == 0) break;
+            write_all(fd, buf, (size_t)r);
+        }
+        if (mode == FULL && fsync(fd) < 0) die("fsync");
+        close(fd);
+        publish(name, mode == FULL);
+        return 0;
+    }
+    if (strcmp(mode_s, "files") == 0 && argc >= 4) {
+        FILE *list = fopen(argv[3], "r");
+        if (!list) die(argv[3]);
+        char path[4096];
+        size_t cap = 1 << 20;
+        char *buf = malloc(cap);
+        long n = 0;
+        double t0 = now();
+        while (fgets(path, sizeof path, list)) {
+            path[strcspn(path, "\n")] = 0;
+            if (!*path) continue;
+            int in = open(path, O_RDONLY | O_CLOEXEC);
+            if (in < 0) die(path);
+            size_t len = 0;
+            for (;;) {
+                if (len == cap) buf = realloc(buf, cap *= 2);
+                ssize_t r = read(in, buf + len, cap - len);
+                if (r < 0) die("read");
+                if (r == 0) break;
+                len += (size_t)r;
+            }
+            close(in);
+            store(buf, len, mode);
+            n++;
+        }
+        report(n, t0);
+        return 0;
+    }
+    if (strcmp(mode_s, "mbox") == 0 && argc >= 4) {
+        int in = open(argv[3], O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (in < 0 || fstat(in, &st) < 0) die(argv[3]);
+        const char *base = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, in, 0);
+        if (base == MAP_FAILED) die("mmap");
+        madvise((void *)base, (size_t)st.st_size, MADV_SEQUENTIAL);
+        const char *end = base + st.st_size, *p = base;
+        staged = malloc(BATCH_MESSAGES * sizeof *staged);
+        long n = 0;
+        double t0 = now();
+        while (p < end) {
+            /* p is at a From_ line: the message starts after it. */
+            const char *body = memchr(p, '\n', (size_t)(end - p));
+            body = body ? body + 1 : end;
+            const char *next = body;
+            for (;;) {
+                next = memmem(next, (size_t)(end - next), "\n\nFrom ", 7);
+                if (!next) { next = end; break; }
+                next += 2;
+                break;
+            }
+            /* the blank line before the next From_ line belongs to the mbox, not the message */
+            size_t len = (size_t)(next - body);
+            if (next != end && len > 0) len--;
+            if (mode == BATCH) stage(body, len); else store(body, len, mode);
+            n++;
+            p = next;
+        }
+        if (mode == BATCH) flush_batch();
+        report(n, t0);
+        return 0;
+    }
+    fprintf(stderr, "floor: bad arguments\n");
+    return 64;
+}
