@@ -23,7 +23,6 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -33,7 +32,7 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 use crate::cli::{CheckArgs, UsageError};
 use crate::envelope::User;
 use crate::exit::Exit;
-use crate::time::days_from_civil;
+use crate::time::format_time;
 
 /// How much of each message is read to look for CRLF.
 pub const HEAD_SCAN: usize = 4096;
@@ -149,16 +148,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<Exit> {
         Some(u) => Some(User::parse(u).map_err(|e| UsageError(e.to_string()))?),
         None => None,
     };
-    let report = check(&args.root, only.as_ref(), args.repair, unix_now())?;
+    let report = check(&args.root, only.as_ref(), args.repair, crate::time::now())?;
     let mut out = io::stdout().lock();
     let written = if args.json { write_json(&report, &mut out) } else { write_text(&report, &mut out) };
     written.and_then(|()| out.flush()).map_err(CheckError::Output)?;
     Ok(if report.unrepaired() == 0 { Exit::Ok } else { Exit::Problems })
-}
-
-fn unix_now() -> i64 {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH);
-    now.map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Checks (and with `repair` fixes) the backup below `root`; `now` decides tmp/ ages.
@@ -643,24 +637,6 @@ pub fn size_in_name(name: &[u8]) -> Option<u64> {
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
-/// `2020-01-01T00:00:00Z` for Unix seconds.
-pub fn format_time(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    // Inverse of days_from_civil (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    debug_assert_eq!(days_from_civil(y, m as u32, d as u32), days);
-    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
-}
-
 fn write_text(r: &Report, out: &mut impl Write) -> io::Result<()> {
     for f in &r.folders {
         write!(out, "{}/{}: {} messages, {} bytes", f.user, f.folder, f.messages, f.bytes)?;
@@ -795,19 +771,11 @@ mod tests {
     }
 
     #[test]
-    fn format_time_is_utc_iso() {
-        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
-        assert_eq!(format_time(1577836800), "2020-01-01T00:00:00Z");
-        assert_eq!(format_time(1709208000 + 3661), "2024-02-29T13:01:01Z");
-        assert_eq!(format_time(-1), "1969-12-31T23:59:59Z");
-    }
-
-    #[test]
     fn clean_maildir_has_no_problems_and_counts_messages() {
         let root = tempfile::tempdir().unwrap();
         maildir(root.path(), "alice");
         fs::create_dir(root.path().join(".mailkeep")).unwrap();
-        let r = check(root.path(), None, false, unix_now()).unwrap();
+        let r = check(root.path(), None, false, crate::time::now()).unwrap();
         assert!(r.problems.is_empty(), "{:?}", r.problems);
         assert_eq!(r.users, 1);
         let counts: Vec<_> = r.folders.iter().map(|f| (&f.folder[..], f.messages, f.bytes)).collect();
@@ -826,20 +794,20 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(2100));
         fs::write(u.join("tmp/6.M1P1Q1.h"), "fresh").unwrap(); // 2 s younger
         // "now" is just over 36 h after the first file's ctime, before the second's.
-        let unix_now = || old_ctime + 36 * 3600 + 1;
+        let just_past_36h = old_ctime + 36 * 3600 + 1;
         fs::remove_dir_all(u.join(".Sent/cur")).unwrap();
         fs::remove_file(u.join("courierimapsubscribed")).unwrap();
         fs::remove_file(u.join(".Sent/maildirfolder")).unwrap();
-        let r = check(root.path(), None, false, unix_now()).unwrap();
+        let r = check(root.path(), None, false, just_past_36h).unwrap();
         let mut k = kinds(&r);
         k.sort();
         assert_eq!(k, ["crlf", "missing_dir", "missing_maildirfolder", "old_tmp", "size_mismatch", "unsubscribed"]);
         assert_eq!(r.unrepaired(), 6);
-        let fixed = check(root.path(), None, true, unix_now()).unwrap();
+        let fixed = check(root.path(), None, true, just_past_36h).unwrap();
         assert_eq!(fixed.unrepaired(), 2, "{:?}", fixed.problems);
         assert!(u.join(".Sent/cur").is_dir() && !old.exists());
         assert_eq!(fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
-        let again = check(root.path(), None, false, unix_now()).unwrap();
+        let again = check(root.path(), None, false, just_past_36h).unwrap();
         let mut k = kinds(&again);
         k.sort();
         assert_eq!(k, ["crlf", "size_mismatch"]);
@@ -851,11 +819,11 @@ mod tests {
         fs::create_dir(root.path().join(".mailkeep")).unwrap();
         let db = root.path().join(".mailkeep/dedup.sqlite3");
         rusqlite::Connection::open(&db).unwrap().execute_batch("CREATE TABLE t(a); INSERT INTO t VALUES (1);").unwrap();
-        assert!(check(root.path(), None, false, unix_now()).unwrap().problems.is_empty());
+        assert!(check(root.path(), None, false, crate::time::now()).unwrap().problems.is_empty());
         let mut bytes = fs::read(&db).unwrap();
         bytes[100..600].fill(0xAB);
         fs::write(&db, bytes).unwrap();
-        let r = check(root.path(), None, false, unix_now()).unwrap();
+        let r = check(root.path(), None, false, crate::time::now()).unwrap();
         assert_eq!(kinds(&r), ["dedup_corrupt"]);
     }
 
@@ -863,10 +831,10 @@ mod tests {
     fn missing_user_and_missing_root_are_told_apart() {
         let root = tempfile::tempdir().unwrap();
         let nobody = User::parse(OsStr::new("nobody")).unwrap();
-        let r = check(root.path(), Some(&nobody), false, unix_now()).unwrap();
+        let r = check(root.path(), Some(&nobody), false, crate::time::now()).unwrap();
         assert_eq!(kinds(&r), ["no_such_user"]);
         let gone = root.path().join("gone");
-        assert!(matches!(check(&gone, None, false, unix_now()), Err(CheckError::Root { .. })));
+        assert!(matches!(check(&gone, None, false, crate::time::now()), Err(CheckError::Root { .. })));
     }
 
     #[test]
@@ -876,7 +844,7 @@ mod tests {
         let f = u.join("new/1.M1P1Q1.h,S=6");
         use std::os::unix::fs::PermissionsExt;
         fs::set_permissions(&f, fs::Permissions::from_mode(0o000)).unwrap();
-        let r = check(root.path(), None, false, unix_now()).unwrap();
+        let r = check(root.path(), None, false, crate::time::now()).unwrap();
         assert_eq!(kinds(&r), ["unreadable"], "{:?}", r.problems);
     }
 

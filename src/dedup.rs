@@ -10,13 +10,14 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use crate::cli::DedupCommand;
 use crate::exit::{Classify, Exit};
 use crate::maildir::Perms;
+use crate::time::now;
 
 /// How long a delivery waits for another one that holds the same key, or for SQLite's lock.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -69,10 +70,6 @@ pub struct Key<'a> {
     pub user: &'a str,
     pub folder: &'a str,
     pub msgid: &'a str,
-}
-
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 impl Store {

@@ -23,7 +23,7 @@ use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
 use crate::mbox::{MboxError, MboxReader, MessageStart};
 use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len};
-use crate::time::Timestamp;
+use crate::time::{Timestamp, now};
 
 /// A batch is made durable when it holds this many messages or bytes.
 const BATCH_MESSAGES: usize = 2048;
@@ -389,10 +389,6 @@ fn date_name(source: DateSource) -> &'static str {
         DateSource::DateHeader => "date-header",
         DateSource::FileMtime => "file-mtime",
     }
-}
-
-fn now() -> Timestamp {
-    std::time::SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 fn user_address(user: &User, domain: Option<&str>) -> String {

@@ -56,6 +56,11 @@ fn digits(tok: &[u8]) -> Option<i64> {
     Some(tok.iter().fold(0i64, |n, &b| n * 10 + i64::from(b - b'0')))
 }
 
+/// The current time in Unix seconds (0 if the clock is before 1970).
+pub fn now() -> Timestamp {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
 /// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -65,6 +70,24 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146097 + doe - 719468
+}
+
+/// `2020-01-01T00:00:00Z` for Unix seconds.
+pub fn format_time(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+    // Inverse of days_from_civil (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    debug_assert_eq!(days_from_civil(y, m as u32, d as u32), days);
+    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
 #[cfg(test)]
@@ -97,5 +120,13 @@ mod tests {
         {
             assert_eq!(parse_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn format_time_is_utc_iso() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1577836800), "2020-01-01T00:00:00Z");
+        assert_eq!(format_time(1709208000 + 3661), "2024-02-29T13:01:01Z");
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59Z");
     }
 }
