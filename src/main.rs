@@ -1,5 +1,6 @@
 //! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail an Exim relay
 //! passes. `main` only turns the one result of a command into one exit status.
+#![cfg_attr(not(test), no_main)]
 
 mod accounts;
 mod check;
@@ -21,11 +22,9 @@ mod replay;
 mod serve_config;
 mod time;
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
-use std::process::ExitCode;
-
-use clap::Parser;
 
 use crate::cli::{Cli, Command};
 use crate::exit::Exit;
@@ -47,36 +46,73 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     }
 }
 
-fn main() -> ExitCode {
-    // A file-size limit must be an error we report (75), not a signal that kills us.
-    // SAFETY: setting a signal to SIG_IGN before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-    }
-    let cli = match Cli::try_parse() {
+/// Parses the command line and runs the command: one result, one exit status.
+fn entry(args: Vec<OsString>) -> Exit {
+    let cli = match cli::parse_from(args) {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::SUCCESS;
+            return Exit::Ok;
         }
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
             let _ = writeln!(std::io::stderr(), "mailkeep: {}", first.trim_start_matches("error: "));
-            return Exit::Usage.into();
+            return Exit::Usage;
         }
     };
+    match run(cli) {
+        Ok(status) => status,
+        Err(e) => {
+            let status = exit::classify(&e);
+            let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
+            status
+        }
+    }
+}
+
+/// The process entry, in place of Rust's own start-up (`no_main`). A delivery is one
+/// process per message, so start-up is part of every delivery's cost; Rust's runtime
+/// start-up reads /proc/self/maps (to place a stack-overflow guard) and sets up an
+/// alternate signal stack, about a sixth of mailkeep's start-up, for a message ("stack
+/// overflow") that a signal status tells Exim as well. What of it we rely on is done here.
+#[cfg(not(test))]
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    if !start_like_std() {
+        return Exit::TempFail.code().into();
+    }
     // A panic is a bug, but it must still end as "try again later", never as a bounce.
     panic::set_hook(Box::new(|info| {
         let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {info}");
     }));
-    match panic::catch_unwind(AssertUnwindSafe(|| run(cli))) {
-        Ok(Ok(status)) => status.into(),
-        Ok(Err(e)) => {
-            let status = exit::classify(&e);
-            let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
-            status.into()
+    let status = panic::catch_unwind(AssertUnwindSafe(|| entry(std::env::args_os().collect())));
+    let _ = std::io::stdout().flush();
+    status.unwrap_or(Exit::TempFail).code().into()
+}
+
+/// What Rust's start-up does that we need: descriptors 0 to 2 open (else the first file we
+/// open would become stderr), SIGPIPE ignored (a closed pipe is an error we report, not a
+/// death). And a file-size limit must be an error we report (75), not a signal that kills
+/// us. Returns false when a standard descriptor cannot be opened.
+#[cfg_attr(test, allow(dead_code))]
+fn start_like_std() -> bool {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
+    // SAFETY: poll on a local array of three pollfd; signal() with SIG_IGN before any
+    // thread starts; open() of a constant NUL-terminated path.
+    unsafe {
+        while libc::poll(fds.as_mut_ptr(), 3, 0) == -1 {
+            if std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return false;
+            }
         }
-        Err(_) => Exit::TempFail.into(),
+        for pfd in fds {
+            if pfd.revents & libc::POLLNVAL != 0 && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != pfd.fd {
+                return false;
+            }
+        }
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
+    true
 }

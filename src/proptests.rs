@@ -35,6 +35,50 @@ fn tricky_bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(piece, 0..max).prop_map(|v| v.concat())
 }
 
+/// A well-formed header block: fields from a pool that mixes the ones `HeaderInfo` reads
+/// (in any case, repeated, folded, empty) with others (Received, Subject, X-...), then a
+/// blank line; LF or CRLF line ends.
+fn header_block() -> impl Strategy<Value = Vec<u8>> {
+    let name = prop::sample::select(vec![
+        "Message-ID",
+        "message-id",
+        "Date",
+        "DATE",
+        "X-Gmail-Labels",
+        "Return-Path",
+        "Received",
+        "Subject",
+        "From",
+        "X-Message-ID",
+        "Resent-Message-ID",
+        "Resent-Date",
+        "Date-Sent",
+        "References",
+    ]);
+    let value = prop::sample::select(vec![
+        " <a@b.example>",
+        " <x.y@z>",
+        "  <spaced@id>  ",
+        "",
+        " Wed, 1 Jan 2020 00:00:00 +0000",
+        " Sat, 28 Nov 2026 23:18:13 -0500",
+        " garbage date",
+        " from mx.example (mx [192.0.2.1]) by relay; Wed, 1 Jan 2020 00:00:00 +0000",
+        " Sent,Inbox",
+        " Chat",
+        " <>",
+        " =?utf-8?q?caf=C3=A9?=",
+        " \u{e9}t\u{e9}",
+    ]);
+    let fold = prop::sample::select(vec!["", "\n\t<folded@id>", "\n continued; Thu, 2 Jan 2020 00:00:00 +0000"]);
+    let field = (name, value, fold).prop_map(|(n, v, f)| format!("{n}:{v}{f}\n"));
+    (prop::collection::vec(field, 0..12), any::<bool>()).prop_map(|(fields, crlf)| {
+        let text = fields.concat() + "\n";
+        let text = if crlf { text.replace('\n', "\r\n") } else { text };
+        text.into_bytes()
+    })
+}
+
 /// The reference: CRLF becomes LF (a lone CR stays), and with `drop_final` one final LF goes.
 fn model_lf(input: &[u8], drop_final: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
@@ -233,6 +277,12 @@ proptest! {
         if FromLine::looks_like_separator(first) {
             prop_assert!(first.starts_with(b"From "));
         }
+    }
+
+    #[test]
+    fn reading_only_the_wanted_fields_gives_what_the_whole_block_gives(block in header_block()) {
+        let whole = HeaderInfo::from_fields(&block);
+        prop_assert_eq!(HeaderInfo::parse(&block), whole);
     }
 
     #[test]
