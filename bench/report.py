@@ -79,7 +79,7 @@ def main():
     p(f"| system | {m['os']}, Linux {m['kernel']} |")
     j = {"yes": ", with a journal", "no": ", **no journal**"}.get(m.get("journal", ""), "")
     p(f"| filesystem | `{m['filesystem']}`{j} ({m['work']}) |")
-    p(f"| mailkeep | `{m['mailkeep']}`, work tree at {m['mailkeep_commit'] or '?'}, `cargo build --release` |")
+    p(f"| mailkeep | `{m['mailkeep']}`, work tree at {m['mailkeep_commit'] or '?'}, `packaging/cargo-static.sh build` (static) |")
     p(f"| peers | {'; '.join(m['packages'])} |")
     p(f"| run as | user `{m['user']}`, open files limit {m['nofile'][0]} |")
     lb, la = R.get("load_before", [0])[0], R.get("load_after", [0])[0]

@@ -7,7 +7,8 @@
 #
 # Options: --work DIR (default /var/tmp/mailkeep-bench: a fresh maildir per tool and round
 # is made there, so it must be on the filesystem you want measured), --out FILE, --no-install,
-# --no-build, and any of bench.py's options after `--` (e.g. -- --rounds 5).
+# --no-build, --bin PATH (the mailkeep binary to measure; default: the shipped, static build
+# of packaging/cargo-static.sh), and any of bench.py's options after `--` (e.g. -- --rounds 5).
 #
 # As root it installs the peers from Debian (apt), creates the unprivileged user mkbench and
 # runs every tool as that user (maildrop, procmail and mailkeep all refuse or change behaviour
@@ -21,6 +22,7 @@ OUT=
 QUICK=0
 INSTALL=1
 BUILD=1
+BIN=
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -29,8 +31,9 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
+        --bin) BIN=$2; BUILD=0; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        *) echo "usage: bench/run.sh [--quick] [--work DIR] [--out FILE] [--no-install] [--no-build] [-- bench.py options]" >&2; exit 2 ;;
+        *) echo "usage: bench/run.sh [--quick] [--work DIR] [--out FILE] [--no-install] [--no-build] [--bin PATH] [-- bench.py options]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -66,8 +69,10 @@ for c in safecat maildrop procmail /usr/lib/dovecot/dovecot-lda getmail_maildir 
 done
 
 if [ $BUILD = 1 ]; then
-    cargo build --release --quiet
+    BIN=$(packaging/cargo-static.sh build --quiet | tail -n 1)
 fi
+BIN=${BIN:-target/$(rustc -vV | sed -n 's/^host: //p')/release/mailkeep}
+[ -x "$BIN" ] || { echo "bench: no mailkeep binary at $BIN (build it, or give --bin)" >&2; exit 2; }
 RUNAS=()
 if [ "$(id -u)" = 0 ]; then
     id mkbench >/dev/null 2>&1 ||
@@ -76,7 +81,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 mkdir -p "$WORK/bin"
 # Private copies: a rebuild in the work tree cannot change the binary in the middle of a run.
-cp target/release/mailkeep bench/py_mailbox.py "$WORK/bin/"
+cp "$BIN" "$WORK/bin/mailkeep"
+cp bench/py_mailbox.py "$WORK/bin/"
 gcc -O2 -Wall -o "$WORK/bin/drive" bench/drive.c
 gcc -O2 -Wall -o "$WORK/bin/floor" bench/floor.c
 cp bench/bench.py bench/corpus.py "$WORK/bin/"

@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=packaging
-cargo build --release --locked --quiet
-BIN=target/release/mailkeep
+BIN=$(packaging/cargo-static.sh build --quiet | tail -n 1)
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 ARCH=$(dpkg --print-architecture)
 STAGE=target/debian/stage

@@ -5,15 +5,16 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 rc=0
-cargo build --release --locked || exit 1
-cargo test --release --locked 2>&1 | tee /tmp/mailkeep-cargo-test.log || rc=1
+# The binary under test is the one the package ships: statically linked (packaging/cargo-static.sh).
+BIN=$PWD/$(packaging/cargo-static.sh build | tail -n 1) || exit 1
+packaging/cargo-static.sh test 2>&1 | tee /tmp/mailkeep-cargo-test.log || rc=1
 # The Exim test leaves its filled backup root for the restore test, which serves it (with
 # a Takeout-style replay and live copies of its own) through Dovecot and Courier.
 EXIM_ROOT=$(mktemp -d /tmp/mailkeep-exim-root.XXXXXX)
 for t in tests/*/run-e2e.sh; do
     [ -x "$t" ] || continue
     echo "== $t"
-    MAILKEEP="$PWD/target/release/mailkeep" EXPORT_ROOT="$EXIM_ROOT/root" MAILKEEP_E2E_ROOT="$EXIM_ROOT/root" "$t" || rc=1
+    MAILKEEP="$BIN" EXPORT_ROOT="$EXIM_ROOT/root" MAILKEEP_E2E_ROOT="$EXIM_ROOT/root" "$t" || rc=1
 done
 rm -rf "$EXIM_ROOT"
 # The side-by-side benchmark at CI size (issue 7): a measurement, printed for the log. It
@@ -21,7 +22,7 @@ rm -rf "$EXIM_ROOT"
 # so its status is reported, not counted (mailkeep's own correctness is the tests' job).
 if [ "$(id -u)" = 0 ] && [ -z "${MAILKEEP_SKIP_BENCH:-}" ]; then
     echo "== bench/run.sh --quick"
-    bench/run.sh --quick --no-build && cat /var/tmp/mailkeep-bench/BENCHMARKS-quick.md | sed -n '/^## One process/,/^## Targets/p' \
+    bench/run.sh --quick --no-build --bin "$BIN" && cat /var/tmp/mailkeep-bench/BENCHMARKS-quick.md | sed -n '/^## One process/,/^## Targets/p' \
         || echo "bench: exit $? (see above)"
 fi
 exit $rc
