@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
@@ -118,7 +118,7 @@ impl Namer {
     /// received date); the microseconds, pid and counter keep it unique.
     pub fn next(&mut self, secs: Option<Timestamp>) -> String {
         self.q += 1;
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = crate::time::system_now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = secs.unwrap_or(now.as_secs() as i64);
         format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, self.q, self.host)
     }
@@ -394,7 +394,7 @@ impl Folder {
         let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
             return 0;
         };
-        let cutoff = SystemTime::now().checked_sub(TMP_MAX_AGE).and_then(|t| t.duration_since(UNIX_EPOCH).ok());
+        let cutoff = crate::time::system_now().checked_sub(TMP_MAX_AGE).and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let Some(cutoff) = cutoff else { return 0 };
         let mut old = Vec::new();
         for entry in dir.iter().flatten() {

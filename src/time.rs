@@ -56,9 +56,14 @@ fn digits(tok: &[u8]) -> Option<i64> {
     Some(tok.iter().fold(0i64, |n, &b| n * 10 + i64::from(b - b'0')))
 }
 
+/// The wall clock, every use of it (a fault test may put it ahead: `fault::clock_skew`).
+pub fn system_now() -> std::time::SystemTime {
+    std::time::SystemTime::now() + crate::fault::clock_skew()
+}
+
 /// The current time in Unix seconds (0 if the clock is before 1970).
 pub fn now() -> Timestamp {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    system_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
 /// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).

@@ -13,7 +13,7 @@ if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod 755 "$POLICY"; added_policy=1
 fi
 trap '[ $added_policy = 1 ] && rm -f "$POLICY"' EXIT
-need=(python3 util-linux faketime adduser strace)
+need=(python3 util-linux adduser strace)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
