@@ -62,6 +62,15 @@ def settle(ctx):
         time.sleep(ctx.settle)
 
 
+def round_order(tools, r):
+    """The order of round r: rotated by r and reversed every other round, so that no tool
+    always runs first (right after the settle) or right after the same neighbour."""
+    order = tools[r % len(tools):] + tools[: r % len(tools)]
+    if r % 2:
+        order.reverse()
+    return order
+
+
 def retire(ctx, path, label):
     """Moves a finished tool's directory out of the way without freeing its inodes (see
     settle(): a mass deletion slows every file creation for minutes after it, and 65 s of
@@ -302,9 +311,7 @@ def per_message(ctx, tools, corpus, rounds, results):
         expected = f.read().split()
     runs = {t["name"]: [] for t in tools}
     for r in range(rounds):
-        order = tools[r % len(tools):] + tools[: r % len(tools)]
-        if r % 2:
-            order.reverse()
+        order = round_order(tools, r)
         settle(ctx)
         for tool in order:
             rmtree(tool["dir"])
@@ -494,9 +501,7 @@ def bulk(ctx, mbox, rounds, results):
                           stdin=None, argv=[vbin, *tools[0]["argv"][1:3], root, *tools[0]["argv"][4:]]))
     runs = {t["name"]: [] for t in tools}
     for r in range(rounds):
-        order = tools[r % len(tools):] + tools[: r % len(tools)]
-        if r % 2:
-            order.reverse()
+        order = round_order(tools, r)
         settle(ctx)
         for tool in order:
             rmtree(tool["dir"])

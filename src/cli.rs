@@ -320,7 +320,7 @@ pub struct ServeConfigArgs {
 /// first, about a tenth of a delivery's start-up. Help and version requests take the full
 /// path, so what they print is the same.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
-    use clap::{CommandFactory, FromArgMatches};
+    use clap::FromArgMatches;
     let asks_for_text = args.iter().skip(2).any(|a| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version")));
     if args.get(1).is_some_and(|a| a == "deliver") && !asks_for_text {
         let deliver = DeliverArgs::augment_args(clap::Command::new("deliver"));
@@ -328,8 +328,7 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         let matches = cmd.try_get_matches_from_mut(args)?;
         return Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd));
     }
-    let matches = Cli::command().try_get_matches_from(args)?;
-    Cli::from_arg_matches(&matches)
+    Cli::try_parse_from(args)
 }
 
 /// A command line that parses but cannot be acted on.
