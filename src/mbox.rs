@@ -108,7 +108,8 @@ fn content_length_fits(head: &[u8]) -> bool {
     let msg = &head[first_nl + 1..];
     let Some(hlen) = header_block_len(msg) else { return false };
     let Some(n) = content_length(&msg[..hlen]).and_then(|n| usize::try_from(n).ok()) else { return false };
-    match msg.get(hlen + n..) {
+    // A Content-Length near usize::MAX must not wrap around to a small offset.
+    match hlen.checked_add(n).and_then(|end| msg.get(end..)) {
         Some(rest) => rest.is_empty() || rest.starts_with(b"\nFrom ") || rest.starts_with(b"\r\nFrom "),
         None => false,
     }
@@ -413,6 +414,13 @@ mod tests {
     fn auto_detection_says_why() {
         assert_eq!(detect(format!("{F1}S: x\n\n>>From y\n").as_bytes()).0, Format::Mboxrd);
         assert_eq!(detect(format!("{F1}S: x\n\n>From y\n").as_bytes()).0, Format::Mboxo);
+    }
+
+    #[test]
+    fn a_content_length_too_large_to_add_is_no_mboxcl2() {
+        // header length + u64::MAX would wrap to the blank line, right before a "From " line.
+        let head = format!("{F1}Content-Length: {}\n\nFrom here on, body\n", u64::MAX);
+        assert_eq!(detect(head.as_bytes()).0, Format::Mboxo);
     }
 
     #[test]
