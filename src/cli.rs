@@ -325,8 +325,9 @@ pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     if args.get(1).is_some_and(|a| a == "deliver") && !asks_for_text {
         let deliver = DeliverArgs::augment_args(clap::Command::new("deliver"));
         let mut cmd = clap::Command::new("mailkeep").subcommand(deliver);
-        let matches = cmd.try_get_matches_from_mut(args)?;
-        return Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd));
+        let mut matches = cmd.try_get_matches_from_mut(args)?;
+        // The `_mut` form takes the values out instead of cloning every match first.
+        return Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd));
     }
     Cli::try_parse_from(args)
 }

@@ -39,24 +39,17 @@ pub struct Head {
     pub bytes: Vec<u8>,
     pub from_line: Option<FromLine>,
     pub info: HeaderInfo,
-    /// The read buffer, reused for the rest of the message.
-    pub chunk: Vec<u8>,
 }
 
 impl Head {
     /// Reads up to the end of the header block (at most `HEAD_LIMIT`) from `input`, and
     /// takes off a leading From_ line.
     pub fn read(input: &mut impl Read) -> io::Result<Head> {
-        let mut bytes = Vec::with_capacity(CHUNK);
-        let mut chunk = vec![0u8; CHUNK];
+        let mut bytes = Vec::new();
         while bytes.len() < HEAD_LIMIT && header_block_len(&bytes).is_none() {
-            let n = match input.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            bytes.extend_from_slice(&chunk[..n]);
+            if read_chunk(input, &mut bytes)? < CHUNK {
+                break;
+            }
         }
         let mut from_line = None;
         if bytes.starts_with(b"From ") {
@@ -69,8 +62,16 @@ impl Head {
             bytes.drain(..end);
         }
         let info = HeaderInfo::parse(&bytes);
-        Ok(Head { bytes, from_line, info, chunk })
+        Ok(Head { bytes, from_line, info })
     }
+}
+
+/// Appends up to `CHUNK` bytes of `input` to `buf` and returns how many; fewer means the
+/// input has ended. The bytes go straight into `buf`'s spare room: no zeroed buffer to
+/// copy from, and no page touched that the message does not fill.
+fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
+    buf.reserve(CHUNK);
+    input.take(CHUNK as u64).read_to_end(buf)
 }
 
 /// Writes `prefix`, then `head` and the rest of `input` as the stored form (CRLF to LF,
@@ -81,7 +82,7 @@ pub fn write_message(
     prefix: &[u8],
     head: &[u8],
     input: &mut impl Read,
-    chunk: &mut [u8],
+    chunk: &mut Vec<u8>,
     drop_final_lf: bool,
 ) -> io::Result<u64> {
     let mut lf = LfStream::new(drop_final_lf);
@@ -90,20 +91,16 @@ pub fn write_message(
     lf.push(head, &mut buf);
     let mut size = 0u64;
     loop {
-        let n = match input.read(chunk) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
+        chunk.clear();
+        let ended = read_chunk(input, chunk)? < CHUNK;
+        lf.push(chunk, &mut buf);
+        if ended {
             lf.finish(&mut buf);
-        } else {
-            lf.push(&chunk[..n], &mut buf);
         }
         out.write_all(&buf)?;
         size += buf.len() as u64;
         buf.clear();
-        if n == 0 {
+        if ended {
             return Ok(size);
         }
     }
@@ -198,7 +195,8 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
     fault::point("before-store");
     let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
     let drop_final_lf = head.from_line.is_some();
-    let Head { bytes, chunk: mut scratch, .. } = head;
+    let Head { bytes, .. } = head;
+    let mut scratch = Vec::new();
     let stored = folder.store(&mut Namer::new(), None, |file| {
         write_message(file, &prefix, &bytes, input, &mut scratch, drop_final_lf)
     })?;

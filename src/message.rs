@@ -204,7 +204,8 @@ impl LfStream {
                 out.push(b'\r');
             }
         }
-        while let Some(i) = rest.iter().position(|&b| b == b'\r') {
+        // memchr: a byte-at-a-time search was a fifth of a delivery's own instructions.
+        while let Some(i) = memchr::memchr(b'\r', rest) {
             out.extend_from_slice(&rest[..i]);
             match rest.get(i + 1) {
                 Some(b'\n') => {}
