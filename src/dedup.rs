@@ -24,8 +24,17 @@ pub const WAIT: Duration = Duration::from_secs(30);
 /// A pending claim older than this is abandoned even if its pid looks alive (pid reuse);
 /// longer than any sane pipe transport timeout.
 const STALE_CLAIM_SECS: i64 = 3600;
-/// Expired keys removed per delivery: bounded work, and the store stays small.
-const PRUNE_PER_DELIVERY: i64 = 16;
+/// One delivery in this many prunes expired keys (by pid, so deliveries take turns).
+/// Pruning is a statement to compile and run; at one process per message it cost a sixth of
+/// a delivery's SQLite work when every delivery did it.
+const PRUNE_EVERY: u32 = 64;
+/// Expired keys removed by a pruning delivery: bounded work, and the store stays small
+/// (16 keys a delivery on average, as many as a busy relay adds).
+const PRUNE_BATCH: i64 = 16 * PRUNE_EVERY as i64;
+/// `PRAGMA user_version` of a store whose tables exist: opening such a store skips the
+/// `CREATE ... IF NOT EXISTS` statements, which SQLite compiles in full even when there is
+/// nothing to create.
+const SCHEMA_VERSION: i64 = 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
@@ -64,6 +73,8 @@ pub struct Store {
     conn: Connection,
     path: PathBuf,
     window_secs: i64,
+    /// Whether this delivery's commit prunes (see `PRUNE_EVERY`).
+    prunes: bool,
 }
 
 pub struct Key<'a> {
@@ -91,9 +102,8 @@ impl Store {
         let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
         let init = || -> rusqlite::Result<()> {
-            // WAL lets deliveries read while one writes. NORMAL sync: a key lost to a power
-            // cut only costs a duplicate copy later, never a message.
-            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // NORMAL sync in WAL mode: a key lost to a power cut only costs a duplicate copy
+            // later, never a message.
             conn.pragma_update(None, "synchronous", "NORMAL")?;
             // Each delivery is a short-lived process and usually the last connection to close:
             // by default SQLite would then checkpoint and delete the WAL every time (four
@@ -101,14 +111,22 @@ impl Store {
             // checkpoint it when it passes 64 pages, so it stays small to read at the next open.
             conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
             conn.pragma_update(None, "wal_autocheckpoint", 64)?;
-            conn.execute_batch(
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version >= SCHEMA_VERSION {
+                return Ok(());
+            }
+            // A new store (or one from before user_version was set). WAL, which the file
+            // remembers, lets deliveries read while one writes.
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS seen (
                     user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
                     committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
                     at INTEGER NOT NULL,
                     PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
-                 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);",
-            )
+                 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+                 PRAGMA user_version = {SCHEMA_VERSION};"
+            ))
         };
         // Deliveries that create the store at the same moment meet in SQLite's initial
         // rollback mode, where some lock conflicts are reported at once ("database is
@@ -124,7 +142,8 @@ impl Store {
                 other => break other.map_err(sql)?,
             }
         }
-        Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400 })
+        let prunes = std::process::id() % PRUNE_EVERY == 0;
+        Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400, prunes })
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
@@ -189,7 +208,8 @@ impl Store {
         }
     }
 
-    /// Records that `key`'s message is stored as `file`, and prunes a few expired keys.
+    /// Records that `key`'s message is stored as `file`; on this delivery's turn, also
+    /// prunes a batch of expired keys.
     pub fn commit(&self, key: &Key<'_>, file: &str) -> Result<()> {
         let pid = i64::from(std::process::id());
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
@@ -198,7 +218,9 @@ impl Store {
             params![key.user, key.folder, key.msgid, file, now(), pid],
         )
         .map_err(self.sql())?;
-        prune_some(&tx, now() - self.window_secs, PRUNE_PER_DELIVERY).map_err(self.sql())?;
+        if self.prunes {
+            prune_some(&tx, now() - self.window_secs, PRUNE_BATCH).map_err(self.sql())?;
+        }
         tx.commit().map_err(self.sql())
     }
 
@@ -346,5 +368,40 @@ mod tests {
         assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', 1, 'f', 1, 5)", []).unwrap();
         assert_eq!(s.prune_all().unwrap(), 1);
+    }
+
+    fn keys(s: &Store) -> i64 {
+        s.conn.query_row("SELECT count(*) FROM seen", [], |r| r.get(0)).unwrap()
+    }
+
+    #[test]
+    fn only_a_delivery_on_its_pruning_turn_prunes() {
+        let root = tempfile::tempdir().unwrap();
+        let mut s = Store::open(root.path(), 1, P).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old', 1, 'f', 1, 5)", []).unwrap();
+        for (turn, left) in [(false, 2), (true, 2)] {
+            s.prunes = turn;
+            let k = format!("new-{turn}");
+            assert_eq!(s.claim(&key(&k)).unwrap(), Claim::Owned);
+            s.commit(&key(&k), "f").unwrap();
+            assert_eq!(keys(&s), left, "pruning turn: {turn}");
+        }
+    }
+
+    #[test]
+    fn a_store_from_before_the_schema_version_is_upgraded_and_reopens() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        s.conn.pragma_update(None, "user_version", 0).unwrap();
+        assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned);
+        s.commit(&key("kept"), "f").unwrap();
+        drop(s);
+        for _ in 0..2 {
+            let s = Store::open(root.path(), 30, P).unwrap();
+            let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+            assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
+            assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Duplicate { file: "f".into() });
+        }
     }
 }
