@@ -15,7 +15,8 @@ fn main() {
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=MAILKEEP_COMMIT={commit}");
     println!("cargo:rerun-if-env-changed=MAILKEEP_COMMIT");
-    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
+    // packaging/cargo-static.sh links with this file; a new list must relink the binary.
+    for path in [".git/HEAD", ".git/refs/heads", ".git/packed-refs", "packaging/symbol-order.txt"] {
         println!("cargo:rerun-if-changed={path}");
     }
 }

@@ -22,6 +22,15 @@ host=$(rustc -vV | sed -n 's/^host: //p')
 case $host in
     *-linux-gnu) RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"; export RUSTFLAGS ;;
 esac
+# The functions a delivery runs, laid out side by side (packaging/symbol-order.sh says why).
+# x86_64 Linux only: there rustc links with lld, which reads the list; names that are gone
+# are skipped in silence.
+case $host in
+    x86_64-unknown-linux-gnu)
+        RUSTFLAGS="$RUSTFLAGS -C link-arg=-Wl,--symbol-ordering-file=$PWD/packaging/symbol-order.txt"
+        RUSTFLAGS="$RUSTFLAGS -C link-arg=-Wl,--no-warn-symbol-ordering"
+        ;;
+esac
 cargo "$cmd" --release --locked --target "$host" "$@"
 [ "$cmd" = build ] && echo "target/$host/release/mailkeep"
 exit 0
