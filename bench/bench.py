@@ -237,6 +237,8 @@ def peer_tools(ctx):
     simple("fdm", "fdm", lambda md, l: ["fdm", "-q", "-a", "stdin", "-f", f"{w}/fdm.conf", "fetch"], fdm_conf)
     fl = os.path.join(ctx.bin, "floor")
     simple("floor-proc", "floor, one process per message", lambda md, l: [fl, "one", md])
+    simple("floor-proc-nodirsync", "floor, one process per message, no fsync of new/ (as safecat)",
+           lambda md, l: [fl, "one", md, "nodirsync"])
     simple("floor-proc-nosync", "floor, one process per message, no fsync", lambda md, l: [fl, "one", md, "nosync"])
     simple("floor-inproc", "floor, in-process", lambda md, l: [fl, "files", md, l], once=True)
     simple("floor-inproc-nosync", "floor, in-process, no fsync", lambda md, l: [fl, "files", md, l, "nosync"],

@@ -3,7 +3,10 @@
  * Per message: open tmp/NAME with O_CREAT|O_EXCL, write, fsync, link into new/NAME,
  * fsync new/, unlink tmp/NAME. No parsing, no header lines, no checks.
  *
- *   floor one MAILDIR [nosync]          one message from stdin (run once per message)
+ *   floor one MAILDIR [nosync|nodirsync]
+ *                                       one message from stdin (run once per message);
+ *                                       nodirsync: the file's fsync but not new/'s, which
+ *                                       is what safecat and mdeliver do
  *   floor files MAILDIR LIST [nosync]   every file named in LIST, in this one process
  *   floor mbox MAILDIR MBOX [nosync|batch]
  *                                       every message of an mbox (split at "From " after
@@ -26,7 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
-enum sync_mode { FULL, NOSYNC, BATCH };
+enum sync_mode { FULL, NOSYNC, NODIRSYNC, BATCH };
 
 static int tmpfd, newfd;
 static char host[256];
@@ -81,7 +84,7 @@ static void store(const char *p, size_t n, enum sync_mode mode) {
     char name[512];
     int fd = create(name, sizeof name);
     write_all(fd, p, n);
-    if (mode == FULL && fsync(fd) < 0) die("fsync");
+    if ((mode == FULL || mode == NODIRSYNC) && fsync(fd) < 0) die("fsync");
     close(fd);
     publish(name, mode == FULL);
 }
@@ -125,7 +128,7 @@ static void stage(const char *p, size_t n) {
 
 int main(int argc, char **argv) {
     if (argc < 3) {
-        fprintf(stderr, "usage: floor one|files|mbox MAILDIR [INPUT] [nosync|batch]\n");
+        fprintf(stderr, "usage: floor one|files|mbox MAILDIR [INPUT] [nosync|nodirsync|batch]\n");
         return 64;
     }
     const char *mode_s = argv[1];
@@ -134,6 +137,7 @@ int main(int argc, char **argv) {
     const char *last = argv[argc - 1];
     if (strcmp(last, "nosync") == 0) mode = NOSYNC;
     if (strcmp(last, "batch") == 0) mode = BATCH;
+    if (strcmp(last, "nodirsync") == 0) mode = NODIRSYNC;
 
     if (strcmp(mode_s, "one") == 0) {
         /* Streams stdin into the tmp file, 64 KiB at a time. */
@@ -145,7 +149,7 @@ int main(int argc, char **argv) {
             if (r == 0) break;
             write_all(fd, buf, (size_t)r);
         }
-        if (mode == FULL && fsync(fd) < 0) die("fsync");
+        if ((mode == FULL || mode == NODIRSYNC) && fsync(fd) < 0) die("fsync");
         close(fd);
         publish(name, mode == FULL);
         return 0;

@@ -120,7 +120,9 @@ def main():
     p("")
     p("The floors (`bench/floor.c`) do only open O_EXCL in tmp/, write, fsync, link into new/, fsync new/, "
       "unlink: *one process per message* is that as a tiny C program run like the tools; *in-process* is the "
-      "same loop over all messages in one process (its CPU column is per message, its RSS the one process). "
+      "same loop over all messages in one process (its CPU column is per message, its RSS the one process); "
+      "*no fsync of new/* leaves out the directory's fsync as safecat and mdeliver do, so that the price of "
+      "making the link itself durable can be read off beside them. "
       "*fork+exec of /bin/true* is what the driver and the kernel cost per message before any tool does "
       "anything.\n")
     if "mailkeep" in tools:
