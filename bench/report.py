@@ -96,7 +96,10 @@ def main():
     p(f"{n:,} messages ({c['bytes'] / 1e6:.1f} MB; median {c['median_bytes'] / 1000:.1f} KB, "
       f"{c['over_200k']} of 0.2 to 2 MB with a base64 attachment, the rest 2 to 20 KB; unique Message-IDs; "
       f"LF line ends, no From_ line), delivered by `bench/drive.c`: fork, the message file as stdin, exec, "
-      f"wait4; {len(next(iter(tools.values())).runs) if tools else 0} rounds. "
+      f"wait4; {len(next(iter(tools.values())).runs) if tools else 0} rounds. Within a round the tools take "
+      f"turns on {R['meta'].get('blocks', 1)} consecutive slices of the corpus (every tool its slice 1, then "
+      "every tool its slice 2, the order rotating), so that the host's drifts in speed fall on every tool "
+      "alike; a round's figure for a tool is its sum over the slices. "
       "Every tool's maildir is checked afterwards: each Message-ID exactly once in new/ + cur/.\n")
     p("CPU is user+system of the delivering process and its children (wait4), per message (the kernel's "
       "split between the two is sampled and meaningless at this scale, the sum is exact). "

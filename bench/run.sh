@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 if [ $QUICK = 1 ]; then
-    SIZES=(--messages 120 --rounds 3 --bulk-messages 5000 --bulk-rounds 1 --dedup-keys 1000,100000 --startup-samples 21 --settle 5)
+    SIZES=(--messages 120 --rounds 3 --blocks 3 --bulk-messages 5000 --bulk-rounds 1 --dedup-keys 1000,100000 --startup-samples 21 --settle 5)
     OUT=${OUT:-$WORK/BENCHMARKS-quick.md}
 else
     SIZES=(--messages 2000 --rounds 3 --bulk-messages 100000 --bulk-rounds 3 --dedup-keys 1000,1000000)
