@@ -39,6 +39,8 @@ pub struct Head {
     pub bytes: Vec<u8>,
     pub from_line: Option<FromLine>,
     pub info: HeaderInfo,
+    /// The whole input is in `bytes`: nothing is left to read.
+    pub at_end: bool,
 }
 
 impl Head {
@@ -46,10 +48,9 @@ impl Head {
     /// takes off a leading From_ line.
     pub fn read(input: &mut impl Read) -> io::Result<Head> {
         let mut bytes = Vec::new();
-        while bytes.len() < HEAD_LIMIT && header_block_len(&bytes).is_none() {
-            if read_chunk(input, &mut bytes)? < CHUNK {
-                break;
-            }
+        let mut at_end = false;
+        while !at_end && bytes.len() < HEAD_LIMIT && header_block_len(&bytes).is_none() {
+            at_end = read_chunk(input, &mut bytes)? < CHUNK;
         }
         let mut from_line = None;
         if bytes.starts_with(b"From ") {
@@ -62,7 +63,7 @@ impl Head {
             bytes.drain(..end);
         }
         let info = HeaderInfo::parse(&bytes);
-        Ok(Head { bytes, from_line, info })
+        Ok(Head { bytes, from_line, info, at_end })
     }
 }
 
@@ -74,14 +75,16 @@ fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
     input.take(CHUNK as u64).read_to_end(buf)
 }
 
-/// Writes `prefix`, then `head` and the rest of `input` as the stored form (CRLF to LF,
-/// and without the default suffix's newline when `drop_final_lf`), into `out`. Returns the
-/// number of bytes written. Memory stays at one chunk whatever the message size.
+/// Writes `prefix`, then `head` and the rest of `input` (none if `at_end`) as the stored
+/// form (CRLF to LF, and without the default suffix's newline when `drop_final_lf`), into
+/// `out`. Returns the number of bytes written. Memory stays at one chunk whatever the
+/// message size.
 pub fn write_message(
     out: &mut File,
     prefix: &[u8],
     head: &[u8],
     input: &mut impl Read,
+    at_end: bool,
     chunk: &mut Vec<u8>,
     drop_final_lf: bool,
 ) -> io::Result<u64> {
@@ -92,7 +95,7 @@ pub fn write_message(
     let mut size = 0u64;
     loop {
         chunk.clear();
-        let ended = read_chunk(input, chunk)? < CHUNK;
+        let ended = at_end || read_chunk(input, chunk)? < CHUNK;
         lf.push(chunk, &mut buf);
         if ended {
             lf.finish(&mut buf);
@@ -195,10 +198,10 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
     fault::point("before-store");
     let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
     let drop_final_lf = head.from_line.is_some();
-    let Head { bytes, .. } = head;
+    let Head { bytes, at_end, .. } = head;
     let mut scratch = Vec::new();
     let stored = folder.store(&mut Namer::new(), None, |file| {
-        write_message(file, &prefix, &bytes, input, &mut scratch, drop_final_lf)
+        write_message(file, &prefix, &bytes, input, at_end, &mut scratch, drop_final_lf)
     })?;
     folder.sweep_tmp();
     Ok(stored)
