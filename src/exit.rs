@@ -37,31 +37,10 @@ impl From<Exit> for ExitCode {
     }
 }
 
-/// Errors that know which exit status they deserve. Everything else maps to `TempFail`.
+/// Errors that know which exit status they deserve. Everything else maps to `TempFail`
+/// (`classify` in main.rs, which knows every error type).
 pub trait Classify {
     fn exit(&self) -> Exit;
-}
-
-/// The status for an error chain: the first error in it that classifies itself wins;
-/// an error nobody classified is unknown, and unknown means temporary.
-pub fn classify(err: &anyhow::Error) -> Exit {
-    macro_rules! first_of {
-        ($cause:ident: $($t:ty),+) => { $(if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit(); })+ };
-    }
-    for cause in err.chain() {
-        first_of!(cause:
-            crate::envelope::EnvelopeError,
-            crate::maildir::MaildirError,
-            crate::deliver::DeliverError,
-            crate::cli::UsageError,
-            crate::dedup::DedupError,
-            crate::mbox::MboxError,
-            crate::serve_config::ServeError,
-            crate::accounts::AccountsError,
-            crate::config::ConfigError
-        );
-    }
-    Exit::TempFail
 }
 
 #[cfg(test)]
@@ -84,11 +63,5 @@ mod tests {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());
-    }
-
-    #[test]
-    fn unknown_errors_are_temporary() {
-        let e = anyhow::anyhow!("something nobody classified");
-        assert_eq!(classify(&e), Exit::TempFail);
     }
 }

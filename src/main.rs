@@ -27,7 +27,7 @@ use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
 use crate::cli::{Cli, Command};
-use crate::exit::Exit;
+use crate::exit::{Classify, Exit};
 
 fn run(cli: Cli) -> anyhow::Result<Exit> {
     match cli.command {
@@ -44,6 +44,28 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Accounts(cli::AccountsCommand::Sync(args)) => accounts::sync(&args),
         Command::Generate(args) => docs::generate(&args),
     }
+}
+
+/// The status for an error chain: the first error in it that classifies itself wins;
+/// an error nobody classified is unknown, and unknown means temporary.
+fn classify(err: &anyhow::Error) -> Exit {
+    macro_rules! first_of {
+        ($cause:ident: $($t:ty),+) => { $(if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit(); })+ };
+    }
+    for cause in err.chain() {
+        first_of!(cause:
+            crate::envelope::EnvelopeError,
+            crate::maildir::MaildirError,
+            crate::deliver::DeliverError,
+            crate::cli::UsageError,
+            crate::dedup::DedupError,
+            crate::mbox::MboxError,
+            crate::serve_config::ServeError,
+            crate::accounts::AccountsError,
+            crate::config::ConfigError
+        );
+    }
+    Exit::TempFail
 }
 
 /// Parses the command line and runs the command: one result, one exit status.
@@ -64,7 +86,7 @@ fn entry(args: Vec<OsString>) -> Exit {
     match run(cli) {
         Ok(status) => status,
         Err(e) => {
-            let status = exit::classify(&e);
+            let status = classify(&e);
             let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
             status
         }
@@ -115,4 +137,15 @@ fn start_like_std() -> bool {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_errors_are_temporary() {
+        let e = anyhow::anyhow!("something nobody classified");
+        assert_eq!(classify(&e), Exit::TempFail);
+    }
 }

@@ -184,6 +184,28 @@ fn find_byte(byte: u8, hay: &[u8]) -> Option<usize> {
     (!found.is_null()).then(|| found as usize - hay.as_ptr() as usize)
 }
 
+/// The stored form of a message body as the README states it, written the plain way: CRLF
+/// becomes LF (a lone CR stays), and with `drop_final` one final LF goes. The reference
+/// `LfStream` is checked against, by the property tests and the fuzz targets (`--cfg fuzzing`).
+#[cfg(any(test, fuzzing))]
+pub fn model_lf(input: &[u8], drop_final: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
+            out.push(b'\n');
+            i += 2;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    if drop_final && out.last() == Some(&b'\n') {
+        out.pop();
+    }
+    out
+}
+
 /// Streams a message body into its stored form: CRLF becomes LF (a lone CR stays), and,
 /// when Exim's default `message_suffix` is known to be there, the one extra final LF goes.
 #[derive(Debug, Default)]

@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use crate::cli::MboxFormat;
 use crate::envelope::{Sender, User, clean};
 use crate::mbox::MboxReader;
-use crate::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len};
+use crate::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len, model_lf};
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12_500);
@@ -77,25 +77,6 @@ fn header_block() -> impl Strategy<Value = Vec<u8>> {
         let text = if crlf { text.replace('\n', "\r\n") } else { text };
         text.into_bytes()
     })
-}
-
-/// The reference: CRLF becomes LF (a lone CR stays), and with `drop_final` one final LF goes.
-fn model_lf(input: &[u8], drop_final: bool) -> Vec<u8> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'\r' && input.get(i + 1) == Some(&b'\n') {
-            out.push(b'\n');
-            i += 2;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
-    }
-    if drop_final && out.last() == Some(&b'\n') {
-        out.pop();
-    }
-    out
 }
 
 /// Reads every message of `file` in `format`.

@@ -10,8 +10,7 @@ use std::os::unix::ffi::OsStrExt;
 
 use libfuzzer_sys::fuzz_target;
 use mailkeep_fuzz::envelope::{Sender, User};
-use mailkeep_fuzz::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len};
-use mailkeep_fuzz::model_lf;
+use mailkeep_fuzz::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len, model_lf};
 
 fuzz_target!(|data: &[u8]| {
     // Fields separated by 0xFE: sender, owner, recipients..., and the message last.
