@@ -64,8 +64,12 @@ def settle(ctx):
 
 def round_order(tools, r):
     """The order of round r: rotated by r and reversed every other round, so that no tool
-    always runs first (right after the settle) or right after the same neighbour."""
-    order = tools[r % len(tools):] + tools[: r % len(tools)]
+    always runs first (right after the settle) or right after the same neighbour. A reversed
+    round is rotated one further, so that round r starts with tool r: rotating by r alone
+    put tool 0 first in rounds 0 and 1 (mailkeep replay ran first after the settle in two of
+    three bulk rounds on 2026-11-29, and a round's first tool ran slow in that run)."""
+    k = (r + r % 2) % len(tools)
+    order = tools[k:] + tools[:k]
     if r % 2:
         order.reverse()
     return order
