@@ -78,7 +78,11 @@ def round_order(tools, r):
 def retire(ctx, path, label):
     """Moves a finished tool's directory out of the way without freeing its inodes (see
     settle(): a mass deletion slows every file creation for minutes after it, and 65 s of
-    settling was not enough after 700 000 files). Emptied by empty_retired at a phase's end."""
+    settling was not enough after 700 000 files). Emptied by empty_retired when the whole run
+    is over: freed at the end of the per-message phase, they still slowed the first bulk round
+    (ext4 keeps a freed inode off limits for 60 s, and 300 s more while its inode table block is
+    dirty, which the next phase's new files make it). The price is disk: about 22 GB at the
+    full sizes."""
     if os.path.lexists(path):
         dest = os.path.join(ctx.run, "retired")
         os.makedirs(dest, exist_ok=True)
@@ -375,7 +379,6 @@ def per_message(ctx, tools, corpus, rounds, blocks, results):
                 + (f"  PROBLEM: {m['problem']}" if m["problem"] else ""))
         for tool in tools:  # nothing freed between rounds: see retire()
             retire(ctx, tool["dir"], tool["name"])
-    empty_retired(ctx)
     for t in tools:
         results["per_message"][t["name"]] = {"label": t["label"], "runs": runs[t["name"]]}
 
@@ -566,7 +569,6 @@ def bulk(ctx, mbox, rounds, results):
                 + (f"  PROBLEM: {problem}" if problem else ""))
         for tool in order:  # nothing freed between rounds: see retire()
             retire(ctx, tool["dir"], tool["name"])
-    empty_retired(ctx)
     results["bulk"] = {"messages": len(expected), "mbox_bytes": os.path.getsize(mbox),
                        "tools": {t["name"]: {"label": t["label"], "runs": runs[t["name"]]} for t in tools}}
     # Debian's default soft limit on open files is 1024: does replay work under it?
@@ -756,6 +758,7 @@ def main():
     results["load_after"] = os.getloadavg()
     with open(a.out, "w") as f:
         json.dump(results, f, indent=1)
+    empty_retired(ctx)
     problems = [f"{n}: {r['problem']}" for n, t in results["per_message"].items() for r in t["runs"] if r["problem"]]
     problems += [f"bulk {n}: {r['problem']}" for n, t in results.get("bulk", {}).get("tools", {}).items()
                  for r in t["runs"] if r["problem"]]
