@@ -209,13 +209,15 @@ impl Store {
     }
 
     /// Records that `key`'s message is stored as `file`; on this delivery's turn, also
-    /// prunes a batch of expired keys.
+    /// prunes a batch of expired keys. The key keeps its claim's time (`at`), seconds
+    /// earlier: leaving `at` alone leaves the `seen_at` index page alone, so a commit writes
+    /// one page to the WAL instead of two, and every later open has less WAL to read.
     pub fn commit(&self, key: &Key<'_>, file: &str) -> Result<()> {
         let pid = i64::from(std::process::id());
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         tx.execute(
-            "UPDATE seen SET committed = 1, file = ?4, at = ?5 WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?6",
-            params![key.user, key.folder, key.msgid, file, now(), pid],
+            "UPDATE seen SET committed = 1, file = ?4 WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?5",
+            params![key.user, key.folder, key.msgid, file, pid],
         )
         .map_err(self.sql())?;
         if self.prunes {
@@ -350,6 +352,22 @@ mod tests {
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
         s.release(&key("x"));
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
+    }
+
+    #[test]
+    fn a_key_expires_a_window_after_its_claim_not_its_commit() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 1, P).unwrap();
+        assert_eq!(s.claim(&key("slow")).unwrap(), Claim::Owned);
+        // As if the claim had been made 600 s ago and the message took that long to store.
+        let claimed = now() - 600;
+        s.conn.execute("UPDATE seen SET at = ?1 WHERE msgid = 'slow'", [claimed]).unwrap();
+        s.commit(&key("slow"), "f").unwrap();
+        let (at, committed): (i64, bool) = s
+            .conn
+            .query_row("SELECT at, committed FROM seen WHERE msgid = 'slow'", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((at, committed), (claimed, true));
     }
 
     #[test]
