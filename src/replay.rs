@@ -8,35 +8,28 @@
 //! target folder is indexed by Message-ID (and by a digest for messages without one), so
 //! a second run, or one resumed after a kill, adds nothing already there.
 
+mod read;
+
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
-use std::io::{self, BufRead, BufReader, IsTerminal, Read, Write};
+use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
-use std::time::{Instant, UNIX_EPOCH};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::Instant;
 
-use crate::cli::{ReplayArgs, ReplayDirection};
+use crate::cli::ReplayArgs;
 use crate::config::StoreConfig;
-use crate::envelope::{Sender, User};
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
-use crate::mbox::{MboxError, MboxReader, MessageStart};
-use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len};
-use crate::time::{Timestamp, now};
+use crate::message::HeaderInfo;
+use read::{DateSource, Head, Piece};
 
 /// A batch is made durable when it holds this many messages or bytes.
 const BATCH_MESSAGES: usize = 2048;
 const BATCH_BYTES: u64 = 64 * 1024 * 1024;
 const PROGRESS_EVERY: u64 = 10_000;
-
-/// Where a received date came from, best first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum DateSource {
-    FromLine,
-    DateHeader,
-    FileMtime,
-}
 
 #[derive(Default)]
 struct Counts {
@@ -133,17 +126,6 @@ fn strip_our_header_lines(stored: &[u8]) -> &[u8] {
     rest
 }
 
-fn folder_for(direction: ReplayDirection, labels: Option<&str>) -> FolderKind {
-    let has = |label: &str| labels.is_some_and(|l| l.split(',').any(|x| x.trim().eq_ignore_ascii_case(label)));
-    match direction {
-        ReplayDirection::In => FolderKind::Inbox,
-        ReplayDirection::Out => FolderKind::Sent,
-        ReplayDirection::Auto if has("Sent") => FolderKind::Sent,
-        ReplayDirection::Auto if has("Chat") => FolderKind::Chats,
-        ReplayDirection::Auto => FolderKind::Inbox,
-    }
-}
-
 struct Replay<'a> {
     cfg: StoreConfig,
     args: &'a ReplayArgs,
@@ -155,9 +137,33 @@ struct Replay<'a> {
     progress: Progress,
 }
 
+/// The reader's pieces, one at a time. `None` once the reader is done.
+struct Pieces {
+    rx: Receiver<Vec<Piece>>,
+    batch: std::vec::IntoIter<Piece>,
+}
+
+impl Pieces {
+    fn next(&mut self) -> Option<Piece> {
+        loop {
+            if let Some(piece) = self.batch.next() {
+                return Some(piece);
+            }
+            self.batch = self.rx.recv().ok()?.into_iter();
+        }
+    }
+}
+
+/// How a started message ended, as far as the writer cares.
+enum Ending {
+    Whole,
+    Broken(crate::mbox::MboxError),
+}
+
 pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     let cfg = StoreConfig::resolve(&args.store)?;
     let logger = Logger::new(cfg.log);
+    let user = cfg.user.clone();
     let mut replay = Replay {
         cfg,
         args,
@@ -169,13 +175,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         progress: Progress::new(args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum()),
     };
     let started = Instant::now();
-    let mut result = Ok(());
-    for path in &args.files {
-        result = replay.file(path);
-        if result.is_err() {
-            break;
-        }
-    }
+    let (tx, rx) = sync_channel(read::QUEUE);
+    let result = std::thread::scope(|scope| {
+        scope.spawn(|| read::read_all(args, &user, tx));
+        // The receiver is dropped when this returns, so a reader still going stops too.
+        replay.write(Pieces { rx, batch: Vec::new().into_iter() })
+    });
     // Whatever happened, what was read so far is made durable and published.
     let flushed = replay.flush();
     replay.progress.finish();
@@ -184,154 +189,95 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
 }
 
 impl Replay<'_> {
-    fn file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let stdin = path == Path::new("-");
-        let input: Box<dyn Read> = if stdin {
-            Box::new(io::stdin().lock())
-        } else {
-            Box::new(File::open(path).map_err(|err| MboxError::Io { path: path.to_path_buf(), err })?)
-        };
-        let file_mtime = if stdin { None } else { std::fs::metadata(path).ok().and_then(|m| m.modified().ok()) };
-        let file_mtime = file_mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
-        let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, self.args.format)?;
-        self.progress.note(&format!("replay: {}: format {format}", path.display()));
-        loop {
-            let start = match mbox.next_message() {
-                Ok(Some(start)) => start,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(e.into()),
-            };
-            match self.message(&mut mbox, path, &start, file_mtime) {
-                Ok(()) => {}
-                Err(e) => match e.downcast::<MboxError>() {
-                    Ok(broken @ MboxError::Broken { .. }) if self.args.continue_on_error => {
-                        self.counts.failed += 1;
-                        self.logger.line(&format!("skipped: {broken}"));
-                        mbox.resync()?;
-                    }
-                    Ok(other) => return Err(other.into()),
-                    Err(other) => return Err(other),
+    /// Stores the reader's messages until it is done or a fatal error.
+    fn write(&mut self, mut pieces: Pieces) -> anyhow::Result<()> {
+        while let Some(piece) = pieces.next() {
+            match piece {
+                Piece::Note(text) => self.progress.note(&text),
+                Piece::Start(head) => match self.message(*head, &mut pieces)? {
+                    Ending::Whole => {}
+                    Ending::Broken(e) => self.skipped(e),
                 },
+                Piece::Broken(e) => self.skipped(e),
+                Piece::Fatal(e) => return Err(e.into()),
+                Piece::Data(_) | Piece::End => anyhow::bail!("replay: message data without a start (a bug)"),
             }
             self.progress.tick(self.counts.messages, self.counts.bytes);
         }
+        Ok(())
     }
 
-    /// Reads one message from `mbox` and stages it into its folder, unless the folder
-    /// already holds it.
-    fn message<R: BufRead>(
-        &mut self,
-        mbox: &mut MboxReader<R>,
-        path: &Path,
-        start: &MessageStart,
-        file_mtime: Option<Timestamp>,
-    ) -> anyhow::Result<()> {
-        let mut head = Vec::new();
-        let mut more = true;
-        while more && head.len() < HEAD_LIMIT && header_block_len(&head).is_none() {
-            more = mbox.read_chunk(&mut head)?;
-        }
-        if head.is_empty() {
-            return Err(MboxError::Broken {
-                path: path.to_path_buf(),
-                offset: start.offset,
-                line: start.line,
-                what: "empty message".into(),
-            }
-            .into());
-        }
+    fn skipped(&mut self, broken: crate::mbox::MboxError) {
+        self.counts.failed += 1;
+        self.logger.line(&format!("skipped: {broken}"));
+    }
+
+    /// Stages one message into its folder, unless the folder already holds it; takes the
+    /// pieces up to the message's end.
+    fn message(&mut self, head: Head, pieces: &mut Pieces) -> anyhow::Result<Ending> {
         self.counts.messages += 1;
-        let info = HeaderInfo::parse(&head);
-        let kind = folder_for(self.args.direction, info.gmail_labels.as_deref());
-        let (date, source) = match (start.from.date, info.date, file_mtime) {
-            (Some(d), _, _) => (d, DateSource::FromLine),
-            (None, Some(d), _) => (d, DateSource::DateHeader),
-            (None, None, m) => (m.unwrap_or_else(now), DateSource::FileMtime),
-        };
-        *self.counts.dates.entry(date_name(source)).or_default() += 1;
+        *self.counts.dates.entry(date_name(head.source)).or_default() += 1;
         if self.args.dry_run {
-            while more {
-                more = mbox.read_chunk(&mut Vec::new())?;
-            }
-            return Ok(());
+            return skip_rest(pieces);
         }
-        let prefix = self.header_lines(&start.from.sender, &info);
-        if !self.targets.contains_key(&kind) {
-            self.targets.insert(kind, Target::open(&self.cfg, kind)?);
+        if !self.targets.contains_key(&head.kind) {
+            self.targets.insert(head.kind, Target::open(&self.cfg, head.kind)?);
         }
-        let target = self.targets.get_mut(&kind).expect("just inserted");
-        if info.message_id.as_ref().is_some_and(|id| target.ids.contains(id)) {
+        let target = self.targets.get_mut(&head.kind).expect("just inserted");
+        if head.message_id.as_ref().is_some_and(|id| target.ids.contains(id)) {
             self.counts.present += 1;
-            return Ok(()); // next_message skips the rest
+            return skip_rest(pieces);
         }
-        let mut digest = info.message_id.is_none().then(Digest::new);
-        let mut failure = None;
-        let staged = target.folder.stage(&mut self.namer, Some(date), Durability::Later, |file| {
-            let mut buf = Vec::with_capacity(prefix.len() + head.len());
-            buf.extend_from_slice(&prefix);
-            buf.extend_from_slice(&head);
-            if let Some(d) = digest.as_mut() {
-                d.update(&head);
-            }
-            let mut size = 0u64;
+        let mut digest = head.message_id.is_none().then(Digest::new);
+        if let Some(d) = digest.as_mut() {
+            d.update(&head.bytes[head.prefix_len..]);
+        }
+        let mut ending = None;
+        let staged = target.folder.stage(&mut self.namer, Some(head.date), Durability::Later, |file| {
+            file.write_all(&head.bytes)?;
+            let mut size = head.bytes.len() as u64;
             loop {
-                file.write_all(&buf)?;
-                size += buf.len() as u64;
-                if !more {
-                    return Ok(size);
-                }
-                buf.clear();
-                more = match mbox.read_chunk(&mut buf) {
-                    Ok(more) => more,
-                    Err(e) => {
-                        failure = Some(e);
+                match pieces.next() {
+                    Some(Piece::Data(bytes)) => {
+                        file.write_all(&bytes)?;
+                        size += bytes.len() as u64;
+                        if let Some(d) = digest.as_mut() {
+                            d.update(&bytes);
+                        }
+                    }
+                    Some(Piece::End) => return Ok(size),
+                    other => {
+                        ending = Some(other);
                         return Err(io::Error::other("the mbox could not be read"));
                     }
-                };
-                if let Some(d) = digest.as_mut() {
-                    d.update(&buf);
                 }
             }
         });
-        if let Some(e) = failure {
-            return Err(e.into());
+        match ending {
+            None => {}
+            Some(Some(Piece::Broken(e))) => return Ok(Ending::Broken(e)),
+            Some(Some(Piece::Fatal(e))) => return Err(e.into()),
+            Some(_) => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
         }
         let staged = staged?;
         if let Some(d) = digest {
             if !target.digests.insert(d.value()) {
                 target.folder.discard(staged);
                 self.counts.present += 1;
-                return Ok(());
+                return Ok(Ending::Whole);
             }
         }
-        if let Some(id) = &info.message_id {
+        if let Some(id) = &head.message_id {
             target.ids.insert(id.clone());
         }
         self.counts.bytes += staged.size();
         self.staged_bytes += staged.size();
-        target.batch.push((staged, info.message_id, source));
+        target.batch.push((staged, head.message_id, head.source));
         let staged_count: usize = self.targets.values().map(|t| t.batch.len()).sum();
         if staged_count >= BATCH_MESSAGES || self.staged_bytes >= BATCH_BYTES {
             self.flush()?;
         }
-        Ok(())
-    }
-
-    /// The header lines `deliver` would prepend: Return-Path from the From_ line,
-    /// Delivered-To the user's address. Google Takeout's From_ lines carry no address but a
-    /// message number at `xxx`: then the message's own Return-Path (else `<>`) is the sender,
-    /// and the domain must come from `--domain`.
-    fn header_lines(&self, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
-        let takeout = from_line.address().is_some_and(|a| a.ends_with(b"@xxx"));
-        let own = || info.return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
-        let sender = if takeout { own() } else { from_line.clone() };
-        let domain = self.args.domain.clone().or_else(|| {
-            let addr = from_line.address().filter(|_| !takeout)?;
-            let at = addr.iter().rposition(|&b| b == b'@')?;
-            Some(String::from_utf8_lossy(&addr[at + 1..]).into_owned())
-        });
-        let owner = user_address(&self.cfg.user, domain.as_deref());
-        Stamp { sender: &sender, owner: owner.as_bytes(), envelope_to: None }.header_lines()
+        Ok(Ending::Whole)
     }
 
     /// Makes every staged message durable with one syncfs per folder, then publishes each
@@ -383,18 +329,24 @@ impl Replay<'_> {
     }
 }
 
+/// Takes the pieces of a message not stored, up to its end.
+fn skip_rest(pieces: &mut Pieces) -> anyhow::Result<Ending> {
+    loop {
+        match pieces.next() {
+            Some(Piece::Data(_)) => {}
+            Some(Piece::End) => return Ok(Ending::Whole),
+            Some(Piece::Broken(e)) => return Ok(Ending::Broken(e)),
+            Some(Piece::Fatal(e)) => return Err(e.into()),
+            _ => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
+        }
+    }
+}
+
 fn date_name(source: DateSource) -> &'static str {
     match source {
         DateSource::FromLine => "from-line",
         DateSource::DateHeader => "date-header",
         DateSource::FileMtime => "file-mtime",
-    }
-}
-
-fn user_address(user: &User, domain: Option<&str>) -> String {
-    match domain {
-        Some(d) if !d.is_empty() => format!("{user}@{d}"),
-        _ => user.to_string(),
     }
 }
 
@@ -449,18 +401,6 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gmail_labels_choose_the_folder() {
-        use ReplayDirection::*;
-        assert_eq!(folder_for(Auto, Some("Sent,Opened")), FolderKind::Sent);
-        assert_eq!(folder_for(Auto, Some("Inbox,Important,Category Personal")), FolderKind::Inbox);
-        assert_eq!(folder_for(Auto, Some("Chat")), FolderKind::Chats);
-        assert_eq!(folder_for(Auto, Some("Sentinel")), FolderKind::Inbox);
-        assert_eq!(folder_for(Auto, None), FolderKind::Inbox);
-        assert_eq!(folder_for(Out, Some("Inbox")), FolderKind::Sent);
-        assert_eq!(folder_for(In, Some("Sent")), FolderKind::Inbox);
-    }
 
     #[test]
     fn our_header_lines_are_stripped_for_the_digest() {

@@ -1,0 +1,231 @@
+//! The reading half of `replay`, on a thread of its own: mbox parsing is a third of
+//! replay's CPU, and on a second core it runs while the writer creates files.
+//!
+//! The reader turns mbox files into a stream of [`Piece`]s (a message's start with its
+//! parsed head, its further bytes, its end) and hands them over in bounded batches, so
+//! memory stays small however large the mbox or a message is. Everything that touches the
+//! maildirs (the index of what is there, staging, batches, the log) stays with the writer.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+use std::sync::mpsc::SyncSender;
+use std::time::UNIX_EPOCH;
+
+use crate::cli::{ReplayArgs, ReplayDirection};
+use crate::envelope::{Sender, User};
+use crate::maildir::FolderKind;
+use crate::mbox::{MboxError, MboxReader, MessageStart};
+use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len};
+use crate::time::{Timestamp, now};
+
+/// Pieces are handed over in batches of about this many bytes (fewer wake-ups), and at
+/// most `QUEUE` batches wait: the reader stays at most about 4 MB ahead.
+const BATCH_BYTES: usize = 256 * 1024;
+pub const QUEUE: usize = 16;
+
+/// Where a received date came from, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DateSource {
+    FromLine,
+    DateHeader,
+    FileMtime,
+}
+
+/// What the reader hands the writer, in mbox order. A `Start` is followed by any number
+/// of `Data` and then one of `End`, `Broken` or `Fatal`.
+pub enum Piece {
+    /// A line for the operator (the format chosen for a file).
+    Note(String),
+    Start(Box<Head>),
+    Data(Vec<u8>),
+    End,
+    /// A broken message, skipped (`--continue-on-error`); if one was started, drop it.
+    Broken(MboxError),
+    /// Reading stops here; nothing follows.
+    Fatal(MboxError),
+}
+
+/// A message's start: where it goes, what it is, and its first bytes.
+pub struct Head {
+    pub kind: FolderKind,
+    pub date: Timestamp,
+    pub source: DateSource,
+    pub message_id: Option<String>,
+    /// The header lines we prepend, then the message's first bytes (its header block at
+    /// least, unless the message is shorter or the block longer than `HEAD_LIMIT`).
+    pub bytes: Vec<u8>,
+    /// Where the message's own bytes begin in `bytes`.
+    pub prefix_len: usize,
+}
+
+/// Why reading stopped early.
+enum Stop {
+    /// The writer is gone (it failed); nothing more is wanted.
+    Writer,
+    Fatal(MboxError),
+}
+
+impl From<MboxError> for Stop {
+    fn from(e: MboxError) -> Stop {
+        Stop::Fatal(e)
+    }
+}
+
+/// The sending end, batching pieces.
+struct Out {
+    tx: SyncSender<Vec<Piece>>,
+    batch: Vec<Piece>,
+    bytes: usize,
+}
+
+impl Out {
+    fn push(&mut self, piece: Piece, bytes: usize) -> Result<(), Stop> {
+        self.batch.push(piece);
+        self.bytes += bytes;
+        if self.bytes >= BATCH_BYTES { self.send() } else { Ok(()) }
+    }
+
+    fn send(&mut self) -> Result<(), Stop> {
+        self.bytes = 0;
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| Stop::Writer)
+    }
+}
+
+/// Reads every file of `args` in order into `tx`; stops at the first fatal error, which it
+/// sends as the last piece.
+pub fn read_all(args: &ReplayArgs, user: &User, tx: SyncSender<Vec<Piece>>) {
+    let mut out = Out { tx, batch: Vec::new(), bytes: 0 };
+    for path in &args.files {
+        match read_file(args, user, path, &mut out) {
+            Ok(()) => {}
+            Err(Stop::Writer) => return,
+            Err(Stop::Fatal(e)) => {
+                let _ = out.push(Piece::Fatal(e), 0);
+                break;
+            }
+        }
+    }
+    let _ = out.send();
+}
+
+fn read_file(args: &ReplayArgs, user: &User, path: &Path, out: &mut Out) -> Result<(), Stop> {
+    let stdin = path == Path::new("-");
+    let input: Box<dyn Read> = if stdin {
+        Box::new(io::stdin().lock())
+    } else {
+        Box::new(File::open(path).map_err(|err| MboxError::Io { path: path.to_path_buf(), err })?)
+    };
+    let file_mtime = if stdin { None } else { std::fs::metadata(path).ok().and_then(|m| m.modified().ok()) };
+    let file_mtime = file_mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
+    let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, args.format)?;
+    out.push(Piece::Note(format!("replay: {}: format {format}", path.display())), 0)?;
+    while let Some(start) = mbox.next_message()? {
+        match message(args, user, &mut mbox, path, &start, file_mtime, out) {
+            Ok(()) => {}
+            Err(Stop::Fatal(broken @ MboxError::Broken { .. })) if args.continue_on_error => {
+                out.push(Piece::Broken(broken), 0)?;
+                mbox.resync()?;
+            }
+            Err(stop) => return Err(stop),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one message: its head first (parsed for the folder, date and Message-ID), then
+/// the rest in chunks.
+fn message<R: BufRead>(
+    args: &ReplayArgs,
+    user: &User,
+    mbox: &mut MboxReader<R>,
+    path: &Path,
+    start: &MessageStart,
+    file_mtime: Option<Timestamp>,
+    out: &mut Out,
+) -> Result<(), Stop> {
+    let mut head = Vec::new();
+    let mut more = true;
+    while more && head.len() < HEAD_LIMIT && header_block_len(&head).is_none() {
+        more = mbox.read_chunk(&mut head)?;
+    }
+    if head.is_empty() {
+        let what = "empty message".into();
+        return Err(MboxError::Broken { path: path.to_path_buf(), offset: start.offset, line: start.line, what }.into());
+    }
+    let info = HeaderInfo::parse(&head);
+    let (date, source) = match (start.from.date, info.date, file_mtime) {
+        (Some(d), _, _) => (d, DateSource::FromLine),
+        (None, Some(d), _) => (d, DateSource::DateHeader),
+        (None, None, m) => (m.unwrap_or_else(now), DateSource::FileMtime),
+    };
+    let mut bytes = header_lines(args, user, &start.from.sender, &info);
+    let prefix_len = bytes.len();
+    bytes.extend_from_slice(&head);
+    let size = bytes.len();
+    let kind = folder_for(args.direction, info.gmail_labels.as_deref());
+    let message_id = info.message_id;
+    out.push(Piece::Start(Box::new(Head { kind, date, source, message_id, bytes, prefix_len })), size)?;
+    while more {
+        let mut chunk = Vec::new();
+        more = mbox.read_chunk(&mut chunk)?;
+        let size = chunk.len();
+        out.push(Piece::Data(chunk), size)?;
+    }
+    out.push(Piece::End, 0)
+}
+
+/// The header lines `deliver` would prepend: Return-Path from the From_ line,
+/// Delivered-To the user's address. Google Takeout's From_ lines carry no address but a
+/// message number at `xxx`: then the message's own Return-Path (else `<>`) is the sender,
+/// and the domain must come from `--domain`.
+fn header_lines(args: &ReplayArgs, user: &User, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
+    let takeout = from_line.address().is_some_and(|a| a.ends_with(b"@xxx"));
+    let own = || info.return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
+    let sender = if takeout { own() } else { from_line.clone() };
+    let domain = args.domain.clone().or_else(|| {
+        let addr = from_line.address().filter(|_| !takeout)?;
+        let at = addr.iter().rposition(|&b| b == b'@')?;
+        Some(String::from_utf8_lossy(&addr[at + 1..]).into_owned())
+    });
+    let owner = user_address(user, domain.as_deref());
+    Stamp { sender: &sender, owner: owner.as_bytes(), envelope_to: None }.header_lines()
+}
+
+fn user_address(user: &User, domain: Option<&str>) -> String {
+    match domain {
+        Some(d) if !d.is_empty() => format!("{user}@{d}"),
+        _ => user.to_string(),
+    }
+}
+
+fn folder_for(direction: ReplayDirection, labels: Option<&str>) -> FolderKind {
+    let has = |label: &str| labels.is_some_and(|l| l.split(',').any(|x| x.trim().eq_ignore_ascii_case(label)));
+    match direction {
+        ReplayDirection::In => FolderKind::Inbox,
+        ReplayDirection::Out => FolderKind::Sent,
+        ReplayDirection::Auto if has("Sent") => FolderKind::Sent,
+        ReplayDirection::Auto if has("Chat") => FolderKind::Chats,
+        ReplayDirection::Auto => FolderKind::Inbox,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gmail_labels_choose_the_folder() {
+        use ReplayDirection::*;
+        assert_eq!(folder_for(Auto, Some("Sent,Opened")), FolderKind::Sent);
+        assert_eq!(folder_for(Auto, Some("Inbox,Important,Category Personal")), FolderKind::Inbox);
+        assert_eq!(folder_for(Auto, Some("Chat")), FolderKind::Chats);
+        assert_eq!(folder_for(Auto, Some("Sentinel")), FolderKind::Inbox);
+        assert_eq!(folder_for(Auto, None), FolderKind::Inbox);
+        assert_eq!(folder_for(Out, Some("Inbox")), FolderKind::Sent);
+        assert_eq!(folder_for(In, Some("Sent")), FolderKind::Inbox);
+    }
+}
