@@ -7,6 +7,10 @@
 //! message appears in new/ before its bytes are on disk. Idempotence: before storing, the
 //! target folder is indexed by Message-ID (and by a digest for messages without one), so
 //! a second run, or one resumed after a kill, adds nothing already there.
+//!
+//! Three threads, so that parsing, file creation and waiting for the disk overlap: the
+//! reader (`read.rs`) parses the mbox; this thread stages messages; a helper makes each
+//! full batch durable and publishes it while the next batch is staged.
 
 mod read;
 
@@ -15,14 +19,15 @@ use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, IsTerminal, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Instant;
 
 use crate::cli::ReplayArgs;
 use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
-use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
+use crate::maildir::{Durability, Folder, FolderKind, MaildirError, Namer, Staged};
 use crate::message::HeaderInfo;
 use read::{DateSource, Head, Piece};
 
@@ -64,10 +69,10 @@ impl Digest {
 
 /// What a folder already holds, and the batch waiting to be published into it.
 struct Target {
-    folder: Folder,
+    folder: Arc<Folder>,
     ids: HashSet<String>,
     digests: HashSet<u128>,
-    batch: Vec<(Staged, Option<String>, DateSource)>,
+    batch: Batch,
 }
 
 impl Target {
@@ -88,7 +93,7 @@ impl Target {
                 }
             }
         }
-        Ok(Target { folder, ids, digests, batch: Vec::new() })
+        Ok(Target { folder: Arc::new(folder), ids, digests, batch: Vec::new() })
     }
 }
 
@@ -135,6 +140,16 @@ struct Replay<'a> {
     staged_bytes: u64,
     counts: Counts,
     progress: Progress,
+    /// The publishing thread's ends; None once it has been told to stop.
+    publisher: Option<Publisher>,
+}
+
+/// The staging thread's side of the publishing thread: batches go in, one at a time.
+struct Publisher {
+    jobs: SyncSender<Vec<(Arc<Folder>, Batch)>>,
+    done: Receiver<Done>,
+    /// A batch was handed over and its `Done` not yet taken.
+    busy: bool,
 }
 
 /// The reader's pieces, one at a time. `None` once the reader is done.
@@ -173,16 +188,23 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         staged_bytes: 0,
         counts: Counts::default(),
         progress: Progress::new(args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum()),
+        publisher: None,
     };
     let started = Instant::now();
-    let (tx, rx) = sync_channel(read::QUEUE);
-    let result = std::thread::scope(|scope| {
-        scope.spawn(|| read::read_all(args, &user, tx));
+    let (pieces_tx, pieces_rx) = sync_channel(read::QUEUE);
+    let (jobs_tx, jobs_rx) = sync_channel(0);
+    let (done_tx, done_rx) = sync_channel(1);
+    replay.publisher = Some(Publisher { jobs: jobs_tx, done: done_rx, busy: false });
+    let (result, flushed) = std::thread::scope(|scope| {
+        scope.spawn(|| read::read_all(args, &user, pieces_tx));
+        scope.spawn(|| publish_all(jobs_rx, done_tx));
         // The receiver is dropped when this returns, so a reader still going stops too.
-        replay.write(Pieces { rx, batch: Vec::new().into_iter() })
+        let result = replay.write(Pieces { rx: pieces_rx, batch: Vec::new().into_iter() });
+        // Whatever happened, what was read so far is made durable and published.
+        let flushed = replay.flush().and(replay.wait_published());
+        replay.publisher = None; // the publishing thread ends
+        (result, flushed)
     });
-    // Whatever happened, what was read so far is made durable and published.
-    let flushed = replay.flush();
     replay.progress.finish();
     replay.summary(started);
     result.and(flushed).map(|()| Exit::Ok)
@@ -280,33 +302,49 @@ impl Replay<'_> {
         Ok(Ending::Whole)
     }
 
-    /// Makes every staged message durable with one syncfs per folder, then publishes each
-    /// folder's batch (link into new/, one fsync of new/) and logs a line per message.
+    /// Hands the staged batches to a helper thread that makes them durable and publishes
+    /// them (`publish_batches`) while the next batch is staged; first waits for the batch
+    /// handed over before, and logs it.
     fn flush(&mut self) -> anyhow::Result<()> {
+        let previous = self.wait_published();
         self.staged_bytes = 0;
-        for target in self.targets.values_mut().filter(|t| !t.batch.is_empty()) {
-            target.folder.sync_filesystem()?;
-            let batch = std::mem::take(&mut target.batch);
-            let meta: Vec<(Option<String>, DateSource, u64)> =
-                batch.iter().map(|(s, id, src)| (id.clone(), *src, s.size())).collect();
-            let names = target.folder.publish(&mut self.namer, batch.into_iter().map(|(s, _, _)| s).collect())?;
-            for (name, (id, source, size)) in names.iter().zip(meta) {
-                self.counts.stored += 1;
-                let extra = match source {
-                    DateSource::FromLine => String::new(),
-                    other => format!("date={}", date_name(other)),
-                };
-                let record = Record {
-                    user: self.cfg.user.as_str(),
-                    folder: target.folder.kind().name(),
-                    msgid: id.as_deref(),
-                    outcome: Outcome::Stored { file: name, size },
-                    extra: &extra,
-                };
-                self.logger.record(&record);
-            }
+        let jobs: Vec<_> = self
+            .targets
+            .values_mut()
+            .filter(|t| !t.batch.is_empty())
+            .map(|t| (Arc::clone(&t.folder), std::mem::take(&mut t.batch)))
+            .collect();
+        if !jobs.is_empty() {
+            let publisher = self.publisher.as_mut().expect("the publishing thread runs until the end");
+            publisher.jobs.send(jobs).map_err(|_| anyhow::anyhow!("replay: the publishing thread stopped (a bug)"))?;
+            publisher.busy = true;
         }
-        Ok(())
+        previous
+    }
+
+    /// Waits for the batch being published, then logs a line per message stored.
+    fn wait_published(&mut self) -> anyhow::Result<()> {
+        let Some(publisher) = self.publisher.as_mut().filter(|p| p.busy) else { return Ok(()) };
+        publisher.busy = false;
+        let Ok(done) = publisher.done.recv() else {
+            anyhow::bail!("replay: the publishing thread stopped (a bug)");
+        };
+        for p in &done.published {
+            self.counts.stored += 1;
+            let extra = match p.source {
+                DateSource::FromLine => String::new(),
+                other => format!("date={}", date_name(other)),
+            };
+            let record = Record {
+                user: self.cfg.user.as_str(),
+                folder: p.folder.name(),
+                msgid: p.id.as_deref(),
+                outcome: Outcome::Stored { file: &p.name, size: p.size },
+                extra: &extra,
+            };
+            self.logger.record(&record);
+        }
+        done.failure.map_or(Ok(()), |e| Err(e.into()))
     }
 
     fn summary(&self, started: Instant) {
@@ -327,6 +365,58 @@ impl Replay<'_> {
             c.messages as f64 / secs.max(1e-9),
         );
     }
+}
+
+/// A message made durable and linked into new/.
+struct Published {
+    folder: FolderKind,
+    name: String,
+    id: Option<String>,
+    source: DateSource,
+    size: u64,
+}
+
+type Batch = Vec<(Staged, Option<String>, DateSource)>;
+
+/// What the publishing thread hands back for a batch: what it published, and the failure
+/// that stopped it.
+struct Done {
+    published: Vec<Published>,
+    failure: Option<MaildirError>,
+}
+
+/// The publishing thread: one for the whole run (its system calls are counted as one
+/// thread's by the fault-injection tests), publishing batches until the sender is gone.
+fn publish_all(jobs: Receiver<Vec<(Arc<Folder>, Batch)>>, done: SyncSender<Done>) {
+    let mut namer = Namer::new();
+    for batch in jobs {
+        if done.send(publish_batches(&mut namer, batch)).is_err() {
+            return;
+        }
+    }
+}
+
+/// Makes each folder's batch durable with one syncfs, then publishes it (link into new/,
+/// one fsync of new/, unlink from tmp/). Stops at the first failure, keeping what was published before it.
+fn publish_batches(namer: &mut Namer, jobs: Vec<(Arc<Folder>, Batch)>) -> Done {
+    let mut done = Done { published: Vec::new(), failure: None };
+    for (folder, batch) in jobs {
+        let (staged, meta): (Vec<Staged>, Vec<(Option<String>, DateSource)>) =
+            batch.into_iter().map(|(s, id, src)| (s, (id, src))).unzip();
+        let sizes: Vec<u64> = staged.iter().map(Staged::size).collect();
+        match folder.sync_filesystem().and_then(|()| folder.publish(namer, staged)) {
+            Ok(names) => {
+                for ((name, (id, source)), size) in names.into_iter().zip(meta).zip(sizes) {
+                    done.published.push(Published { folder: folder.kind(), name, id, source, size });
+                }
+            }
+            Err(e) => {
+                done.failure = Some(e);
+                break;
+            }
+        }
+    }
+    done
 }
 
 /// Takes the pieces of a message not stored, up to its end.

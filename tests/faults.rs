@@ -929,6 +929,43 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     );
 }
 
+/// The second batch is published on the publishing thread while nothing more is staged; a
+/// link failing there (a full disk) must still end the run with 75, the first batch in new/
+/// and nothing of the second, and a re-run must complete it.
+#[test]
+fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
+    need_strace();
+    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
+    let mbox = env.dir.path().join("big.mbox");
+    big_mbox(&mbox, 2600);
+    let root = env.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=linkat", "-e", "inject=linkat:error=ENOSPC:when=2049"])
+        .arg(BIN);
+    cmd.args(replay_cmd(&root, &mbox).get_args()).env_clear().env("PATH", "/usr/bin:/bin");
+    let (code, err) = finish(cmd.stdout(Stdio::null()).output().unwrap());
+    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("replay: ")).collect();
+    assert_eq!(code, 75, "expected exit 75, got {code}: {err}");
+    assert!(
+        lines.len() == 1 && lines[0].contains("link into") && lines[0].contains("/alice/new/"),
+        "expected one line naming the link into new/, got: {lines:?}"
+    );
+    let left = folder_contents(&root);
+    assert_eq!(left.len(), 2048, "expected the first batch (2048) in new/, got {}", left.len());
+    assert!(names_in(&root.join("alice/tmp")).is_empty(), "tmp/ is left empty");
+    let out = replay_cmd(&root, &mbox).output().unwrap();
+    assert!(out.status.success(), "re-run: {}", String::from_utf8_lossy(&out.stderr));
+    let reference = env.dir.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    assert!(replay_cmd(&reference, &mbox).output().unwrap().status.success());
+    assert_eq!(
+        folder_contents(&root),
+        folder_contents(&reference),
+        "after the re-run: the uninterrupted run's messages"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Full disk, read-only, permissions, file-size limit
 // ---------------------------------------------------------------------------------------------
