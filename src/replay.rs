@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, IsTerminal, Read, Write};
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -198,12 +199,16 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     let (result, flushed) = std::thread::scope(|scope| {
         scope.spawn(|| read::read_all(args, &user, pieces_tx));
         scope.spawn(|| publish_all(jobs_rx, done_tx));
-        // The receiver is dropped when this returns, so a reader still going stops too.
-        let result = replay.write(Pieces { rx: pieces_rx, batch: Vec::new().into_iter() });
-        // Whatever happened, what was read so far is made durable and published.
-        let flushed = replay.flush().and(replay.wait_published());
-        replay.publisher = None; // the publishing thread ends
-        (result, flushed)
+        let staged = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            // The receiver is dropped when this returns, so a reader still going stops too.
+            let result = replay.write(Pieces { rx: pieces_rx, batch: Vec::new().into_iter() });
+            // Whatever happened, what was read so far is made durable and published.
+            let flushed = replay.flush().and(replay.wait_published());
+            (result, flushed)
+        }));
+        // The publishing thread ends, even after a panic here (the scope would wait for it).
+        replay.publisher = None;
+        staged.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
     replay.progress.finish();
     replay.summary(started);
@@ -314,6 +319,7 @@ impl Replay<'_> {
             .filter(|t| !t.batch.is_empty())
             .map(|t| (Arc::clone(&t.folder), std::mem::take(&mut t.batch)))
             .collect();
+        crate::fault::point("replay-flush");
         if !jobs.is_empty() {
             let publisher = self.publisher.as_mut().expect("the publishing thread runs until the end");
             publisher.jobs.send(jobs).map_err(|_| anyhow::anyhow!("replay: the publishing thread stopped (a bug)"))?;
