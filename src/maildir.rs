@@ -104,23 +104,26 @@ impl Perms {
 pub struct Namer {
     pid: u32,
     host: String,
-    q: u64,
 }
+
+/// The `Q` counter, one for the whole process: every thread's names differ (replay names
+/// files on two).
+static Q: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl Namer {
     pub fn new() -> Namer {
         let host =
             nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_else(|_| "localhost".into());
-        Namer { pid: std::process::id(), host: escape_host(&host), q: 0 }
+        Namer { pid: std::process::id(), host: escape_host(&host) }
     }
 
     /// A fresh base name. `secs` overrides the leading seconds (a replayed message's
     /// received date); the microseconds, pid and counter keep it unique.
     pub fn next(&mut self, secs: Option<Timestamp>) -> String {
-        self.q += 1;
+        let q = Q.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let now = crate::time::system_now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let secs = secs.unwrap_or(now.as_secs() as i64);
-        format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, self.q, self.host)
+        format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, q, self.host)
     }
 }
 

@@ -143,6 +143,11 @@ struct Replay<'a> {
     progress: Progress,
     /// The publishing thread's ends; None once it has been told to stop.
     publisher: Option<Publisher>,
+    /// A batch failed to publish: nothing staged after it is published (its syncfs may have
+    /// taken the error report that concerned a later file; see `flush`).
+    publish_failed: bool,
+    /// The reader sent its last piece, so its thread ends by itself.
+    reader_done: bool,
 }
 
 /// The staging thread's side of the publishing thread: batches go in, one at a time.
@@ -190,14 +195,19 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         counts: Counts::default(),
         progress: Progress::new(args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum()),
         publisher: None,
+        publish_failed: false,
+        reader_done: false,
     };
     let started = Instant::now();
     let (pieces_tx, pieces_rx) = sync_channel(read::QUEUE);
     let (jobs_tx, jobs_rx) = sync_channel(0);
     let (done_tx, done_rx) = sync_channel(1);
     replay.publisher = Some(Publisher { jobs: jobs_tx, done: done_rx, busy: false });
+    // Not a scoped thread: after a failure here it is not waited for (it may be blocked
+    // reading a stdin that sends nothing).
+    let opts = read::Options::new(args, &user);
+    let reader = std::thread::spawn(move || read::read_all(opts, pieces_tx));
     let (result, flushed) = std::thread::scope(|scope| {
-        scope.spawn(|| read::read_all(args, &user, pieces_tx));
         scope.spawn(|| publish_all(jobs_rx, done_tx));
         let staged = std::panic::catch_unwind(AssertUnwindSafe(|| {
             // The receiver is dropped when this returns, so a reader still going stops too.
@@ -210,6 +220,11 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         replay.publisher = None;
         staged.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
+    if replay.reader_done || reader.is_finished() {
+        if let Err(panic) = reader.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
     replay.progress.finish();
     replay.summary(started);
     result.and(flushed).map(|()| Exit::Ok)
@@ -220,18 +235,25 @@ impl Replay<'_> {
     fn write(&mut self, mut pieces: Pieces) -> anyhow::Result<()> {
         while let Some(piece) = pieces.next() {
             match piece {
+                Piece::Done => {
+                    self.reader_done = true;
+                    return Ok(());
+                }
                 Piece::Note(text) => self.progress.note(&text),
                 Piece::Start(head) => match self.message(*head, &mut pieces)? {
                     Ending::Whole => {}
                     Ending::Broken(e) => self.skipped(e),
                 },
                 Piece::Broken(e) => self.skipped(e),
-                Piece::Fatal(e) => return Err(e.into()),
+                Piece::Fatal(e) => {
+                    self.reader_done = true;
+                    return Err(e.into());
+                }
                 Piece::Data(_) | Piece::End => anyhow::bail!("replay: message data without a start (a bug)"),
             }
             self.progress.tick(self.counts.messages, self.counts.bytes);
         }
-        Ok(())
+        anyhow::bail!("replay: the mbox reader stopped before the end (a bug)")
     }
 
     fn skipped(&mut self, broken: crate::mbox::MboxError) {
@@ -252,8 +274,11 @@ impl Replay<'_> {
         }
         let target = self.targets.get_mut(&head.kind).expect("just inserted");
         if head.message_id.as_ref().is_some_and(|id| target.ids.contains(id)) {
-            self.counts.present += 1;
-            return skip_rest(pieces);
+            let ending = skip_rest(pieces)?;
+            if matches!(ending, Ending::Whole) {
+                self.counts.present += 1;
+            }
+            return Ok(ending);
         }
         let mut digest = head.message_id.is_none().then(Digest::new);
         if let Some(d) = digest.as_mut() {
@@ -275,7 +300,7 @@ impl Replay<'_> {
                     Some(Piece::End) => return Ok(size),
                     other => {
                         ending = Some(other);
-                        return Err(io::Error::other("the mbox could not be read"));
+                        return Err(io::Error::other("the message ended early"));
                     }
                 }
             }
@@ -283,7 +308,10 @@ impl Replay<'_> {
         match ending {
             None => {}
             Some(Some(Piece::Broken(e))) => return Ok(Ending::Broken(e)),
-            Some(Some(Piece::Fatal(e))) => return Err(e.into()),
+            Some(Some(Piece::Fatal(e))) => {
+                self.reader_done = true;
+                return Err(e.into());
+            }
             Some(_) => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
         }
         let staged = staged?;
@@ -310,8 +338,14 @@ impl Replay<'_> {
     /// Hands the staged batches to a helper thread that makes them durable and publishes
     /// them (`publish_batches`) while the next batch is staged; first waits for the batch
     /// handed over before, and logs it.
+    ///
+    /// After a failed batch nothing more is published, the staged files are removed (the
+    /// run ends with 75; run it again). A failed syncfs may have taken the report of a write
+    /// error that concerned a file of the next batch, written meanwhile: syncfs reports an
+    /// error once per open directory, and the next one would return 0.
     fn flush(&mut self) -> anyhow::Result<()> {
         let previous = self.wait_published();
+        self.publish_failed |= previous.is_err();
         self.staged_bytes = 0;
         let jobs: Vec<_> = self
             .targets
@@ -320,6 +354,10 @@ impl Replay<'_> {
             .map(|t| (Arc::clone(&t.folder), std::mem::take(&mut t.batch)))
             .collect();
         crate::fault::point("replay-flush");
+        if self.publish_failed {
+            jobs.into_iter().for_each(|(folder, batch)| discard(&folder, batch));
+            return previous;
+        }
         if !jobs.is_empty() {
             let publisher = self.publisher.as_mut().expect("the publishing thread runs until the end");
             publisher.jobs.send(jobs).map_err(|_| anyhow::anyhow!("replay: the publishing thread stopped (a bug)"))?;
@@ -394,7 +432,7 @@ struct Done {
 /// The publishing thread: one for the whole run (its system calls are counted as one
 /// thread's by the fault-injection tests), publishing batches until the sender is gone.
 fn publish_all(jobs: Receiver<Vec<(Arc<Folder>, Batch)>>, done: SyncSender<Done>) {
-    let mut namer = Namer::new();
+    let mut namer = Namer::new(); // for the names of links retried after EEXIST
     for batch in jobs {
         if done.send(publish_batches(&mut namer, batch)).is_err() {
             return;
@@ -403,26 +441,41 @@ fn publish_all(jobs: Receiver<Vec<(Arc<Folder>, Batch)>>, done: SyncSender<Done>
 }
 
 /// Makes each folder's batch durable with one syncfs, then publishes it (link into new/,
-/// one fsync of new/, unlink from tmp/). Stops at the first failure, keeping what was published before it.
+/// one fsync of new/, unlink from tmp/). After the first failure the batches not yet
+/// published are removed from tmp/; what was published before it stays.
 fn publish_batches(namer: &mut Namer, jobs: Vec<(Arc<Folder>, Batch)>) -> Done {
     let mut done = Done { published: Vec::new(), failure: None };
     for (folder, batch) in jobs {
+        if done.failure.is_some() {
+            discard(&folder, batch);
+            continue;
+        }
+        if let Err(e) = folder.sync_filesystem() {
+            discard(&folder, batch);
+            done.failure = Some(e);
+            continue;
+        }
         let (staged, meta): (Vec<Staged>, Vec<(Option<String>, DateSource)>) =
             batch.into_iter().map(|(s, id, src)| (s, (id, src))).unzip();
         let sizes: Vec<u64> = staged.iter().map(Staged::size).collect();
-        match folder.sync_filesystem().and_then(|()| folder.publish(namer, staged)) {
+        // On failure `publish` itself leaves nothing of the batch in new/ or tmp/.
+        match folder.publish(namer, staged) {
             Ok(names) => {
                 for ((name, (id, source)), size) in names.into_iter().zip(meta).zip(sizes) {
                     done.published.push(Published { folder: folder.kind(), name, id, source, size });
                 }
             }
-            Err(e) => {
-                done.failure = Some(e);
-                break;
-            }
+            Err(e) => done.failure = Some(e),
         }
     }
     done
+}
+
+/// Removes a batch's files from tmp/: they will not be published.
+fn discard(folder: &Folder, batch: Batch) {
+    for (staged, _, _) in batch {
+        folder.discard(staged);
+    }
 }
 
 /// Takes the pieces of a message not stored, up to its end.

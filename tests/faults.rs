@@ -929,9 +929,34 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     );
 }
 
-/// The second batch is published on the publishing thread while nothing more is staged; a
-/// link failing there (a full disk) must still end the run with 75, the first batch in new/
-/// and nothing of the second, and a re-run must complete it.
+/// Replays 2600 messages (two batches) with `inject` (strace) and returns the exit code,
+/// stderr's lines other than replay's own reports, and what is in new/ and tmp/.
+fn replay_injected(mbox: &Path, root: &Path, trace: &str, inject: &str) -> (i32, Vec<String>, usize, usize) {
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", trace, "-e", inject]).arg(BIN);
+    cmd.args(replay_cmd(root, mbox).get_args()).env_clear().env("PATH", "/usr/bin:/bin");
+    let (code, err) = finish(cmd.stdout(Stdio::null()).output().unwrap());
+    let lines = err.lines().filter(|l| !l.starts_with("replay: ")).map(String::from).collect();
+    (code, lines, folder_contents(root).len(), names_in(&root.join("alice/tmp")).len())
+}
+
+/// A re-run after a failed one stores exactly what an uninterrupted run stores.
+fn rerun_completes(env: &Env, mbox: &Path, root: &Path) {
+    let out = replay_cmd(root, mbox).output().unwrap();
+    assert!(out.status.success(), "re-run: {}", String::from_utf8_lossy(&out.stderr));
+    let reference = env.dir.path().join("reference");
+    std::fs::create_dir(&reference).unwrap();
+    assert!(replay_cmd(&reference, mbox).output().unwrap().status.success());
+    assert_eq!(
+        folder_contents(root),
+        folder_contents(&reference),
+        "after the re-run: the uninterrupted run's messages"
+    );
+}
+
+/// The second batch is published on the publishing thread; a link failing there (a full
+/// disk) must still end the run with 75, the first batch in new/ and nothing of the second,
+/// and a re-run must complete it.
 #[test]
 fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
     need_strace();
@@ -940,30 +965,36 @@ fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
     big_mbox(&mbox, 2600);
     let root = env.dir.path().join("root");
     std::fs::create_dir(&root).unwrap();
-    let mut cmd = Command::new("strace");
-    cmd.args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=linkat", "-e", "inject=linkat:error=ENOSPC:when=2049"])
-        .arg(BIN);
-    cmd.args(replay_cmd(&root, &mbox).get_args()).env_clear().env("PATH", "/usr/bin:/bin");
-    let (code, err) = finish(cmd.stdout(Stdio::null()).output().unwrap());
-    let lines: Vec<&str> = err.lines().filter(|l| !l.starts_with("replay: ")).collect();
-    assert_eq!(code, 75, "expected exit 75, got {code}: {err}");
+    let (code, lines, in_new, in_tmp) =
+        replay_injected(&mbox, &root, "trace=linkat", "inject=linkat:error=ENOSPC:when=2049");
+    assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
     assert!(
         lines.len() == 1 && lines[0].contains("link into") && lines[0].contains("/alice/new/"),
         "expected one line naming the link into new/, got: {lines:?}"
     );
-    let left = folder_contents(&root);
-    assert_eq!(left.len(), 2048, "expected the first batch (2048) in new/, got {}", left.len());
-    assert!(names_in(&root.join("alice/tmp")).is_empty(), "tmp/ is left empty");
-    let out = replay_cmd(&root, &mbox).output().unwrap();
-    assert!(out.status.success(), "re-run: {}", String::from_utf8_lossy(&out.stderr));
-    let reference = env.dir.path().join("reference");
-    std::fs::create_dir(&reference).unwrap();
-    assert!(replay_cmd(&reference, &mbox).output().unwrap().status.success());
-    assert_eq!(
-        folder_contents(&root),
-        folder_contents(&reference),
-        "after the re-run: the uninterrupted run's messages"
-    );
+    assert_eq!(in_new, 2048, "expected the first batch (2048) in new/, got {in_new}");
+    assert_eq!(in_tmp, 0, "expected tmp/ left empty, got {in_tmp} files");
+    rerun_completes(&env, &mbox, &root);
+}
+
+/// The first batch's syncfs fails while the second batch is being written. That syncfs
+/// may have taken the error report meant for a file of the second batch (syncfs reports an
+/// error once per open descriptor), so nothing staged after it may be published: exit 75,
+/// new/ and tmp/ empty, and a re-run completes.
+#[test]
+fn replay_stops_publishing_after_a_failed_syncfs() {
+    need_strace();
+    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
+    let mbox = env.dir.path().join("big.mbox");
+    big_mbox(&mbox, 2600);
+    let root = env.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let (code, lines, in_new, in_tmp) = replay_injected(&mbox, &root, "trace=syncfs", "inject=syncfs:error=EIO:when=1");
+    assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
+    assert!(lines.len() == 1 && lines[0].contains("syncfs"), "expected one line naming the syncfs, got: {lines:?}");
+    assert_eq!(in_new, 0, "expected nothing in new/ after the first batch's syncfs failed, got {in_new}");
+    assert_eq!(in_tmp, 0, "expected tmp/ left empty, got {in_tmp} files");
+    rerun_completes(&env, &mbox, &root);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 //!
 //! The reader turns mbox files into a stream of [`Piece`]s (a message's start with its
 //! parsed head, its further bytes, its end) and hands them over in bounded batches, so
-//! memory stays small however large the mbox or a message is. Everything that touches the
-//! maildirs (the index of what is there, staging, batches, the log) stays with the writer.
+//! memory stays small however large the mbox or a message is. It touches no maildir: the
+//! staging thread (`replay.rs`) keeps the index of what is there, the batches and the log.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
@@ -32,8 +32,9 @@ pub enum DateSource {
     FileMtime,
 }
 
-/// What the reader hands the writer, in mbox order. A `Start` is followed by any number
-/// of `Data` and then one of `End`, `Broken` or `Fatal`.
+/// What the reader hands the staging thread, in mbox order. A `Start` is followed by any
+/// number of `Data` and then one of `End`, `Broken` or `Fatal`. The last piece is `Done` or
+/// `Fatal`; a stream that stops without either means the reader died (a bug).
 pub enum Piece {
     /// A line for the operator (the format chosen for a file).
     Note(String),
@@ -44,6 +45,32 @@ pub enum Piece {
     Broken(MboxError),
     /// Reading stops here; nothing follows.
     Fatal(MboxError),
+    /// Every file was read.
+    Done,
+}
+
+/// What the reader needs of the command line, owned: the reader thread is not joined when
+/// the staging thread fails, so that a read blocked on a silent stdin cannot hold the exit.
+pub struct Options {
+    pub files: Vec<std::path::PathBuf>,
+    pub format: crate::cli::MboxFormat,
+    pub direction: ReplayDirection,
+    pub domain: Option<String>,
+    pub continue_on_error: bool,
+    pub user: User,
+}
+
+impl Options {
+    pub fn new(args: &ReplayArgs, user: &User) -> Options {
+        Options {
+            files: args.files.clone(),
+            format: args.format,
+            direction: args.direction,
+            domain: args.domain.clone(),
+            continue_on_error: args.continue_on_error,
+            user: user.clone(),
+        }
+    }
 }
 
 /// A message's start: where it goes, what it is, and its first bytes.
@@ -61,8 +88,8 @@ pub struct Head {
 
 /// Why reading stopped early.
 enum Stop {
-    /// The writer is gone (it failed); nothing more is wanted.
-    Writer,
+    /// The staging thread is gone (it failed); nothing more is wanted.
+    Stager,
     Fatal(MboxError),
 }
 
@@ -91,28 +118,28 @@ impl Out {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| Stop::Writer)
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| Stop::Stager)
     }
 }
 
-/// Reads every file of `args` in order into `tx`; stops at the first fatal error, which it
-/// sends as the last piece.
-pub fn read_all(args: &ReplayArgs, user: &User, tx: SyncSender<Vec<Piece>>) {
+/// Reads every file in order into `tx`, ending with `Done`, or with the first fatal error.
+pub fn read_all(opts: Options, tx: SyncSender<Vec<Piece>>) {
     let mut out = Out { tx, batch: Vec::new(), bytes: 0 };
-    for path in &args.files {
-        match read_file(args, user, path, &mut out) {
+    let mut last = Piece::Done;
+    for path in &opts.files {
+        match read_file(&opts, path, &mut out) {
             Ok(()) => {}
-            Err(Stop::Writer) => return,
+            Err(Stop::Stager) => return,
             Err(Stop::Fatal(e)) => {
-                let _ = out.push(Piece::Fatal(e), 0);
+                last = Piece::Fatal(e);
                 break;
             }
         }
     }
-    let _ = out.send();
+    let _ = out.push(last, 0).and_then(|()| out.send());
 }
 
-fn read_file(args: &ReplayArgs, user: &User, path: &Path, out: &mut Out) -> Result<(), Stop> {
+fn read_file(opts: &Options, path: &Path, out: &mut Out) -> Result<(), Stop> {
     let stdin = path == Path::new("-");
     let input: Box<dyn Read> = if stdin {
         Box::new(io::stdin().lock())
@@ -121,12 +148,12 @@ fn read_file(args: &ReplayArgs, user: &User, path: &Path, out: &mut Out) -> Resu
     };
     let file_mtime = if stdin { None } else { std::fs::metadata(path).ok().and_then(|m| m.modified().ok()) };
     let file_mtime = file_mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
-    let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, args.format)?;
+    let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, opts.format)?;
     out.push(Piece::Note(format!("replay: {}: format {format}", path.display())), 0)?;
     while let Some(start) = mbox.next_message()? {
-        match message(args, user, &mut mbox, path, &start, file_mtime, out) {
+        match message(opts, &mut mbox, path, &start, file_mtime, out) {
             Ok(()) => {}
-            Err(Stop::Fatal(broken @ MboxError::Broken { .. })) if args.continue_on_error => {
+            Err(Stop::Fatal(broken @ MboxError::Broken { .. })) if opts.continue_on_error => {
                 out.push(Piece::Broken(broken), 0)?;
                 mbox.resync()?;
             }
@@ -139,8 +166,7 @@ fn read_file(args: &ReplayArgs, user: &User, path: &Path, out: &mut Out) -> Resu
 /// Reads one message: its head first (parsed for the folder, date and Message-ID), then
 /// the rest in chunks.
 fn message<R: BufRead>(
-    args: &ReplayArgs,
-    user: &User,
+    opts: &Options,
     mbox: &mut MboxReader<R>,
     path: &Path,
     start: &MessageStart,
@@ -162,11 +188,11 @@ fn message<R: BufRead>(
         (None, Some(d), _) => (d, DateSource::DateHeader),
         (None, None, m) => (m.unwrap_or_else(now), DateSource::FileMtime),
     };
-    let mut bytes = header_lines(args, user, &start.from.sender, &info);
+    let mut bytes = header_lines(opts, &start.from.sender, &info);
     let prefix_len = bytes.len();
     bytes.extend_from_slice(&head);
     let size = bytes.len();
-    let kind = folder_for(args.direction, info.gmail_labels.as_deref());
+    let kind = folder_for(opts.direction, info.gmail_labels.as_deref());
     let message_id = info.message_id;
     out.push(Piece::Start(Box::new(Head { kind, date, source, message_id, bytes, prefix_len })), size)?;
     while more {
@@ -182,16 +208,16 @@ fn message<R: BufRead>(
 /// Delivered-To the user's address. Google Takeout's From_ lines carry no address but a
 /// message number at `xxx`: then the message's own Return-Path (else `<>`) is the sender,
 /// and the domain must come from `--domain`.
-fn header_lines(args: &ReplayArgs, user: &User, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
+fn header_lines(opts: &Options, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
     let takeout = from_line.address().is_some_and(|a| a.ends_with(b"@xxx"));
     let own = || info.return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
     let sender = if takeout { own() } else { from_line.clone() };
-    let domain = args.domain.clone().or_else(|| {
+    let domain = opts.domain.clone().or_else(|| {
         let addr = from_line.address().filter(|_| !takeout)?;
         let at = addr.iter().rposition(|&b| b == b'@')?;
         Some(String::from_utf8_lossy(&addr[at + 1..]).into_owned())
     });
-    let owner = user_address(user, domain.as_deref());
+    let owner = user_address(&opts.user, domain.as_deref());
     Stamp { sender: &sender, owner: owner.as_bytes(), envelope_to: None }.header_lines()
 }
 
