@@ -189,6 +189,43 @@ fn a_broken_message_already_stored_counts_as_failed_only() {
     assert!(stderr(&out).contains(want), "expected {want} in the summary, got: {}", stderr(&out));
 }
 
+/// A panic on the staging thread, while the publishing thread waits for a batch, must still
+/// end the run with 75 (a bug; run it again), not leave it hanging on that thread.
+#[test]
+fn a_panic_in_replay_exits_75_instead_of_hanging() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("two.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <p1@x>\n\none\n\n\
+                           From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <p2@x>\n\ntwo\n",
+    )
+    .unwrap();
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.args(["replay", "--root"]).arg(env.root()).args(["--user", "alice", "--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.arg(&mbox).env_clear().env("PATH", "/usr/bin:/bin").env("MAILKEEP_FAULT", "panic-replay-flush");
+    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("expected exit 75 after the panic, got a replay still running after 60 s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(75), "expected exit 75, got {status}: {err}");
+    assert!(err.contains("internal error"), "expected the panic reported, got: {err}");
+    assert!(env.new_files("alice").is_empty(), "nothing was published before the panic");
+}
+
 /// Waits up to a minute for `child` to exit; a replay still running then is a hang.
 fn exit_within_a_minute(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
