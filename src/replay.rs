@@ -146,8 +146,6 @@ struct Replay<'a> {
     /// A batch failed to publish: nothing staged after it is published (its syncfs may have
     /// taken the error report that concerned a later file; see `flush`).
     publish_failed: bool,
-    /// The reader sent its last piece, so its thread ends by itself.
-    reader_done: bool,
 }
 
 /// The staging thread's side of the publishing thread: batches go in, one at a time.
@@ -175,7 +173,7 @@ impl Pieces {
     }
 }
 
-/// How a started message ended, as far as the writer cares.
+/// How a started message ended, as far as the staging thread cares.
 enum Ending {
     Whole,
     Broken(crate::mbox::MboxError),
@@ -196,17 +194,17 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         progress: Progress::new(args.files.iter().map(|f| std::fs::metadata(f).map_or(0, |m| m.len())).sum()),
         publisher: None,
         publish_failed: false,
-        reader_done: false,
     };
     let started = Instant::now();
     let (pieces_tx, pieces_rx) = sync_channel(read::QUEUE);
     let (jobs_tx, jobs_rx) = sync_channel(0);
     let (done_tx, done_rx) = sync_channel(1);
     replay.publisher = Some(Publisher { jobs: jobs_tx, done: done_rx, busy: false });
-    // Not a scoped thread: after a failure here it is not waited for (it may be blocked
-    // reading a stdin that sends nothing).
+    // Not a scoped thread, and never joined: after a failure here it must not be waited for
+    // (it may be blocked reading a stdin that sends nothing). A reader that dies ends its
+    // stream without `Done`, which `write` reports as an error.
     let opts = read::Options::new(args, &user);
-    let reader = std::thread::spawn(move || read::read_all(opts, pieces_tx));
+    std::thread::spawn(move || read::read_all(opts, pieces_tx));
     let (result, flushed) = std::thread::scope(|scope| {
         scope.spawn(|| publish_all(jobs_rx, done_tx));
         let staged = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -220,11 +218,6 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
         replay.publisher = None;
         staged.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     });
-    if replay.reader_done || reader.is_finished() {
-        if let Err(panic) = reader.join() {
-            std::panic::resume_unwind(panic);
-        }
-    }
     replay.progress.finish();
     replay.summary(started);
     result.and(flushed).map(|()| Exit::Ok)
@@ -235,20 +228,14 @@ impl Replay<'_> {
     fn write(&mut self, mut pieces: Pieces) -> anyhow::Result<()> {
         while let Some(piece) = pieces.next() {
             match piece {
-                Piece::Done => {
-                    self.reader_done = true;
-                    return Ok(());
-                }
+                Piece::Done => return Ok(()),
                 Piece::Note(text) => self.progress.note(&text),
                 Piece::Start(head) => match self.message(*head, &mut pieces)? {
                     Ending::Whole => {}
                     Ending::Broken(e) => self.skipped(e),
                 },
                 Piece::Broken(e) => self.skipped(e),
-                Piece::Fatal(e) => {
-                    self.reader_done = true;
-                    return Err(e.into());
-                }
+                Piece::Fatal(e) => return Err(e.into()),
                 Piece::Data(_) | Piece::End => anyhow::bail!("replay: message data without a start (a bug)"),
             }
             self.progress.tick(self.counts.messages, self.counts.bytes);
@@ -305,14 +292,8 @@ impl Replay<'_> {
                 }
             }
         });
-        match ending {
-            None => {}
-            Some(Some(Piece::Broken(e))) => return Ok(Ending::Broken(e)),
-            Some(Some(Piece::Fatal(e))) => {
-                self.reader_done = true;
-                return Err(e.into());
-            }
-            Some(_) => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
+        if let Some(piece) = ending {
+            return end_of_message(piece); // the stage was removed
         }
         let staged = staged?;
         if let Some(d) = digest {
@@ -483,11 +464,19 @@ fn skip_rest(pieces: &mut Pieces) -> anyhow::Result<Ending> {
     loop {
         match pieces.next() {
             Some(Piece::Data(_)) => {}
-            Some(Piece::End) => return Ok(Ending::Whole),
-            Some(Piece::Broken(e)) => return Ok(Ending::Broken(e)),
-            Some(Piece::Fatal(e)) => return Err(e.into()),
-            _ => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
+            other => return end_of_message(other),
         }
+    }
+}
+
+/// What the piece after a message's data means: its end, a broken message, a fatal error,
+/// or (anything else, or no piece) a reader that stopped inside it.
+fn end_of_message(piece: Option<Piece>) -> anyhow::Result<Ending> {
+    match piece {
+        Some(Piece::End) => Ok(Ending::Whole),
+        Some(Piece::Broken(e)) => Ok(Ending::Broken(e)),
+        Some(Piece::Fatal(e)) => Err(e.into()),
+        _ => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
     }
 }
 

@@ -929,6 +929,17 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     );
 }
 
+/// A scratch directory on tmpfs with a 2600-message mbox (two batches) and an empty root.
+fn two_batch_replay() -> (Env, PathBuf, PathBuf) {
+    need_strace();
+    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
+    let mbox = env.dir.path().join("big.mbox");
+    big_mbox(&mbox, 2600);
+    let root = env.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    (env, mbox, root)
+}
+
 /// Replays 2600 messages (two batches) with `inject` (strace) and returns the exit code,
 /// stderr's lines other than replay's own reports, and what is in new/ and tmp/.
 fn replay_injected(mbox: &Path, root: &Path, trace: &str, inject: &str) -> (i32, Vec<String>, usize, usize) {
@@ -959,12 +970,7 @@ fn rerun_completes(env: &Env, mbox: &Path, root: &Path) {
 /// and a re-run must complete it.
 #[test]
 fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
-    need_strace();
-    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
-    let mbox = env.dir.path().join("big.mbox");
-    big_mbox(&mbox, 2600);
-    let root = env.dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
+    let (env, mbox, root) = two_batch_replay();
     let (code, lines, in_new, in_tmp) =
         replay_injected(&mbox, &root, "trace=linkat", "inject=linkat:error=ENOSPC:when=2049");
     assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
@@ -983,12 +989,7 @@ fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
 /// new/ and tmp/ empty, and a re-run completes.
 #[test]
 fn replay_stops_publishing_after_a_failed_syncfs() {
-    need_strace();
-    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
-    let mbox = env.dir.path().join("big.mbox");
-    big_mbox(&mbox, 2600);
-    let root = env.dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
+    let (env, mbox, root) = two_batch_replay();
     let (code, lines, in_new, in_tmp) = replay_injected(&mbox, &root, "trace=syncfs", "inject=syncfs:error=EIO:when=1");
     assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
     assert!(lines.len() == 1 && lines[0].contains("syncfs"), "expected one line naming the syncfs, got: {lines:?}");

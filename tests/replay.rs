@@ -201,13 +201,29 @@ fn a_panic_in_replay_exits_75_instead_of_hanging() {
                            From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <p2@x>\n\ntwo\n",
     )
     .unwrap();
+    let mut child = spawn_replay(&env, &mbox, &[("MAILKEEP_FAULT", "panic-replay-flush")]);
+    let (status, err) = exit_within_a_minute(&mut child);
+    assert_eq!(status.code(), Some(75), "expected exit 75, got {status}: {err}");
+    assert!(err.contains("internal error"), "expected the panic reported, got: {err}");
+    assert!(env.new_files("alice").is_empty(), "nothing was published before the panic");
+}
+
+/// Starts `mailkeep replay --root ROOT --user alice --log none FILE` with a clean
+/// environment plus `env_vars`, stdin piped, stderr captured.
+fn spawn_replay(env: &Env, file: &Path, env_vars: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(BIN);
     cmd.args(["replay", "--root"]).arg(env.root()).args(["--user", "alice", "--log", "none"]);
     if is_root() {
         cmd.arg("--allow-root");
     }
-    cmd.arg(&mbox).env_clear().env("PATH", "/usr/bin:/bin").env("MAILKEEP_FAULT", "panic-replay-flush");
-    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    cmd.arg(file).env_clear().env("PATH", "/usr/bin:/bin").envs(env_vars.iter().copied());
+    cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// Waits up to a minute for `child` to exit (a replay still running then is a hang) and
+/// returns its status and stderr.
+fn exit_within_a_minute(child: &mut std::process::Child) -> (std::process::ExitStatus, String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -215,30 +231,13 @@ fn a_panic_in_replay_exits_75_instead_of_hanging() {
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
-            panic!("expected exit 75 after the panic, got a replay still running after 60 s");
+            panic!("expected replay to exit, got it still running after 60 s");
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-    assert_eq!(status.code(), Some(75), "expected exit 75, got {status}: {err}");
-    assert!(err.contains("internal error"), "expected the panic reported, got: {err}");
-    assert!(env.new_files("alice").is_empty(), "nothing was published before the panic");
-}
-
-/// Waits up to a minute for `child` to exit; a replay still running then is a hang.
-fn exit_within_a_minute(child: &mut std::process::Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("expected replay to exit, got it still running after 60 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    (status, err)
 }
 
 /// A failure must end the run even while more of stdin is awaited: the reading thread,
@@ -250,13 +249,7 @@ fn a_failure_ends_a_replay_of_stdin_that_stays_open() {
     std::fs::create_dir(&outside).unwrap();
     std::fs::create_dir_all(env.root()).unwrap();
     std::os::unix::fs::symlink(&outside, env.root().join("alice")).unwrap();
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["replay", "--root"]).arg(env.root()).args(["--user", "alice", "--log", "none"]);
-    if is_root() {
-        cmd.arg("--allow-root");
-    }
-    cmd.arg("-").env_clear().env("PATH", "/usr/bin:/bin").stdin(std::process::Stdio::piped());
-    let mut child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = spawn_replay(&env, Path::new("-"), &[]);
     // More than the reader's hand-over batch (256 KB), so the first message reaches the
     // staging thread, which then fails on the symlinked user directory.
     let mut stdin = child.stdin.take().unwrap();
@@ -266,10 +259,8 @@ fn a_failure_ends_a_replay_of_stdin_that_stays_open() {
             break; // it has failed and exited already
         }
     }
-    let status = exit_within_a_minute(&mut child);
+    let (status, err) = exit_within_a_minute(&mut child);
     drop(stdin);
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(73), "expected exit 73 (symlink refused), got {status}: {err}");
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "nothing written through the symlink");
 }

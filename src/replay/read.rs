@@ -1,5 +1,5 @@
 //! The reading half of `replay`, on a thread of its own: mbox parsing is a third of
-//! replay's CPU, and on a second core it runs while the writer creates files.
+//! replay's CPU, and on a second core it runs while the staging thread creates files.
 //!
 //! The reader turns mbox files into a stream of [`Piece`]s (a message's start with its
 //! parsed head, its further bytes, its end) and hands them over in bounded batches, so
@@ -49,8 +49,8 @@ pub enum Piece {
     Done,
 }
 
-/// What the reader needs of the command line, owned: the reader thread is not joined when
-/// the staging thread fails, so that a read blocked on a silent stdin cannot hold the exit.
+/// What the reader needs of the command line, owned: the reader thread is never joined,
+/// so that a read blocked on a silent stdin cannot hold the exit.
 pub struct Options {
     pub files: Vec<std::path::PathBuf>,
     pub format: crate::cli::MboxFormat,
