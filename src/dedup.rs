@@ -77,6 +77,15 @@ pub struct Store {
     prunes: bool,
 }
 
+/// One line of `mailkeep dedup stats`: a folder's keys and their oldest and newest time.
+pub struct FolderKeys {
+    pub user: String,
+    pub folder: String,
+    pub keys: i64,
+    pub oldest: i64,
+    pub newest: i64,
+}
+
 pub struct Key<'a> {
     pub user: &'a str,
     pub folder: &'a str,
@@ -142,7 +151,7 @@ impl Store {
                 other => break other.map_err(sql)?,
             }
         }
-        let prunes = std::process::id() % PRUNE_EVERY == 0;
+        let prunes = std::process::id().is_multiple_of(PRUNE_EVERY);
         Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400, prunes })
     }
 
@@ -241,15 +250,24 @@ impl Store {
     }
 
     /// Keys per user and folder with the oldest and newest time.
-    pub fn stats(&self) -> Result<Vec<(String, String, i64, i64, i64)>> {
+    pub fn stats(&self) -> Result<Vec<FolderKeys>> {
         let mut stmt = self
             .conn
             .prepare(
                 "SELECT user, folder, count(*), min(at), max(at) FROM seen GROUP BY user, folder ORDER BY user, folder",
             )
             .map_err(self.sql())?;
-        let rows =
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.sql())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(FolderKeys {
+                    user: r.get(0)?,
+                    folder: r.get(1)?,
+                    keys: r.get(2)?,
+                    oldest: r.get(3)?,
+                    newest: r.get(4)?,
+                })
+            })
+            .map_err(self.sql())?;
         rows.collect::<std::result::Result<_, _>>().map_err(self.sql())
     }
 }
@@ -266,10 +284,10 @@ pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
         DedupCommand::Prune(_) => println!("pruned {} keys older than {} days", store.prune_all()?, args.dedup_window),
         DedupCommand::Stats(_) => {
             let rows = store.stats()?;
-            for (user, folder, n, oldest, newest) in &rows {
-                println!("user={user} folder={folder} keys={n} oldest={oldest} newest={newest}");
+            for FolderKeys { user, folder, keys, oldest, newest } in &rows {
+                println!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}");
             }
-            let total: i64 = rows.iter().map(|r| r.2).sum();
+            let total: i64 = rows.iter().map(|r| r.keys).sum();
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
             println!("total keys={total} file={} bytes={bytes}", path.display());
         }

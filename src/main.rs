@@ -1,6 +1,9 @@
 //! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail an Exim relay
 //! passes. `main` only turns the one result of a command into one exit status.
 #![cfg_attr(not(test), no_main)]
+// The unit-test build has no entry point (`main` below is not(test)), so everything reached
+// only from it would be reported unused there.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
 
 mod accounts;
 mod check;
@@ -117,7 +120,6 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
 /// open would become stderr), SIGPIPE ignored (a closed pipe is an error we report, not a
 /// death). And a file-size limit must be an error we report (75), not a signal that kills
 /// us. Returns false when a standard descriptor cannot be opened.
-#[cfg_attr(test, allow(dead_code))]
 fn start_like_std() -> bool {
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd { fd, events: 0, revents: 0 });
     // SAFETY: poll on a local array of three pollfd; signal() with SIG_IGN before any

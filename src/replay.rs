@@ -296,12 +296,12 @@ impl Replay<'_> {
             return end_of_message(piece); // the stage was removed
         }
         let staged = staged?;
-        if let Some(d) = digest {
-            if !target.digests.insert(d.value()) {
-                target.folder.discard(staged);
-                self.counts.present += 1;
-                return Ok(Ending::Whole);
-            }
+        if let Some(d) = digest
+            && !target.digests.insert(d.value())
+        {
+            target.folder.discard(staged);
+            self.counts.present += 1;
+            return Ok(Ending::Whole);
         }
         if let Some(id) = &head.message_id {
             target.ids.insert(id.clone());

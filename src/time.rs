@@ -14,11 +14,12 @@ const MONTHS: [&[u8; 3]; 12] =
 pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
     let (mut month, mut day, mut hms, mut year, mut offset) = (None, None, None, None, 0i64);
     for tok in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
-        if month.is_none() && tok.len() == 3 {
-            if let Some(m) = MONTHS.iter().position(|m| tok.eq_ignore_ascii_case(&m[..])) {
-                month = Some(m as u32 + 1);
-                continue;
-            }
+        if month.is_none()
+            && tok.len() == 3
+            && let Some(m) = MONTHS.iter().position(|m| tok.eq_ignore_ascii_case(&m[..]))
+        {
+            month = Some(m as u32 + 1);
+            continue;
         }
         if tok.contains(&b':') && hms.is_none() {
             hms = parse_hms(tok);

@@ -1501,7 +1501,7 @@ fn durable_write_issues_its_system_calls_in_the_documented_order() {
     let (code, err, calls) = run_traced(&d, &root, &msg_file, &trace, None);
     assert_eq!(code, 0, "{err}");
     let pos = |what: &str, f: &dyn Fn(&Call) -> bool| {
-        calls.iter().position(|c| f(c)).unwrap_or_else(|| panic!("no {what} in the trace"))
+        calls.iter().position(f).unwrap_or_else(|| panic!("no {what} in the trace"))
     };
     let create =
         pos("tmp file creation", &|c| c.name == "openat" && c.line.contains("/tmp>") && c.line.contains("O_CREAT"));

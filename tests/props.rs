@@ -40,12 +40,12 @@ static CASES: [AtomicUsize; 4] = [AtomicUsize::new(0), AtomicUsize::new(0), Atom
 /// Counts a passed case; the count goes to target/tmp/mailkeep-reliability/props-<name>.txt.
 fn count(i: usize, name: &str) {
     let n = CASES[i].fetch_add(1, Ordering::Relaxed) + 1;
-    if n % 100 == 0 {
+    if n.is_multiple_of(100) {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mailkeep-reliability");
         let _ = std::fs::create_dir_all(&dir);
         let _ = std::fs::write(dir.join(format!("props-{name}.txt")), format!("{name}: {n} cases passed\n"));
     }
-    if n % 5000 == 0 {
+    if n.is_multiple_of(5000) {
         eprintln!("{name}: {n} cases passed");
     }
 }
@@ -158,10 +158,13 @@ fn crlf_to_lf(b: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The sender a leading From_ line gives: None without one, Some(None) when it names none.
+type FromSender = Option<Option<Vec<u8>>>;
+
 /// What `deliver` stores of `input` after its header lines, and the From_ line's sender;
 /// None when the message is empty (exit 65). A leading From_ line goes, and with it one
 /// final newline (Exim's default message_suffix).
-fn stored_body(input: &[u8]) -> Option<(Vec<u8>, Option<Option<Vec<u8>>>)> {
+fn stored_body(input: &[u8]) -> Option<(Vec<u8>, FromSender)> {
     let (from, rest) = if input.starts_with(b"From ") {
         let end = input.iter().position(|&b| b == b'\n').map_or(input.len(), |i| i + 1);
         let line = input[..end].trim_ascii_end();
