@@ -3,7 +3,7 @@
 
     bench/ab.py [--work DIR] [-n 400] TOOL...
 
-TOOL is `floor`, `floor-nodirsync`, `safecat`, or a mailkeep binary, optionally followed
+TOOL is `floor`, `floor-nodirsync`, `floor-dedup`, `safecat`, or a mailkeep binary, optionally followed
 by `:` and extra deliver options (`./mailkeep:--dedup`). For each message of the corpus
 (WORK/corpus-2000, built by bench/run.sh), every tool delivers it once into its own maildir,
 in a new random order each time; CPU is the child's user+system time from wait4. Prints CPU
@@ -30,6 +30,8 @@ def command(tool, root, floor):
         return [floor, "one", md]
     if binary == "floor-nodirsync":
         return [floor, "one", md, "nodirsync"]
+    if binary == "floor-dedup":
+        return [floor + "-dedup", "one", md, os.path.join(root, ".mailkeep", "dedup.sqlite3")]
     if binary == "safecat":
         return ["safecat", os.path.join(md, "tmp"), os.path.join(md, "new")]
     return [binary, "deliver", "--root", root, "--user", "alice", "--direction", "in",
@@ -51,6 +53,7 @@ def main():
         roots[tool] = os.path.join(scratch, str(i))
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(roots[tool], "alice", sub))
+        os.makedirs(os.path.join(roots[tool], ".mailkeep"), mode=0o700)
     cpu = dict.fromkeys(a.tools, 0.0)
     wall = dict.fromkeys(a.tools, 0.0)
     for path in files:

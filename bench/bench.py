@@ -252,6 +252,16 @@ def peer_tools(ctx):
     simple("floor-inproc-nosync", "floor, in-process, no fsync", lambda md, l: [fl, "files", md, l, "nosync"],
            once=True)
     simple("exec-only", "fork+exec of /bin/true (no delivery)", lambda md, l: ["/bin/true"])
+    fld = os.path.join(ctx.bin, "floor-dedup")
+    if os.path.exists(fld):
+        # The store beside the maildir's folders, in a new store per round like mailkeep's first row.
+        def store(md):
+            os.makedirs(os.path.join(md, ".mailkeep"))
+
+        simple("floor-proc-dedup", "floor, one process per message, with `--dedup`'s SQLite claim and commit",
+               lambda md, l: [fld, "one", md, f"{md}/.mailkeep/dedup.sqlite3"], store)
+        simple("floor-proc-dedup-lookup", "floor, one process per message, with an SQLite lookup only",
+               lambda md, l: [fld, "one", md, f"{md}/.mailkeep/dedup.sqlite3", "lookup"], store)
     return tools
 
 

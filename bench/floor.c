@@ -15,6 +15,18 @@
  *                                       them all, one fsync of new/ (replay's design)
  *
  * In-process modes print one JSON object: messages, wall seconds, user and system CPU.
+ *
+ * Built with -DWITH_SQLITE and SQLite's amalgamation (bench/run.sh does it as floor-dedup):
+ *
+ *   floor-dedup one MAILDIR STORE [lookup]
+ *                                       `floor one` inside the least SQLite work a delivery with
+ *                                       `--dedup` does (src/dedup.rs): open STORE as mailkeep
+ *                                       sets it up, claim a new key, store the message, commit
+ *                                       the key, close. What it costs above `floor one` is the
+ *                                       price of an SQLite store per process, whatever the
+ *                                       program around it does. lookup: open the store and look
+ *                                       the key up, write nothing, the least any dedup check
+ *                                       kept in SQLite can cost a process
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -80,6 +92,81 @@ static void publish(const char *name, int sync_dir) {
     if (unlinkat(tmpfd, name, 0) < 0) die("unlink");
 }
 
+#ifdef WITH_SQLITE
+#include "sqlite3.h"
+
+static sqlite3 *db;
+static int lookup_only;
+
+static void sql_ok(int rc, const char *what) {
+    if (rc == SQLITE_OK || rc == SQLITE_DONE || rc == SQLITE_ROW) return;
+    fprintf(stderr, "floor-dedup: %s: %s\n", what, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+    exit(75);
+}
+
+/* One statement with the key as ?1, the pid as ?2 and the time as ?3; returns its first
+ * column when it gives a row (-1 otherwise). */
+static long run(const char *query, const char *key) {
+    sqlite3_stmt *st;
+    sql_ok(sqlite3_prepare_v2(db, query, -1, &st, NULL), query);
+    if (key) sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    if (sqlite3_bind_parameter_count(st) >= 3) {
+        sqlite3_bind_int64(st, 2, getpid());
+        sqlite3_bind_int64(st, 3, time(NULL));
+    }
+    int rc = sqlite3_step(st);
+    sql_ok(rc, query);
+    long v = rc == SQLITE_ROW ? (long)sqlite3_column_int64(st, 0) : -1;
+    sqlite3_finalize(st);
+    return v;
+}
+
+/* Store::open and Store::claim of src/dedup.rs, with their settings and statements. */
+static void dedup_claim(const char *store, const char *key) {
+    sql_ok(sqlite3_open_v2(store, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
+                                           SQLITE_OPEN_NOFOLLOW, NULL), store);
+    sqlite3_busy_timeout(db, 30000);
+    run("PRAGMA synchronous = NORMAL", NULL);
+    sql_ok(sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)0), "NO_CKPT_ON_CLOSE");
+    run("PRAGMA wal_autocheckpoint = 64", NULL);
+    if (run("PRAGMA user_version", NULL) < 1) {
+        run("PRAGMA journal_mode = WAL", NULL);
+        sql_ok(sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS seen (user TEXT NOT NULL, folder TEXT NOT NULL, "
+                                "msgid TEXT NOT NULL, committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER "
+                                "NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;"
+                                "CREATE INDEX IF NOT EXISTS seen_at ON seen(at); PRAGMA user_version = 1;",
+                            NULL, NULL, NULL), "schema");
+    }
+    if (lookup_only) {
+        run("SELECT committed FROM seen WHERE user = 'alice' AND folder = 'INBOX' AND msgid = ?1", key);
+        return;
+    }
+    run("INSERT INTO seen (user, folder, msgid, committed, file, owner_pid, at) "
+        "VALUES ('alice', 'INBOX', ?1, 0, NULL, ?2, ?3) ON CONFLICT DO NOTHING", key);
+    if (sqlite3_changes(db) != 1) { fprintf(stderr, "floor-dedup: key %s taken\n", key); exit(75); }
+}
+
+/* Store::commit, then the connection closes as the process ends. */
+static void dedup_commit(const char *key, const char *file) {
+    if (lookup_only) {
+        sql_ok(sqlite3_close(db), "close");
+        return;
+    }
+    run("BEGIN", NULL);
+    sqlite3_stmt *st;
+    const char *q = "UPDATE seen SET committed = 1, file = ?2 WHERE user = 'alice' AND folder = 'INBOX' "
+                    "AND msgid = ?1 AND owner_pid = ?3";
+    sql_ok(sqlite3_prepare_v2(db, q, -1, &st, NULL), q);
+    sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, file, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, getpid());
+    sql_ok(sqlite3_step(st), q);
+    sqlite3_finalize(st);
+    run("COMMIT", NULL);
+    sql_ok(sqlite3_close(db), "close");
+}
+#endif
+
 static void store(const char *p, size_t n, enum sync_mode mode) {
     char name[512];
     int fd = create(name, sizeof name);
@@ -142,6 +229,16 @@ int main(int argc, char **argv) {
     if (strcmp(mode_s, "one") == 0) {
         /* Streams stdin into the tmp file, 64 KiB at a time. */
         char name[512], buf[65536];
+#ifdef WITH_SQLITE
+        /* A new key per message, as in the benchmark's corpus (every Message-ID unique). */
+        char key[128];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        snprintf(key, sizeof key, "%ld.%09ld.%d@floor", (long)ts.tv_sec, ts.tv_nsec, (int)getpid());
+        if (argc < 4) { fprintf(stderr, "usage: floor-dedup one MAILDIR STORE [lookup]\n"); return 64; }
+        lookup_only = argc >= 5 && strcmp(argv[4], "lookup") == 0;
+        dedup_claim(argv[3], key);
+#endif
         int fd = create(name, sizeof name);
         for (;;) {
             ssize_t r = read(0, buf, sizeof buf);
@@ -152,6 +249,9 @@ int main(int argc, char **argv) {
         if ((mode == FULL || mode == NODIRSYNC) && fsync(fd) < 0) die("fsync");
         close(fd);
         publish(name, mode == FULL);
+#ifdef WITH_SQLITE
+        dedup_commit(key, name);
+#endif
         return 0;
     }
     if (strcmp(mode_s, "files") == 0 && argc >= 4) {

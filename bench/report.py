@@ -126,6 +126,11 @@ def main():
       "same loop over all messages in one process (its CPU column is per message, its RSS the one process); "
       "*no fsync of new/* leaves out the directory's fsync as safecat and mdeliver do, so that the price of "
       "making the link itself durable can be read off beside them. "
+      "*with `--dedup`'s SQLite claim and commit* is the per-process floor inside the SQLite work of "
+      "`src/dedup.rs` (the same settings and statements, a new key per message, SQLite from the source and "
+      "options mailkeep is built with): what an SQLite store costs a process whatever the program around it "
+      "does; *with an SQLite lookup only* opens the store and looks the key up without writing, the least any "
+      "dedup check kept in SQLite can cost. "
       "*fork+exec of /bin/true* is what the driver and the kernel cost per message before any tool does "
       "anything.\n")
     if "mailkeep" in tools:
@@ -151,6 +156,18 @@ def main():
             p(f"| {t.label.replace('mailkeep deliver --dedup, ', '')} | {fmt_rate(t.rate)} | {1000 / t.rate:.3f} | "
               f"{1000 / t.rate - 1000 / mk.rate:+.3f} | {t.cpu_ms:.3f} | {t.cpu_ms - mk.cpu_ms:+.3f} | {fsync_cell(t.fsync)} |")
         p("")
+        fl_dd = [tools[k] for k in ("floor-proc-dedup", "floor-proc-dedup-lookup") if k in tools]
+        if floor and fl_dd:
+            p("The same price paid by the C floor (`bench/floor.c` built as floor-dedup), against the floor without "
+              "SQLite:\n")
+            p("| floor | messages/s | wall ms/msg | extra wall ms/msg | CPU ms/msg | extra CPU ms/msg |")
+            p("|---|---:|---:|---:|---:|---:|")
+            p(f"| without SQLite | {fmt_rate(floor.rate)} | {1000 / floor.rate:.3f} | - | {floor.cpu_ms:.3f} | - |")
+            for t in fl_dd:
+                p(f"| {t.label.replace('floor, one process per message, ', '')} | {fmt_rate(t.rate)} | "
+                  f"{1000 / t.rate:.3f} | {1000 / t.rate - 1000 / floor.rate:+.3f} | {t.cpu_ms:.3f} | "
+                  f"{t.cpu_ms - floor.cpu_ms:+.3f} |")
+            p("")
 
     # ------------------------------------------------------------------ start-up
     su = R.get("startup")
@@ -218,6 +235,11 @@ def main():
             if floor:
                 row(f"{t.label} within 25 % of the floor", f"{t.rate / floor.rate:.2f} × floor",
                     t.rate >= 0.75 * floor.rate)
+        fl_dd = [tools[k] for k in ("floor-proc-dedup", "floor-proc-dedup-lookup") if k in tools]
+        if not suffix and dedups and floor and fl_dd:
+            # Not a target: what bounds the one above, measured in the same run.
+            p("| what bounds `--dedup`: the C floor with the same SQLite work; with an SQLite lookup only | "
+              + "; ".join(f"{t.rate / floor.rate:.2f} × floor" for t in fl_dd) + " | (bound, not a target) |")
         if replay:
             if "mb2md" in btools:
                 row(f"`mailkeep replay`{suffix} at least 2 × mb2md", f"{replay.rate / btools['mb2md'].rate:.2f} × mb2md",

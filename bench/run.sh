@@ -85,6 +85,19 @@ cp "$BIN" "$WORK/bin/mailkeep"
 cp bench/py_mailbox.py "$WORK/bin/"
 gcc -O2 -Wall -o "$WORK/bin/drive" bench/drive.c
 gcc -O2 -Wall -o "$WORK/bin/floor" bench/floor.c
+# floor-dedup: the floor plus the SQLite work of `--dedup`, with the SQLite source mailkeep is
+# built from (Cargo.lock's libsqlite3-sys) and its options (.cargo/config.toml).
+SQLITE_VERSION=$(sed -n '/^name = "libsqlite3-sys"$/{n;s/^version = "\(.*\)"$/\1/p}' Cargo.lock)
+SQLITE_DIR=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"libsqlite3-sys-$SQLITE_VERSION/sqlite3" 2>/dev/null | head -n 1)
+rm -f "$WORK/bin/floor-dedup"
+if [ -n "$SQLITE_DIR" ]; then
+    SQLITE_FLAGS=$(python3 -c 'import tomllib; print(tomllib.load(open(".cargo/config.toml", "rb"))["env"]["LIBSQLITE3_FLAGS"])')
+    # shellcheck disable=SC2086 # the flags are words
+    gcc -O2 -w -c -o "$WORK/bin/sqlite3.o" "$SQLITE_DIR/sqlite3.c" $SQLITE_FLAGS -DSQLITE_THREADSAFE=0
+    gcc -O2 -Wall -DWITH_SQLITE -I "$SQLITE_DIR" -o "$WORK/bin/floor-dedup" bench/floor.c "$WORK/bin/sqlite3.o" -lm
+else
+    echo "bench: no libsqlite3-sys $SQLITE_VERSION source under cargo's registry: no floor with the dedup store" >&2
+fi
 cp bench/bench.py bench/corpus.py "$WORK/bin/"
 [ "$(id -u)" = 0 ] && chown -R mkbench:mkbench "$WORK"
 
