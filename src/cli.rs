@@ -137,7 +137,8 @@ pub struct StoreArgs {
 
     /// The mailbox owner, as Exim passes it: lower-cased, 1 to 64 of [a-z0-9.-_+=], not starting
     /// with a dot. Anything else exits 67 and writes nothing.
-    #[arg(long, value_name = "NAME")]
+    // A name may start with `-` (an Exim local part may): it is this option's value all the same.
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
     pub user: OsString,
 
     /// Exim lsearch file of accepted users (one name per line, optional `: data`, # comments);
@@ -169,9 +170,15 @@ pub struct DeliverArgs {
     #[arg(long, value_enum)]
     pub direction: Direction,
 
-    /// Envelope recipients (Exim's $pipe_addresses; one or more values). Default: env RECIPIENT.
+    /// Envelope recipients (one or more values). Default: env RECIPIENT. An address that
+    /// starts with `-` must go after `--` instead.
     #[arg(long, value_name = "ADDR", num_args = 1.., action = clap::ArgAction::Append)]
     pub rcpt: Vec<OsString>,
+
+    /// Envelope recipients after `--`, taken as they are: Exim's $pipe_addresses goes here,
+    /// since a local part may start with `-` and must never be read as an option.
+    #[arg(last = true, value_name = "ADDR")]
+    pub recipients: Vec<OsString>,
 
     /// Envelope sender. Default: env SENDER (empty means the null sender <>), else the
     /// address of a leading From_ line.
@@ -317,14 +324,26 @@ pub struct ServeConfigArgs {
 /// Parses the command line `args`. `deliver` runs once per message (Exim starts a process
 /// for every copy), so its command line goes to a command that holds only the `deliver`
 /// subcommand: the full one makes clap build every subcommand's arguments and help text
-/// first, about a tenth of a delivery's start-up. Help and version requests take the full
-/// path, so what they print is the same.
+/// first, about a tenth of a delivery's start-up. Help and version requests (before any
+/// `--`) take the full path, so what they print is the same.
+///
+/// The `deliver` command has no help or version flag: printing help exits 0, and a delivery
+/// must exit 0 only once the message is stored. An envelope address like `-hr@example.org`
+/// passed without `--` is then a usage error, never a help request.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
-    let asks_for_text = args.iter().skip(2).any(|a| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version")));
+    let asks_for_text = args
+        .iter()
+        .skip(2)
+        .take_while(|a| *a != "--")
+        .any(|a| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version")));
     if args.get(1).is_some_and(|a| a == "deliver") && !asks_for_text {
-        let deliver = DeliverArgs::augment_args(clap::Command::new("deliver"));
-        let mut cmd = clap::Command::new("mailkeep").subcommand(deliver);
+        let deliver = DeliverArgs::augment_args(clap::Command::new("deliver")).disable_help_flag(true);
+        let mut cmd = clap::Command::new("mailkeep")
+            .subcommand(deliver)
+            .disable_help_flag(true)
+            .disable_version_flag(true)
+            .disable_help_subcommand(true);
         let mut matches = cmd.try_get_matches_from_mut(args)?;
         // The `_mut` form takes the values out instead of cloning every match first.
         return Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd));
@@ -371,19 +390,44 @@ mod tests {
             &["mailkeep", "deliver", "--user", "a"],
             &["mailkeep", "deliver"],
             &["mailkeep", "deliver", "--log", "nowhere", "--root", "/r", "--user", "a", "--direction", "in"],
+            &["mailkeep", "deliver", "--root", "/r", "--user", "-a", "--direction", "out", "--", "-x@a", "--y=1@b"],
+            &["mailkeep", "deliver", "--root", "/r", "--user", "a", "--direction", "out", "--rcpt", "x@a", "--", "y@b"],
         ];
         for case in cases {
             let fast = parse_from(case.iter().map(OsString::from).collect());
             let full = parse_full(case);
             match (&fast, &full) {
                 (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{case:?}"),
+                // `main` prints an error's first line only; the full parser's ends with a tip
+                // about --help, which `deliver` does not have.
                 (Err(a), Err(b)) => {
                     assert_eq!(a.kind(), b.kind(), "{case:?}");
-                    assert_eq!(a.to_string(), b.to_string(), "{case:?}");
+                    let first = |e: &clap::Error| e.to_string().lines().next().unwrap_or_default().to_string();
+                    assert_eq!(first(a), first(b), "{case:?}");
                 }
                 _ => panic!("{case:?}: expected {full:?}, got {fast:?}"),
             }
         }
+    }
+
+    /// Help exits 0; a delivery may exit 0 only once the message is stored.
+    #[test]
+    fn an_address_like_a_short_option_is_never_a_help_request_in_deliver() {
+        let base = ["mailkeep", "deliver", "--root", "/r", "--user", "a", "--direction", "out"];
+        for tail in [&["--rcpt", "bob@x", "-hr@partner.example"][..], &["--rcpt", "-Vip@x"], &["-h@x"]] {
+            let args: Vec<OsString> = base.iter().chain(tail).map(OsString::from).collect();
+            let err = parse_from(args).expect_err("must not parse");
+            assert!(err.use_stderr(), "{tail:?} was taken as a request for help or version: {err}");
+        }
+        let args: Vec<OsString> = base.iter().chain(&["--", "-hr@partner.example", "-h"]).map(OsString::from).collect();
+        let Command::Deliver(d) = parse_from(args).unwrap().command else { panic!("not deliver") };
+        assert_eq!(d.recipients, ["-hr@partner.example", "-h"]);
+        // A user name may start with `-` too (User::parse allows it).
+        let args = ["mailkeep", "deliver", "--root", "/r", "--user", "-bob", "--direction", "in"];
+        let Command::Deliver(d) = parse_from(args.iter().map(OsString::from).collect()).unwrap().command else {
+            panic!("not deliver")
+        };
+        assert_eq!(d.store.user, "-bob");
     }
 
     #[test]

@@ -70,10 +70,11 @@ impl DeliverConfig {
         let store = StoreConfig::resolve(&args.store)?;
         let env = |name: &str| std::env::var_os(name);
         let sender = args.sender.clone().or_else(|| env("SENDER")).map(|s| Sender::from_bytes(s.as_bytes()));
-        let rcpts: Vec<OsString> = if args.rcpt.is_empty() {
+        let given: Vec<OsString> = args.rcpt.iter().chain(&args.recipients).cloned().collect();
+        let rcpts: Vec<OsString> = if given.is_empty() {
             env("RECIPIENT").filter(|r| !r.is_empty() && r != "@").into_iter().collect()
         } else {
-            args.rcpt.clone()
+            given
         };
         let folder = match args.direction {
             Direction::In => FolderKind::Inbox,

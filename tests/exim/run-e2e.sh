@@ -452,13 +452,27 @@ f=$(copies_of "$S3" alice .Sent | head -1)
 check_copy "S3 alice .Sent" "$f" "$s" "Return-Path,Delivered-To,Envelope-To"
 expect "S3 .Sent: Return-Path" "<alice@$OUR>" "$(hdr "$f" Return-Path)"
 expect "S3 .Sent: Envelope-To has all three" "bob@$OUR carol@$OUR $EXT" \
-    "$(hdr "$f" Envelope-To | tr ', ' '\n\n' | grep @ | sort | tr '\n' ' ' | sed 's/ $//')"
+    "$(hdr "$f" Envelope-To | tr ', ' '\n\n' | grep @ | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 expect "S3: Exim log: one mailkeep_sent delivery (batch)" 1 "$(logq "$S3" | grep -c '=> .*R=mailkeep_sent T=mailkeep_sent')"
 for u in bob carol; do
     f=$(copies_of "$S3" $u INBOX)
     check_copy "S3 $u" "$f" "$s" "Return-Path,Delivered-To"
     expect "S3 $u: Return-Path" "<alice@$OUR>" "$(hdr "$f" Return-Path)"
 done
+
+# ------------------------------------------------------------------ S3h: a recipient like an option
+# A local part may start with "-". Passed as an argument, "-hr@..." once read as mailkeep's -h
+# (help: exit 0, nothing stored); the transports pass $pipe_addresses after "--".
+HY="-hr@example.net"
+echo "== S3h: outbound alice@$OUR -> $EXT, $HY (a local part starting with '-')"
+S3h=$(msg out-hyphen "alice@$OUR" "$EXT" | send S3h "$PROVIDER_IP" "alice@$OUR" "$EXT,$HY")
+check "S3h accepted ($S3h)" test "${S3h#NOID}" = "$S3h"
+check "S3h completed" wait_log "^.{19} $S3h Completed"
+expect "S3h: stored copies (one Sent)" "alice/.Sent" "$(where "$S3h")"
+f=$(copies_of "$S3h" alice .Sent | head -1)
+check_copy "S3h alice .Sent" "$f" "$(sink_file "$S3h")" "Return-Path,Delivered-To,Envelope-To"
+expect "S3h .Sent: Envelope-To has both" "$HY $EXT" \
+    "$(hdr "$f" Envelope-To | tr ', ' '\n\n' | grep @ | LC_ALL=C sort | tr '\n' ' ' | sed 's/ $//')"
 
 # ------------------------------------------------------------------ S4: not the provider
 echo "== S4: alice@$OUR from $OUTSIDE_IP (not a provider relay)"
