@@ -107,9 +107,13 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     if !start_like_std() {
         return Exit::TempFail.code().into();
     }
-    // A panic is a bug, but it must still end as "try again later", never as a bounce.
+    // A panic is a bug, but it must still end as "try again later", never as a bounce; and
+    // like every failure it is one line on stderr (Exim logs the first line).
     panic::set_hook(Box::new(|info| {
-        let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {info}");
+        let what = info.payload_as_str().unwrap_or("panic");
+        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let line: String = format!("{what}{place}").chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+        let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {line}");
     }));
     let status = panic::catch_unwind(AssertUnwindSafe(|| entry(std::env::args_os().collect())));
     let _ = std::io::stdout().flush();

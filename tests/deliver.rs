@@ -308,11 +308,13 @@ fn json_str(s: &str) -> String {
 }
 
 #[test]
-fn a_panic_exits_75_so_exim_retries() {
+fn a_panic_exits_75_with_one_line_on_stderr() {
     let env = Env::new();
     let out = env.deliver(in_args("alice"), &[("MAILKEEP_FAULT", "panic-before-store")], MSG);
     assert_exit(&out, 75);
-    assert!(stderr(&out).contains("internal error"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("internal error") && err.contains("fault injected at before-store"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line on stderr, got: {err}");
     assert!(env.new_files("alice").is_empty());
 }
 
