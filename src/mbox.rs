@@ -239,11 +239,16 @@ impl<R: BufRead> MboxReader<R> {
         Ok(Some(MessageStart { from, offset: sep.offset, line: sep.line }))
     }
 
-    /// After a broken message: skip to the next line that can start a message.
+    /// After a broken message: skip to the next line that can start a message. When the
+    /// message ended already (an empty one ends at the next From_ line, which is then held
+    /// as the next message's start), there is nothing to skip.
     pub fn resync(&mut self) -> Result<()> {
         self.body_left = None;
         self.in_headers = false;
-        let mut after_blank = true;
+        if !self.in_message {
+            return Ok(());
+        }
+        let mut after_blank = self.line == b"\n";
         while self.read_line()? {
             if after_blank && self.line_is_separator() {
                 self.keep_separator();
@@ -408,6 +413,25 @@ mod tests {
         r.resync().unwrap();
         let next = r.next_message().unwrap().unwrap();
         assert_eq!(next.line, 6);
+    }
+
+    #[test]
+    fn resync_after_an_empty_message_keeps_the_next_one() {
+        // The empty message ends at the next From_ line: the reader holds it already.
+        let data = format!("{F1}\n{F2}S: 2\n\nb2\n\n{F1}S: 3\n\nb3\n");
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
+        r.next_message().unwrap();
+        let mut empty = Vec::new();
+        while r.read_chunk(&mut empty).unwrap() {}
+        assert!(empty.is_empty());
+        r.resync().unwrap();
+        let mut bodies = Vec::new();
+        while r.next_message().unwrap().is_some() {
+            let mut body = Vec::new();
+            while r.read_chunk(&mut body).unwrap() {}
+            bodies.push(String::from_utf8(body).unwrap());
+        }
+        assert_eq!(bodies, ["S: 2\n\nb2\n", "S: 3\n\nb3\n"]);
     }
 
     #[test]

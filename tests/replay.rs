@@ -166,6 +166,32 @@ fn continue_on_error_skips_the_broken_message() {
     assert_eq!(env.new_files("alice").len(), 2);
 }
 
+/// An empty message (a From_ line, a blank line, the next From_ line) is skipped alone: the
+/// message after it is stored, not skipped with it.
+#[test]
+fn an_empty_message_skipped_on_error_does_not_take_the_next_one_with_it() {
+    let env = Env::new();
+    let path = env.dir.path().join("empty.mbox");
+    let data = "From a@x.org Wed Jan  1 00:00:00 2020\n\n\
+                From b@x.org Thu Jan  2 00:00:00 2020\nMessage-ID: <b@x>\nSubject: B\n\nbody b\n\n\
+                From c@x.org Fri Jan  3 00:00:00 2020\nMessage-ID: <c@x>\nSubject: C\n\nbody c\n";
+    std::fs::write(&path, data).unwrap();
+    let out = replay(&env, &["--continue-on-error", "--log", "stderr"], &[&path]);
+    assert_exit(&out, 0);
+    let want = "stored=2 already-present=0 failed=1";
+    assert!(stderr(&out).contains(want), "expected {want} in the summary, got: {}", stderr(&out));
+    let mut subjects: Vec<String> = env
+        .new_files("alice")
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(f).unwrap();
+            text.lines().find(|l| l.starts_with("Subject: ")).unwrap_or("none").to_string()
+        })
+        .collect();
+    subjects.sort();
+    assert_eq!(subjects, ["Subject: B", "Subject: C"]);
+}
+
 /// A message found broken only after its first chunk was handed over (its Content-Length
 /// ends 80 000 bytes into a 100 000-byte body), whose Message-ID is already stored: with
 /// `--continue-on-error` it counts as failed, not also as already present.
