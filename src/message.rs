@@ -109,6 +109,17 @@ pub fn normalise_message_id(id: &str) -> String {
     id.chars().filter(|c| !c.is_whitespace() && *c != '<' && *c != '>').collect()
 }
 
+/// The part of a message's start that replay reads its headers from (Message-ID, date,
+/// labels): the header block, or the block's first `HEAD_LIMIT` bytes when it is longer.
+/// One rule for a message coming in and for a file already stored, so that a second run
+/// finds a message under the Message-ID the first run saw in it.
+pub fn header_part(message: &[u8]) -> &[u8] {
+    match header_block_len(message) {
+        Some(n) if n <= HEAD_LIMIT => &message[..n],
+        _ => &message[..message.len().min(HEAD_LIMIT)],
+    }
+}
+
 /// The length of the header block including the blank line that ends it, if `head` holds it.
 pub fn header_block_len(head: &[u8]) -> Option<usize> {
     let mut line = 0;

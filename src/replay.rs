@@ -29,7 +29,7 @@ use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Durability, Folder, FolderKind, MaildirError, Namer, Staged};
-use crate::message::HeaderInfo;
+use crate::message::{HEAD_LIMIT, HeaderInfo, header_block_len, header_part};
 use read::{DateSource, Head, Piece};
 
 /// A batch is made durable when it holds this many messages or bytes.
@@ -82,14 +82,14 @@ impl Target {
         folder.sweep_tmp();
         let (mut ids, mut digests) = (HashSet::new(), HashSet::new());
         for path in folder.message_paths()? {
-            let Ok(bytes) = read_head_or_all(&path) else { continue };
-            match HeaderInfo::parse(&bytes.0).message_id {
+            let Ok((id, all)) = read_id_or_all(&path, kind) else { continue };
+            match id {
                 Some(id) => {
                     ids.insert(id);
                 }
                 None => {
                     let mut d = Digest::new();
-                    d.update(strip_our_header_lines(&bytes.1));
+                    d.update(strip_our_header_lines(&all, kind));
                     digests.insert(d.value());
                 }
             }
@@ -98,30 +98,36 @@ impl Target {
     }
 }
 
-/// The head of a stored file, and (only when it has no Message-ID) its whole content.
-fn read_head_or_all(path: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
+/// A stored file's Message-ID, read from the same part of the message as an incoming one's
+/// (`header_part`, after our header lines); and, only when it has none, the whole file.
+fn read_id_or_all(path: &Path, kind: FolderKind) -> io::Result<(Option<String>, Vec<u8>)> {
     let mut file = File::open(path)?;
-    let mut head = vec![0u8; 64 * 1024];
-    let n = file.read(&mut head)?;
-    head.truncate(n);
-    if HeaderInfo::parse(&head).message_id.is_some() {
-        return Ok((head, Vec::new()));
+    let mut bytes = Vec::new();
+    loop {
+        let n = (&mut file).take(64 * 1024).read_to_end(&mut bytes)?;
+        let own = strip_our_header_lines(&bytes, kind);
+        if n == 0 || header_block_len(own).is_some() || own.len() >= HEAD_LIMIT {
+            break;
+        }
     }
-    let mut all = head.clone();
-    file.read_to_end(&mut all)?;
-    Ok((head, all))
+    let id = HeaderInfo::parse(header_part(strip_our_header_lines(&bytes, kind))).message_id;
+    if id.is_none() {
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok((id, bytes))
 }
 
-/// A stored file without the lines mailkeep prepended (Return-Path, Delivered-To and a
-/// folded Envelope-To), so its digest matches the incoming message's.
-fn strip_our_header_lines(stored: &[u8]) -> &[u8] {
+/// A stored file without the lines mailkeep prepended (Return-Path, Delivered-To and, in a
+/// folder other than the INBOX, where `deliver` adds it, a folded Envelope-To), so its
+/// digest matches the incoming message's. In the INBOX an Envelope-To is the message's own.
+fn strip_our_header_lines(stored: &[u8], kind: FolderKind) -> &[u8] {
     let mut rest = stored;
     for name in [&b"Return-Path: <"[..], b"Delivered-To: "] {
         if rest.starts_with(name) {
             rest = rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]);
         }
     }
-    if rest.starts_with(b"Envelope-To:") {
+    if kind != FolderKind::Inbox && rest.starts_with(b"Envelope-To:") {
         loop {
             rest = rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]);
             if !rest.starts_with(b" ") {
@@ -543,7 +549,9 @@ mod tests {
     #[test]
     fn our_header_lines_are_stripped_for_the_digest() {
         let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y,\n z@w\nSubject: s\n\nbody\n";
-        assert_eq!(strip_our_header_lines(stored), b"Subject: s\n\nbody\n");
-        assert_eq!(strip_our_header_lines(b"Subject: s\n"), b"Subject: s\n");
+        assert_eq!(strip_our_header_lines(stored, FolderKind::Sent), b"Subject: s\n\nbody\n");
+        assert_eq!(strip_our_header_lines(b"Subject: s\n", FolderKind::Sent), b"Subject: s\n");
+        // `deliver` adds Envelope-To to Sent copies only: in the INBOX it is the message's own.
+        assert_eq!(strip_our_header_lines(stored, FolderKind::Inbox), &stored[37..]);
     }
 }

@@ -103,6 +103,28 @@ fn messages_without_message_id_fold_by_digest() {
     assert_eq!(env.new_files("alice").len(), 2);
 }
 
+/// A second run must find what the first stored, also when the Message-ID comes after
+/// 64 KiB of headers (a long To: list), and for a message without one whose first header
+/// is its own Envelope-To (the INBOX copy keeps it; only Sent copies get ours).
+#[test]
+fn a_second_run_finds_messages_with_long_header_blocks_and_their_own_envelope_to() {
+    let env = Env::new();
+    let to: Vec<String> = (0..3500).map(|i| format!("person{i}@example.org")).collect();
+    let path = env.dir.path().join("long-heads.mbox");
+    let data = format!(
+        "From a@x.org Wed Jan  1 00:00:00 2020\nSubject: many\nTo: {}\nMessage-ID: <bighdr@x>\n\nbody\n\n\
+         From b@x.org Thu Jan  2 00:00:00 2020\nEnvelope-To: alice@example.com\nSubject: no id\n\nbody 2\n",
+        to.join(",\n ")
+    );
+    std::fs::write(&path, data).unwrap();
+    for (run, want) in [(1, "stored=2 already-present=0"), (2, "stored=0 already-present=2")] {
+        let out = replay(&env, &["--log", "stderr"], &[&path]);
+        assert_exit(&out, 0);
+        assert!(stderr(&out).contains(want), "run {run}: expected {want}, got: {}", stderr(&out));
+    }
+    assert_eq!(env.new_files("alice").len(), 2);
+}
+
 #[test]
 fn dry_run_stores_nothing() {
     let env = Env::new();

@@ -16,7 +16,7 @@ use crate::cli::{ReplayArgs, ReplayDirection};
 use crate::envelope::{Sender, User};
 use crate::maildir::FolderKind;
 use crate::mbox::{MboxError, MboxReader, MessageStart};
-use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len};
+use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len, header_part};
 use crate::time::{Timestamp, now};
 
 /// Pieces are handed over in batches of about this many bytes (fewer wake-ups), and at
@@ -182,7 +182,7 @@ fn message<R: BufRead>(
         let what = "empty message".into();
         return Err(MboxError::Broken { path: path.to_path_buf(), offset: start.offset, line: start.line, what }.into());
     }
-    let info = HeaderInfo::parse(&head);
+    let info = HeaderInfo::parse(header_part(&head));
     let (date, source) = match (start.from.date, info.date, file_mtime) {
         (Some(d), _, _) => (d, DateSource::FromLine),
         (None, Some(d), _) => (d, DateSource::DateHeader),
