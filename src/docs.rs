@@ -17,6 +17,7 @@ const EXIT_STATUS: &str = "\
 .TP\n\\fB1\\fR\ncheck found problems; accounts sync refused to shrink the file\n\
 .TP\n\\fB64\\fR\nbad usage\n\
 .TP\n\\fB65\\fR\nbad data: an empty message, a file that is not an mbox, a broken message\n\
+.TP\n\\fB66\\fR\nan input file of replay is missing, unreadable or a directory (nothing is stored)\n\
 .TP\n\\fB67\\fR\nunknown or unsafe user\n\
 .TP\n\\fB73\\fR\na path below the root is a symlink or not a directory (Exim retries)\n\
 .TP\n\\fB75\\fR\nanything temporary or unknown: I/O error, full disk, quota, dedup store busy, a bug (Exim retries)\n\

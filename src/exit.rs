@@ -14,6 +14,8 @@ pub enum Exit {
     Problems = 1,
     Usage = 64,
     DataErr = 65,
+    /// An input file named on the command line is missing or unreadable (`replay`).
+    NoInput = 66,
     NoUser = 67,
     CantCreate = 73,
     TempFail = 75,
@@ -51,6 +53,7 @@ mod tests {
     fn sysexits_values_are_the_ones_exim_expects() {
         assert_eq!(Exit::Usage.code(), 64);
         assert_eq!(Exit::DataErr.code(), 65);
+        assert_eq!(Exit::NoInput.code(), 66);
         assert_eq!(Exit::NoUser.code(), 67);
         assert_eq!(Exit::CantCreate.code(), 73);
         assert_eq!(Exit::TempFail.code(), 75);
@@ -59,7 +62,7 @@ mod tests {
 
     #[test]
     fn only_73_and_75_defer() {
-        for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoUser, Exit::Config] {
+        for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoInput, Exit::NoUser, Exit::Config] {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());

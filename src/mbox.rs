@@ -43,6 +43,8 @@ pub enum MboxError {
     Broken { path: PathBuf, offset: u64, line: u64, what: String },
     #[error("cannot read {}: {err}", path.display())]
     Io { path: PathBuf, err: io::Error },
+    #[error("cannot read {}: {err}", path.display())]
+    NoInput { path: PathBuf, err: io::Error },
 }
 
 impl Classify for MboxError {
@@ -50,6 +52,7 @@ impl Classify for MboxError {
         match self {
             MboxError::NotMbox { .. } | MboxError::Broken { .. } => Exit::DataErr,
             MboxError::Io { .. } => Exit::TempFail,
+            MboxError::NoInput { .. } => Exit::NoInput,
         }
     }
 }

@@ -187,6 +187,7 @@ enum Ending {
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     let cfg = StoreConfig::resolve(&args.store)?;
+    read::check_inputs(&args.files)?;
     let logger = Logger::new(cfg.log);
     let user = cfg.user.clone();
     let mut replay = Replay {

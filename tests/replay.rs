@@ -125,6 +125,23 @@ fn a_second_run_finds_messages_with_long_header_blocks_and_their_own_envelope_to
     assert_eq!(env.new_files("alice").len(), 2);
 }
 
+/// A typo in a file name is for the operator to fix, not a temporary failure (75) that a
+/// wrapper would retry; and nothing is stored from the files named before it.
+#[test]
+fn a_missing_or_unreadable_input_exits_66_before_storing_anything() {
+    let env = Env::new();
+    let good = env.dir.path().join("good.mbox");
+    std::fs::write(&good, "From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <g@x>\n\nab\n").unwrap();
+    for bad in [env.dir.path().join("no-such.mbox"), env.dir.path().to_path_buf()] {
+        let out = replay(&env, &[], &[&good, &bad]);
+        assert_exit(&out, 66);
+        let err = stderr(&out);
+        assert!(err.contains(&format!("cannot read {}", bad.display())), "names the file: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(env.new_files("alice").is_empty(), "nothing stored before the check");
+    }
+}
+
 #[test]
 fn dry_run_stores_nothing() {
     let env = Env::new();

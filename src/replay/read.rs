@@ -122,6 +122,25 @@ impl Out {
     }
 }
 
+/// Checks, before anything is stored, that every file named is there and can be read: a
+/// missing or unreadable file (or a directory) is the operator's to fix (66), not a
+/// temporary failure to retry (75).
+pub fn check_inputs(files: &[std::path::PathBuf]) -> Result<(), MboxError> {
+    for path in files.iter().filter(|p| p.as_path() != Path::new("-")) {
+        let err = |err: io::Error| match err.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory => {
+                MboxError::NoInput { path: path.clone(), err }
+            }
+            _ => MboxError::Io { path: path.clone(), err },
+        };
+        let meta = File::open(path).and_then(|f| f.metadata()).map_err(err)?;
+        if meta.is_dir() {
+            return Err(err(io::ErrorKind::IsADirectory.into()));
+        }
+    }
+    Ok(())
+}
+
 /// Reads every file in order into `tx`, ending with `Done`, or with the first fatal error.
 pub fn read_all(opts: Options, tx: SyncSender<Vec<Piece>>) {
     let mut out = Out { tx, batch: Vec::new(), bytes: 0 };
