@@ -93,6 +93,11 @@ pub struct MboxReader<R> {
     /// mboxcl2: body bytes left to give out, once the header block is through.
     body_left: Option<u64>,
     lf: LfStream,
+    /// Auto-detection chose mboxo for want of `>>From ` lines in the first MiB: the first
+    /// one later shows the file is mboxrd. Up to that line both read every line alike.
+    mboxo_until_proven_rd: bool,
+    /// Where the format turned out to be mboxrd, to be said once (`take_note`).
+    note: Option<String>,
 }
 
 /// Chooses the format of a file from its first bytes, and says why.
@@ -103,7 +108,7 @@ pub fn detect(head: &[u8]) -> (Format, &'static str) {
     if head.windows(8).any(|w| w == b"\n>>From ") {
         return (Format::Mboxrd, "'>>From ' lines seen");
     }
-    (Format::Mboxo, "no '>>From ' lines and no Content-Length in the first MiB")
+    (Format::Mboxo, "no '>>From ' lines and no Content-Length in the first MiB; mboxrd from the first '>>From ' line")
 }
 
 fn content_length_fits(head: &[u8]) -> bool {
@@ -172,6 +177,8 @@ impl<R: BufRead> MboxReader<R> {
             headers: Vec::new(),
             body_left: None,
             lf: LfStream::new(false),
+            mboxo_until_proven_rd: choice == MboxFormat::Auto && format == Format::Mboxo,
+            note: None,
         };
         // The first line that is not blank must be a From_ line (an empty file has none).
         while reader.read_line()? {
@@ -207,6 +214,25 @@ impl<R: BufRead> MboxReader<R> {
             self.line.push(b'\n');
         }
         Ok(true)
+    }
+
+    /// A `>>+From ` line in a file read as mboxo by auto-detection: it is mboxrd.
+    fn prove_rd(&mut self) {
+        let quotes = self.line.iter().take_while(|&&b| b == b'>').count();
+        if self.line[quotes..].starts_with(b"From ") {
+            self.format = Format::Mboxrd;
+            self.mboxo_until_proven_rd = false;
+            self.note = Some(format!(
+                "{}: format mboxrd from line {} on (auto: the first '>>From ' line)",
+                self.path.display(),
+                self.line_no
+            ));
+        }
+    }
+
+    /// A line for the operator about the format, once.
+    pub fn take_note(&mut self) -> Option<String> {
+        self.note.take()
     }
 
     fn line_is_separator(&self) -> bool {
@@ -290,6 +316,9 @@ impl<R: BufRead> MboxReader<R> {
             if self.line == b"\n" {
                 self.pending_blank = true;
             } else {
+                if self.mboxo_until_proven_rd && self.line.starts_with(b">>") {
+                    self.prove_rd();
+                }
                 out.extend_from_slice(unescape(self.format, &self.line));
             }
         }
@@ -435,6 +464,17 @@ mod tests {
             bodies.push(String::from_utf8(body).unwrap());
         }
         assert_eq!(bodies, ["S: 2\n\nb2\n", "S: 3\n\nb3\n"]);
+    }
+
+    #[test]
+    fn auto_reads_mboxrd_from_the_first_double_quoted_from_line_even_past_the_first_mib() {
+        let filler = format!("{}\n", "x".repeat(99)).repeat(11_000); // 1.1 MB
+        let data = format!("{F1}S: 1\n\n{filler}\n{F2}S: 2\n\n>From y\n>>From x\n");
+        let (msgs, format) = read_all(data.as_bytes(), MboxFormat::Auto);
+        assert_eq!(format, Format::Mboxrd);
+        assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>From x\n");
+        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
+        assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>>From x\n", "a format given is kept");
     }
 
     #[test]

@@ -170,7 +170,11 @@ fn read_file(opts: &Options, path: &Path, out: &mut Out) -> Result<(), Stop> {
     let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, opts.format)?;
     out.push(Piece::Note(format!("replay: {}: format {format}", path.display())), 0)?;
     while let Some(start) = mbox.next_message()? {
-        match message(opts, &mut mbox, path, &start, file_mtime, out) {
+        let result = message(opts, &mut mbox, path, &start, file_mtime, out);
+        if let Some(note) = mbox.take_note() {
+            out.push(Piece::Note(format!("replay: {note}")), 0)?;
+        }
+        match result {
             Ok(()) => {}
             Err(Stop::Fatal(broken @ MboxError::Broken { .. })) if opts.continue_on_error => {
                 out.push(Piece::Broken(broken), 0)?;
