@@ -227,7 +227,12 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     });
     replay.progress.finish();
     replay.summary(started);
-    result.and(flushed).map(|()| Exit::Ok)
+    match (result, flushed) {
+        // Not storing what was read outranks why reading stopped (a broken message, 65):
+        // the status must say 75, or the operator would take everything before it as stored.
+        (Err(stop), Err(e)) => Err(e.context(format!("{stop:#}; and what was read before it is not stored"))),
+        (result, flushed) => result.and(flushed).map(|()| Exit::Ok),
+    }
 }
 
 impl Replay<'_> {

@@ -983,6 +983,27 @@ fn replay_whose_second_batch_cannot_be_linked_exits_75_keeping_the_first() {
     rerun_completes(&env, &mbox, &root);
 }
 
+/// A broken message stops the run (65); if what was read before it then cannot be made
+/// durable, the status must be 75, not 65, which would say that all of it was stored.
+#[test]
+fn a_failed_flush_after_a_broken_message_exits_75_not_65() {
+    need_strace();
+    let env = Env { dir: tempfile::Builder::new().prefix("mailkeep-replay").tempdir_in(shm()).unwrap() };
+    let mbox = env.dir.path().join("broken.mbox");
+    let data = "From a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <b1@x>\nContent-Length: 4\n\nabc\n\n\
+                From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <b2@x>\nContent-Length: 2\n\nabcdef\n\n";
+    std::fs::write(&mbox, data).unwrap();
+    let root = env.dir.path().join("root");
+    std::fs::create_dir(&root).unwrap();
+    let (code, lines, in_new, _) = replay_injected(&mbox, &root, "trace=syncfs", "inject=syncfs:error=EIO:when=1");
+    assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
+    assert!(
+        lines.len() == 1 && lines[0].contains("broken message") && lines[0].contains("syncfs"),
+        "expected one line naming the broken message and the syncfs, got: {lines:?}"
+    );
+    assert_eq!(in_new, 0, "expected nothing in new/, got {in_new}");
+}
+
 /// The first batch's syncfs fails while the second batch is being written. That syncfs
 /// may have taken the error report meant for a file of the second batch (syncfs reports an
 /// error once per open descriptor), so nothing staged after it may be published: exit 75,
