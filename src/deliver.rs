@@ -53,8 +53,11 @@ impl Head {
             at_end = read_chunk(input, &mut bytes)? < CHUNK;
         }
         let mut from_line = None;
-        if bytes.starts_with(b"From ") {
-            let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+        let newline = bytes.iter().position(|&b| b == b'\n');
+        // A first line that does not end within HEAD_LIMIT is no From_ line Exim writes (its
+        // address is an SMTP path): it stays, as part of the message.
+        if bytes.starts_with(b"From ") && (newline.is_some() || at_end) {
+            let end = newline.map_or(bytes.len(), |i| i + 1);
             // Only the line end goes: "From " with nothing after it is still the From_ line
             // that was removed (null sender), so the suffix's newline goes with it.
             let line = bytes[..end].strip_suffix(b"\n").unwrap_or(&bytes[..end]);

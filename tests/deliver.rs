@@ -318,6 +318,20 @@ fn a_panic_exits_75_with_one_line_on_stderr() {
     assert!(env.new_files("alice").is_empty());
 }
 
+/// Only part of such a line would fit in the head read: taking that part as the From_ line
+/// stored the rest of the line as the message's first line.
+#[test]
+fn a_first_line_longer_than_a_from_line_can_be_is_kept_whole() {
+    let env = Env::new();
+    let input = format!("From {} Wed Jan  1 00:00:00 2020\nSubject: x\n\nbody\n", "a".repeat(300_000));
+    let out = env.deliver(in_args("alice"), &[], input.as_bytes());
+    assert_exit(&out, 0);
+    let files = env.new_files("alice");
+    let stored = std::fs::read(&files[0]).unwrap();
+    assert!(stored.ends_with(input.as_bytes()), "expected the input whole after our header lines");
+    assert!(stored.starts_with(b"Return-Path: <>\n"), "no sender taken from a cut line");
+}
+
 #[test]
 fn a_200_mb_message_is_streamed_in_bounded_memory() {
     // Under a 64 MiB address-space limit a buffered 200 MB message could not be held.
