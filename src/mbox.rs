@@ -17,6 +17,11 @@ use crate::message::{FromLine, LfStream, header_block_len};
 pub const SNIFF: usize = 1024 * 1024;
 /// A chunk handed out is about this big.
 const CHUNK: usize = 64 * 1024;
+/// A line longer than this is read in pieces of this size, so that memory stays bounded
+/// for a file with a line of any length (a corrupt file, unwrapped binary data).
+const LINE_PIECE: usize = 64 * 1024;
+/// mboxcl2: how much of a header block is kept to find its Content-Length.
+const CL_HEADERS: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -82,7 +87,16 @@ pub struct MboxReader<R> {
     consumed: u64,
     line_start: u64,
     line_no: u64,
+    /// The current line, or a piece of a long one (`LINE_PIECE`).
     line: Vec<u8>,
+    /// `line` goes on a line begun in an earlier piece: it is no separator, no blank line
+    /// and no quoted From_ line, only more of that line.
+    continued: bool,
+    /// `line` ends its line (with a newline, or at the end of the input).
+    line_ends: bool,
+    /// A CR ended a piece cut at `LINE_PIECE`: it is a CRLF's if the next piece starts
+    /// with LF, else a byte of the line.
+    pending_cr: bool,
     next: Option<Separator>,
     in_message: bool,
     /// A blank line not yet given out: it may be the one before the next separator.
@@ -170,6 +184,9 @@ impl<R: BufRead> MboxReader<R> {
             line_start: 0,
             line_no: 0,
             line: Vec::with_capacity(1024),
+            continued: false,
+            line_ends: true,
+            pending_cr: false,
             next: None,
             in_message: false,
             pending_blank: false,
@@ -182,7 +199,7 @@ impl<R: BufRead> MboxReader<R> {
         };
         // The first line that is not blank must be a From_ line (an empty file has none).
         while reader.read_line()? {
-            if reader.line == b"\n" {
+            if reader.is_blank() {
                 continue;
             }
             if !reader.line_is_separator() {
@@ -196,24 +213,41 @@ impl<R: BufRead> MboxReader<R> {
         Ok((reader, format!("{} ({why})", format.name())))
     }
 
-    /// Reads one line into `self.line`, CRLF made LF; false at the end of input.
+    /// Reads one line into `self.line`, CRLF made LF, or the next piece of a line longer
+    /// than `LINE_PIECE` (`continued`, `line_ends`); false at the end of input.
     fn read_line(&mut self) -> Result<bool> {
         self.line.clear();
-        self.line_start = self.consumed;
-        let n = self
-            .input
+        self.continued = !self.line_ends;
+        if !self.continued {
+            self.line_start = self.consumed;
+        }
+        let n = io::Read::take(&mut self.input, LINE_PIECE as u64)
             .read_until(b'\n', &mut self.line)
             .map_err(|err| MboxError::Io { path: self.path.clone(), err })?;
         self.consumed += n as u64;
-        if n == 0 {
+        if std::mem::take(&mut self.pending_cr) && !self.line.starts_with(b"\n") {
+            self.line.insert(0, b'\r');
+        }
+        if self.line.is_empty() {
             return Ok(false);
         }
-        self.line_no += 1;
+        self.line_ends = self.line.ends_with(b"\n") || n < LINE_PIECE;
+        if self.line_ends {
+            self.line_no += 1;
+        }
         if self.line.ends_with(b"\r\n") {
             self.line.truncate(self.line.len() - 2);
             self.line.push(b'\n');
+        } else if !self.line_ends && self.line.ends_with(b"\r") {
+            self.line.pop();
+            self.pending_cr = true;
         }
         Ok(true)
+    }
+
+    /// A blank line (not the end of a long one).
+    fn is_blank(&self) -> bool {
+        !self.continued && self.line == b"\n"
     }
 
     /// A `>>+From ` line in a file read as mboxo by auto-detection: it is mboxrd.
@@ -236,7 +270,7 @@ impl<R: BufRead> MboxReader<R> {
     }
 
     fn line_is_separator(&self) -> bool {
-        FromLine::looks_like_separator(self.line.trim_ascii_end())
+        !self.continued && self.line_ends && FromLine::looks_like_separator(self.line.trim_ascii_end())
     }
 
     fn keep_separator(&mut self) {
@@ -277,13 +311,13 @@ impl<R: BufRead> MboxReader<R> {
         if !self.in_message {
             return Ok(());
         }
-        let mut after_blank = self.line == b"\n";
+        let mut after_blank = self.is_blank();
         while self.read_line()? {
             if after_blank && self.line_is_separator() {
                 self.keep_separator();
                 return Ok(());
             }
-            after_blank = self.line == b"\n";
+            after_blank = self.is_blank();
         }
         self.in_message = false;
         Ok(())
@@ -313,7 +347,9 @@ impl<R: BufRead> MboxReader<R> {
             if std::mem::take(&mut self.pending_blank) {
                 out.push(b'\n');
             }
-            if self.line == b"\n" {
+            if self.continued {
+                out.extend_from_slice(&self.line);
+            } else if self.is_blank() {
                 self.pending_blank = true;
             } else {
                 if self.mboxo_until_proven_rd && self.line.starts_with(b">>") {
@@ -328,10 +364,10 @@ impl<R: BufRead> MboxReader<R> {
     /// mboxcl2: a header line; the blank line ending the block starts the counted body.
     fn header_line(&mut self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.line);
-        if self.line == b"\n" {
+        if self.is_blank() {
             self.in_headers = false;
             self.body_left = content_length(&self.headers);
-        } else {
+        } else if self.headers.len() < CL_HEADERS {
             self.headers.extend_from_slice(&self.line);
         }
     }
@@ -359,7 +395,7 @@ impl<R: BufRead> MboxReader<R> {
             self.in_message = false;
             return Ok(());
         }
-        if self.line == b"\n" && !self.read_line()? {
+        if self.is_blank() && !self.read_line()? {
             self.in_message = false;
             return Ok(());
         }
@@ -475,6 +511,30 @@ mod tests {
         assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>From x\n");
         let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
         assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>>From x\n", "a format given is kept");
+    }
+
+    /// A line of any length is read in pieces: memory stays bounded, and the pieces are
+    /// joined back exactly (a CRLF split between two pieces is still one LF; a lone CR
+    /// stays; the end of a long line is no blank line, so a From_ line after it stays).
+    #[test]
+    fn long_lines_are_read_in_bounded_pieces_and_stored_whole() {
+        let x = "x".repeat(LINE_PIECE - 1);
+        let huge = "y".repeat(10 * LINE_PIECE + 7);
+        let full = "z".repeat(LINE_PIECE);
+        let data = format!("{F1}S: 1\r\n\r\n{x}\r\n{x}\ry\r\n{huge}\n{full}\n{F2}\n{F2}S: 2\n\nb\n");
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
+        let mut bodies = Vec::new();
+        while r.next_message().unwrap().is_some() {
+            let mut body = Vec::new();
+            while r.read_chunk(&mut body).unwrap() {
+                assert!(r.line.capacity() <= 2 * LINE_PIECE, "a line is read in pieces");
+            }
+            bodies.push(body);
+        }
+        assert_eq!(bodies.len(), 2);
+        let want = format!("S: 1\n\n{x}\n{x}\ry\n{huge}\n{full}\n{F2}");
+        assert!(bodies[0] == want.as_bytes(), "the first message, joined back");
+        assert_eq!(bodies[1], b"S: 2\n\nb\n");
     }
 
     #[test]
