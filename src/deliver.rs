@@ -11,7 +11,7 @@ use crate::exit::{Classify, Exit};
 use crate::fault;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Folder, FolderKind, Namer};
-use crate::message::{FromLine, HEAD_LIMIT, HeaderInfo, LfStream, Stamp, header_block_len};
+use crate::message::{FromLine, HeaderInfo, LfStream, Stamp, holds_header_part};
 
 /// The read size. Small on purpose: every page a delivery touches costs a page fault, and
 /// at one process per message those faults weigh more than the extra reads of a large message.
@@ -49,7 +49,7 @@ impl Head {
     pub fn read(input: &mut impl Read) -> io::Result<Head> {
         let mut bytes = Vec::new();
         let mut at_end = false;
-        while !at_end && bytes.len() < HEAD_LIMIT && header_block_len(&bytes).is_none() {
+        while !at_end && !holds_header_part(&bytes) {
             at_end = read_chunk(input, &mut bytes)? < CHUNK;
         }
         let mut from_line = None;

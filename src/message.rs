@@ -120,6 +120,12 @@ pub fn header_part(message: &[u8]) -> &[u8] {
     }
 }
 
+/// Whether a message's first bytes are enough to read its headers from: the whole header
+/// block, or `HEAD_LIMIT` bytes of it (else, read on until the message ends).
+pub fn holds_header_part(start: &[u8]) -> bool {
+    start.len() >= HEAD_LIMIT || header_block_len(start).is_some()
+}
+
 /// The length of the header block including the blank line that ends it, if `head` holds it.
 pub fn header_block_len(head: &[u8]) -> Option<usize> {
     let mut line = 0;

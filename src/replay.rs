@@ -29,7 +29,7 @@ use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Durability, Folder, FolderKind, MaildirError, Namer, Staged};
-use crate::message::{HEAD_LIMIT, HeaderInfo, header_block_len, header_part};
+use crate::message::{HeaderInfo, header_part, holds_header_part};
 use read::{DateSource, Head, Piece};
 
 /// A batch is made durable when it holds this many messages or bytes.
@@ -105,8 +105,7 @@ fn read_id_or_all(path: &Path, kind: FolderKind) -> io::Result<(Option<String>, 
     let mut bytes = Vec::new();
     loop {
         let n = (&mut file).take(64 * 1024).read_to_end(&mut bytes)?;
-        let own = strip_our_header_lines(&bytes, kind);
-        if n == 0 || header_block_len(own).is_some() || own.len() >= HEAD_LIMIT {
+        if n == 0 || holds_header_part(strip_our_header_lines(&bytes, kind)) {
             break;
         }
     }

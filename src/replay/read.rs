@@ -16,7 +16,7 @@ use crate::cli::{ReplayArgs, ReplayDirection};
 use crate::envelope::{Sender, User};
 use crate::maildir::FolderKind;
 use crate::mbox::{MboxError, MboxReader, MessageStart};
-use crate::message::{HEAD_LIMIT, HeaderInfo, Stamp, header_block_len, header_part};
+use crate::message::{HeaderInfo, Stamp, header_part, holds_header_part};
 use crate::time::{Timestamp, now};
 
 /// Pieces are handed over in batches of about this many bytes (fewer wake-ups), and at
@@ -198,7 +198,7 @@ fn message<R: BufRead>(
 ) -> Result<(), Stop> {
     let mut head = Vec::new();
     let mut more = true;
-    while more && head.len() < HEAD_LIMIT && header_block_len(&head).is_none() {
+    while more && !holds_header_part(&head) {
         more = mbox.read_chunk(&mut head)?;
     }
     if head.is_empty() {
