@@ -107,9 +107,9 @@ pub struct MboxReader<R> {
     /// mboxcl2: body bytes left to give out, once the header block is through.
     body_left: Option<u64>,
     lf: LfStream,
-    /// Auto-detection chose mboxo for want of `>>From ` lines in the first MiB: the first
-    /// one later shows the file is mboxrd. Up to that line both read every line alike.
-    mboxo_until_proven_rd: bool,
+    /// The format was auto-detected. An mboxo guess (no `>>From ` lines in the first MiB)
+    /// turns mboxrd at the first such line later; up to it both read every line alike.
+    auto: bool,
     /// Where the format turned out to be mboxrd, to be said once (`take_note`).
     note: Option<String>,
 }
@@ -194,7 +194,7 @@ impl<R: BufRead> MboxReader<R> {
             headers: Vec::new(),
             body_left: None,
             lf: LfStream::new(false),
-            mboxo_until_proven_rd: choice == MboxFormat::Auto && format == Format::Mboxo,
+            auto: choice == MboxFormat::Auto,
             note: None,
         };
         // The first line that is not blank must be a From_ line (an empty file has none).
@@ -255,7 +255,6 @@ impl<R: BufRead> MboxReader<R> {
         let quotes = self.line.iter().take_while(|&&b| b == b'>').count();
         if self.line[quotes..].starts_with(b"From ") {
             self.format = Format::Mboxrd;
-            self.mboxo_until_proven_rd = false;
             self.note = Some(format!(
                 "{}: format mboxrd from line {} on (auto: the first '>>From ' line)",
                 self.path.display(),
@@ -352,7 +351,7 @@ impl<R: BufRead> MboxReader<R> {
             } else if self.is_blank() {
                 self.pending_blank = true;
             } else {
-                if self.mboxo_until_proven_rd && self.line.starts_with(b">>") {
+                if self.auto && self.format == Format::Mboxo && self.line.starts_with(b">>") {
                     self.prove_rd();
                 }
                 out.extend_from_slice(unescape(self.format, &self.line));
@@ -413,6 +412,12 @@ mod tests {
 
     fn read_all(data: &[u8], choice: MboxFormat) -> (Vec<(String, Vec<u8>)>, Format) {
         let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();
+        let msgs = read_rest(&mut r);
+        (msgs, r.format)
+    }
+
+    /// Every message from the reader's place on: its From_ line's address and its bytes.
+    fn read_rest(r: &mut MboxReader<&[u8]>) -> Vec<(String, Vec<u8>)> {
         let mut msgs = Vec::new();
         while let Some(start) = r.next_message().unwrap() {
             let mut body = Vec::new();
@@ -420,7 +425,7 @@ mod tests {
             let who = String::from_utf8_lossy(start.from.sender.address().unwrap_or_default()).into_owned();
             msgs.push((who, body));
         }
-        (msgs, r.format)
+        msgs
     }
 
     const F1: &str = "From a@x Wed Jan  1 00:00:00 2020\n";
@@ -493,13 +498,8 @@ mod tests {
         while r.read_chunk(&mut empty).unwrap() {}
         assert!(empty.is_empty());
         r.resync().unwrap();
-        let mut bodies = Vec::new();
-        while r.next_message().unwrap().is_some() {
-            let mut body = Vec::new();
-            while r.read_chunk(&mut body).unwrap() {}
-            bodies.push(String::from_utf8(body).unwrap());
-        }
-        assert_eq!(bodies, ["S: 2\n\nb2\n", "S: 3\n\nb3\n"]);
+        let bodies: Vec<Vec<u8>> = read_rest(&mut r).into_iter().map(|(_, body)| body).collect();
+        assert_eq!(bodies, [&b"S: 2\n\nb2\n"[..], b"S: 3\n\nb3\n"]);
     }
 
     #[test]
