@@ -106,6 +106,8 @@ def main():
       "fsyncs are counted with strace on one delivery of a typical message into a maildir that already "
       "holds one: *file, directory*, then anything else synced.\n")
     floor = tools.get("floor-proc")
+    # The floor inside --dedup's SQLite work, and with a lookup only: what bounds --dedup.
+    fl_dd = [tools[k] for k in ("floor-proc-dedup", "floor-proc-dedup-lookup") if k in tools]
     mk = tools.get("mailkeep")
     p("| tool | messages/s (median) | range | vs floor | CPU ms/msg | peak RSS MB | fsyncs: file, dir | stored |")
     p("|---|---:|---:|---:|---:|---:|---|---|")
@@ -156,7 +158,6 @@ def main():
             p(f"| {t.label.replace('mailkeep deliver --dedup, ', '')} | {fmt_rate(t.rate)} | {1000 / t.rate:.3f} | "
               f"{1000 / t.rate - 1000 / mk.rate:+.3f} | {t.cpu_ms:.3f} | {t.cpu_ms - mk.cpu_ms:+.3f} | {fsync_cell(t.fsync)} |")
         p("")
-        fl_dd = [tools[k] for k in ("floor-proc-dedup", "floor-proc-dedup-lookup") if k in tools]
         if floor and fl_dd:
             p("The same price paid by the C floor (`bench/floor.c` built as floor-dedup), against the floor without "
               "SQLite:\n")
@@ -239,7 +240,6 @@ def main():
             if floor:
                 row(f"{t.label} within 25 % of the floor", f"{t.rate / floor.rate:.2f} × floor",
                     t.rate >= 0.75 * floor.rate)
-        fl_dd = [tools[k] for k in ("floor-proc-dedup", "floor-proc-dedup-lookup") if k in tools]
         if not suffix and dedups and floor and fl_dd:
             # Not a target: what bounds the one above, measured in the same run.
             p("| what bounds `--dedup`: the C floor with the same SQLite work; with an SQLite lookup only | "
