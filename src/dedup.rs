@@ -1,9 +1,12 @@
 //! The Message-ID store behind `--dedup`: folds the provider's extra copies of one message
 //! into one folder, and never drops a real one.
 //!
-//! A key is (user, folder, Message-ID). A delivery first *claims* the key (a pending row,
-//! one `INSERT ... ON CONFLICT DO NOTHING`), stores the message durably, then *commits*
-//! the key with the stored file's name. A failed delivery releases its claim; a crashed
+//! A key is (user, folder, Message-ID, body digest): a copy is a duplicate only when its
+//! body is the same too, since scanners, broken mailers and edited re-sends reuse
+//! Message-IDs, and anyone can plant a message under a chosen ID first (issue 18). A
+//! delivery writes the message into tmp/ (durable, not yet visible), *claims* the key (a
+//! pending row, one `INSERT ... ON CONFLICT DO NOTHING`), links the message into new/,
+//! then *commits* the key with the stored file's name. A failed delivery releases its claim; a crashed
 //! one leaves a pending claim whose owner is gone, which the next copy takes over. So a
 //! key is committed only after its message is on disk: a crash may cost a duplicate on
 //! Exim's retry, never a message.
@@ -17,6 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use crate::cli::DedupCommand;
 use crate::exit::{Classify, Exit};
 use crate::maildir::Perms;
+use crate::message::Digest;
 use crate::time::now;
 
 /// How long a delivery waits for another one that holds the same key, or for SQLite's lock.
@@ -34,7 +38,9 @@ const PRUNE_BATCH: i64 = 16 * PRUNE_EVERY as i64;
 /// `PRAGMA user_version` of a store whose tables exist: opening such a store skips the
 /// `CREATE ... IF NOT EXISTS` statements, which SQLite compiles in full even when there is
 /// nothing to create.
-const SCHEMA_VERSION: i64 = 1;
+/// Version 2 added the body digest to the key; a version 1 store's keys are dropped on
+/// upgrade (they lack it), which can cost one duplicate per key still in its window.
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
@@ -67,6 +73,8 @@ pub enum Claim {
     Owned,
     /// A copy is stored already, as `file`.
     Duplicate { file: String },
+    /// This delivery owns the key, and another body was stored under the same Message-ID.
+    OwnedIdReused,
 }
 
 pub struct Store {
@@ -90,6 +98,8 @@ pub struct Key<'a> {
     pub user: &'a str,
     pub folder: &'a str,
     pub msgid: &'a str,
+    /// The SHA-256 of the message body as stored (`message::BodyDigest`).
+    pub body: &'a Digest,
 }
 
 impl Store {
@@ -124,18 +134,10 @@ impl Store {
             if version >= SCHEMA_VERSION {
                 return Ok(());
             }
-            // A new store (or one from before user_version was set). WAL, which the file
-            // remembers, lets deliveries read while one writes.
+            // A new store, or an older one. WAL, which the file remembers, lets deliveries
+            // read while one writes.
             conn.pragma_update(None, "journal_mode", "WAL")?;
-            conn.execute_batch(&format!(
-                "CREATE TABLE IF NOT EXISTS seen (
-                    user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
-                    committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
-                    at INTEGER NOT NULL,
-                    PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
-                 CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
-                 PRAGMA user_version = {SCHEMA_VERSION};"
-            ))
+            create_schema(&conn)
         };
         // Deliveries that create the store at the same moment meet in SQLite's initial
         // rollback mode, where some lock conflicts are reported at once ("database is
@@ -169,19 +171,20 @@ impl Store {
             let inserted = self
                 .conn
                 .prepare_cached(
-                    "INSERT INTO seen (user, folder, msgid, committed, file, owner_pid, at)
-                     VALUES (?1, ?2, ?3, 0, NULL, ?4, ?5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO seen (user, folder, msgid, body, committed, file, owner_pid, at)
+                     VALUES (?1, ?2, ?3, ?4, 0, NULL, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
-                .and_then(|mut s| s.execute(params![key.user, key.folder, key.msgid, pid, t]))
+                .and_then(|mut s| s.execute(params![key.user, key.folder, key.msgid, key.body, pid, t]))
                 .map_err(self.sql())?;
             if inserted == 1 {
-                return Ok(Claim::Owned);
+                return self.owned(key);
             }
             let row: Option<(bool, Option<String>, i64, i64)> = self
                 .conn
                 .query_row(
-                    "SELECT committed, file, owner_pid, at FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3",
-                    params![key.user, key.folder, key.msgid],
+                    "SELECT committed, file, owner_pid, at FROM seen
+                     WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND body = ?4",
+                    params![key.user, key.folder, key.msgid, key.body],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
@@ -197,13 +200,14 @@ impl Store {
                 let taken = self
                     .conn
                     .execute(
-                        "UPDATE seen SET committed = 0, file = NULL, owner_pid = ?4, at = ?5
-                         WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?6 AND at = ?7 AND committed = ?8",
-                        params![key.user, key.folder, key.msgid, pid, t, owner, at, committed],
+                        "UPDATE seen SET committed = 0, file = NULL, owner_pid = ?5, at = ?6
+                         WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND body = ?4
+                           AND owner_pid = ?7 AND at = ?8 AND committed = ?9",
+                        params![key.user, key.folder, key.msgid, key.body, pid, t, owner, at, committed],
                     )
                     .map_err(self.sql())?;
                 if taken == 1 {
-                    return Ok(Claim::Owned);
+                    return self.owned(key);
                 }
                 continue;
             }
@@ -217,6 +221,19 @@ impl Store {
         }
     }
 
+    /// A claim just taken: says whether another body is known under the same Message-ID
+    /// (a reused ID; logged, and the message stored all the same).
+    fn owned(&self, key: &Key<'_>) -> Result<Claim> {
+        let reused = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND body <> ?4)",
+            )
+            .and_then(|mut s| s.query_row(params![key.user, key.folder, key.msgid, key.body], |r| r.get(0)))
+            .map_err(self.sql())?;
+        Ok(if reused { Claim::OwnedIdReused } else { Claim::Owned })
+    }
+
     /// Records that `key`'s message is stored as `file`; on this delivery's turn, also
     /// prunes a batch of expired keys. The key keeps its claim's time (`at`), seconds
     /// earlier: leaving `at` alone leaves the `seen_at` index page alone, so a commit writes
@@ -225,8 +242,9 @@ impl Store {
         let pid = i64::from(std::process::id());
         let tx = self.conn.unchecked_transaction().map_err(self.sql())?;
         tx.execute(
-            "UPDATE seen SET committed = 1, file = ?4 WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND owner_pid = ?5",
-            params![key.user, key.folder, key.msgid, file, pid],
+            "UPDATE seen SET committed = 1, file = ?5
+             WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND body = ?4 AND owner_pid = ?6",
+            params![key.user, key.folder, key.msgid, key.body, file, pid],
         )
         .map_err(self.sql())?;
         if self.prunes {
@@ -239,8 +257,9 @@ impl Store {
     pub fn release(&self, key: &Key<'_>) {
         let pid = i64::from(std::process::id());
         let _ = self.conn.execute(
-            "DELETE FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND committed = 0 AND owner_pid = ?4",
-            params![key.user, key.folder, key.msgid, pid],
+            "DELETE FROM seen WHERE user = ?1 AND folder = ?2 AND msgid = ?3 AND body = ?4
+               AND committed = 0 AND owner_pid = ?5",
+            params![key.user, key.folder, key.msgid, key.body, pid],
         );
     }
 
@@ -299,10 +318,47 @@ pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
 /// pending ones that old (their delivery is long dead).
 fn prune_some(conn: &Connection, cutoff: i64, limit: i64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
-        "DELETE FROM seen WHERE (user, folder, msgid) IN
-           (SELECT user, folder, msgid FROM seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
+        "DELETE FROM seen WHERE (user, folder, msgid, body) IN
+           (SELECT user, folder, msgid, body FROM seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
     )?
     .execute(params![cutoff, limit])
+}
+
+/// Creates the tables of `SCHEMA_VERSION`, dropping a version 1 table (keyed without the
+/// body digest), in one write transaction: of deliveries that open an old store at once,
+/// one upgrades it and the others find it done.
+fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let upgrade = || -> rusqlite::Result<()> {
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version >= SCHEMA_VERSION {
+            return Ok(());
+        }
+        let has_body: bool = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('seen') WHERE name = 'body'",
+            [],
+            |r| r.get::<_, i64>(0).map(|n| n > 0),
+        )?;
+        if !has_body {
+            conn.execute_batch("DROP TABLE IF EXISTS seen")?;
+        }
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS seen (
+                user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL, body BLOB NOT NULL,
+                committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
+                at INTEGER NOT NULL,
+                PRIMARY KEY (user, folder, msgid, body)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+             PRAGMA user_version = {SCHEMA_VERSION};"
+        ))
+    };
+    match upgrade() {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
 }
 
 /// True unless the pid certainly is gone (a pid owned by another user still counts).
@@ -339,8 +395,10 @@ mod tests {
 
     const P: Perms = Perms { shared_group: false };
 
+    const BODY: Digest = [7; 32];
+
     fn key(msgid: &str) -> Key<'_> {
-        Key { user: "alice", folder: "Sent", msgid }
+        Key { user: "alice", folder: "Sent", msgid, body: &BODY }
     }
 
     #[test]
@@ -357,7 +415,7 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let s = Store::open(root.path(), 30, P).unwrap();
         for (user, folder) in [("alice", "Sent"), ("alice", "INBOX"), ("bob", "Sent")] {
-            let k = Key { user, folder, msgid: "same@id" };
+            let k = Key { user, folder, msgid: "same@id", body: &BODY };
             assert_eq!(s.claim(&k).unwrap(), Claim::Owned, "{user}/{folder}");
             s.commit(&k, "f").unwrap();
         }
@@ -392,7 +450,7 @@ mod tests {
     fn claim_of_a_dead_process_is_taken_over() {
         let root = tempfile::tempdir().unwrap();
         let s = Store::open(root.path(), 30, P).unwrap();
-        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', X'0707070707070707070707070707070707070707070707070707070707070707', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
         assert_eq!(s.claim(&key("dead")).unwrap(), Claim::Owned);
     }
 
@@ -400,9 +458,9 @@ mod tests {
     fn expired_keys_no_longer_fold_and_are_pruned() {
         let root = tempfile::tempdir().unwrap();
         let s = Store::open(root.path(), 1, P).unwrap();
-        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
         assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
-        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', 1, 'f', 1, 5)", []).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
         assert_eq!(s.prune_all().unwrap(), 1);
     }
 
@@ -414,7 +472,7 @@ mod tests {
     fn only_a_delivery_on_its_pruning_turn_prunes() {
         let root = tempfile::tempdir().unwrap();
         let mut s = Store::open(root.path(), 1, P).unwrap();
-        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old', 1, 'f', 1, 5)", []).unwrap();
+        s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
         for (turn, left) in [(false, 2), (true, 2)] {
             s.prunes = turn;
             let k = format!("new-{turn}");
@@ -425,11 +483,21 @@ mod tests {
     }
 
     #[test]
-    fn a_store_from_before_the_schema_version_is_upgraded_and_reopens() {
+    fn a_version_1_store_is_upgraded_to_keys_with_the_body_and_reopens() {
         let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(".mailkeep")).unwrap();
+        let old = Connection::open(Store::path(root.path())).unwrap();
+        old.execute_batch(
+            "CREATE TABLE seen (user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
+                committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL, at INTEGER NOT NULL,
+                PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
+             INSERT INTO seen VALUES ('alice', 'Sent', 'kept', 1, 'f', 1, 5);
+             PRAGMA user_version = 1;",
+        )
+        .unwrap();
+        drop(old);
         let s = Store::open(root.path(), 30, P).unwrap();
-        s.conn.pragma_update(None, "user_version", 0).unwrap();
-        assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned, "an old key (no body) folds nothing");
         s.commit(&key("kept"), "f").unwrap();
         drop(s);
         for _ in 0..2 {
@@ -439,5 +507,17 @@ mod tests {
             assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
             assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Duplicate { file: "f".into() });
         }
+    }
+
+    #[test]
+    fn the_same_message_id_with_another_body_is_no_duplicate() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path(), 30, P).unwrap();
+        assert_eq!(s.claim(&key("c@x")).unwrap(), Claim::Owned);
+        s.commit(&key("c@x"), "planted").unwrap();
+        let other = Key { body: &[8; 32], ..key("c@x") };
+        assert_eq!(s.claim(&other).unwrap(), Claim::OwnedIdReused);
+        s.commit(&other, "contract").unwrap();
+        assert_eq!(s.claim(&other).unwrap(), Claim::Duplicate { file: "contract".into() });
     }
 }

@@ -10,8 +10,8 @@ use crate::envelope::Sender;
 use crate::exit::{Classify, Exit};
 use crate::fault;
 use crate::log::{Logger, Outcome, Record};
-use crate::maildir::{Folder, FolderKind, Namer};
-use crate::message::{FromLine, HeaderInfo, LfStream, Stamp, holds_header_part};
+use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
+use crate::message::{BodyDigest, FromLine, HeaderInfo, LfStream, Stamp, holds_header_part};
 
 /// The read size. Small on purpose: every page a delivery touches costs a page fault, and
 /// at one process per message those faults weigh more than the extra reads of a large message.
@@ -78,24 +78,33 @@ fn read_chunk(input: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
     input.take(CHUNK as u64).read_to_end(buf)
 }
 
+/// What is written before the rest of the input: our header lines and the message's start.
+struct Writing {
+    prefix: Vec<u8>,
+    head: Vec<u8>,
+    at_end: bool,
+    /// Exim's default suffix is there: its one final newline goes.
+    drop_final_lf: bool,
+}
+
 /// Writes `prefix`, then `head` and the rest of `input` (none if `at_end`) as the stored
 /// form (CRLF to LF, and without the default suffix's newline when `drop_final_lf`), into
-/// `out`. Returns the number of bytes written. Memory stays at one chunk whatever the
-/// message size.
-pub fn write_message(
+/// `out`, and into `digest` what follows the prefix. Returns the number of bytes written.
+/// Memory stays at one chunk whatever the message size.
+fn write_message(
     out: &mut File,
-    prefix: &[u8],
-    head: &[u8],
+    w: &Writing,
     input: &mut impl Read,
-    at_end: bool,
     chunk: &mut Vec<u8>,
-    drop_final_lf: bool,
+    mut digest: Option<&mut BodyDigest>,
 ) -> io::Result<u64> {
-    let mut lf = LfStream::new(drop_final_lf);
+    let Writing { prefix, head, at_end, drop_final_lf } = w;
+    let (at_end, mut lf) = (*at_end, LfStream::new(*drop_final_lf));
     let mut buf = Vec::with_capacity(prefix.len() + head.len() + 16);
     buf.extend_from_slice(prefix);
     lf.push(head, &mut buf);
     let mut size = 0u64;
+    let mut ours = prefix.len();
     loop {
         chunk.clear();
         let ended = at_end || read_chunk(input, chunk)? < CHUNK;
@@ -104,6 +113,9 @@ pub fn write_message(
             lf.finish(&mut buf);
         }
         out.write_all(&buf)?;
+        if let Some(d) = digest.as_deref_mut() {
+            d.update(&buf[std::mem::take(&mut ours)..]);
+        }
         size += buf.len() as u64;
         buf.clear();
         if ended {
@@ -127,7 +139,7 @@ fn owner_address(cfg: &DeliverConfig, sender: &Sender) -> Vec<u8> {
 
 /// How a delivery ended well.
 enum Done {
-    Stored { file: String, size: u64, note: &'static str },
+    Stored { file: String, size: u64, note: String },
     Duplicate { of: String },
 }
 
@@ -137,7 +149,7 @@ pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyho
     let msgid = head.as_ref().ok().and_then(|h| h.info.message_id.clone());
     let result = head.map_err(anyhow::Error::from).and_then(|head| deliver(cfg, head, input));
     let (outcome, extra) = match &result {
-        Ok(Done::Stored { file, size, note }) => (Outcome::Stored { file, size: *size }, *note),
+        Ok(Done::Stored { file, size, note }) => (Outcome::Stored { file, size: *size }, note.as_str()),
         Ok(Done::Duplicate { of }) => (Outcome::Duplicate { of }, ""),
         Err(e) => (Outcome::Failed { reason: &format!("{e:#}") }, ""),
     };
@@ -147,23 +159,40 @@ pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyho
     result.map(|_| ())
 }
 
-/// With `--dedup`: claim the Message-ID, store, commit; a copy already stored is not
-/// stored again. Without a Message-ID nothing can be folded: the message is stored.
+/// With `--dedup`: write the message into tmp/ (durable, not yet visible), claim its key
+/// (Message-ID and body digest), publish it into new/, commit the key. A copy already
+/// stored (same ID, same body) is removed from tmp/, never shown. Without a Message-ID
+/// nothing can be folded: the message is stored.
 fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<Done> {
     let (Some(window), Some(msgid)) = (cfg.dedup_window, head.info.message_id.clone()) else {
         let note = if cfg.dedup_window.is_some() { "dedup=no-id" } else { "" };
         let (file, size) = store(cfg, head, input)?;
-        return Ok(Done::Stored { file, size, note });
+        return Ok(Done::Stored { file, size, note: note.into() });
     };
     let dedup = dedup::Store::open(&cfg.store.root, window, cfg.store.perms)?;
-    let key = dedup::Key { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: &msgid };
-    if let Claim::Duplicate { file } = dedup.claim(&key)? {
-        // Read the rest so Exim does not see a broken pipe.
-        io::copy(input, &mut io::sink()).map_err(DeliverError::ReadInput)?;
-        return Ok(Done::Duplicate { of: file });
+    let mut digest = BodyDigest::default();
+    let (folder, staged) = stage(cfg, head, input, &mut digest)?;
+    let body = digest.finish();
+    let key = dedup::Key { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: &msgid, body: &body };
+    let claim = match dedup.claim(&key) {
+        Ok(claim) => claim,
+        Err(e) => {
+            folder.discard(staged);
+            return Err(e.into());
+        }
+    };
+    let mut note = match claim {
+        Claim::Duplicate { file } => {
+            folder.discard(staged);
+            return Ok(Done::Duplicate { of: file });
+        }
+        Claim::OwnedIdReused => "dedup=id-reused",
+        Claim::Owned => "",
     }
-    let (file, size) = match store(cfg, head, input) {
-        Ok(stored) => stored,
+    .to_string();
+    let size = staged.size();
+    let file = match publish(&folder, staged) {
+        Ok(file) => file,
         Err(e) => {
             dedup.release(&key);
             return Err(e);
@@ -171,14 +200,39 @@ fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Re
     };
     fault::point("after-store");
     // The message is durable now; a key that fails to commit only costs a duplicate later.
-    let note = match dedup.commit(&key, &file) {
-        Ok(()) => "",
-        Err(_) => "dedup=commit-failed",
-    };
+    if dedup.commit(&key, &file).is_err() {
+        note = [note.as_str(), "dedup=commit-failed"].join(" ").trim().to_string();
+    }
     Ok(Done::Stored { file, size, note })
 }
 
-fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
+/// The whole Maildir write (`Folder::store`'s numbered steps) of the message with our
+/// header lines.
+fn store(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
+    let (folder, writing) = prepare(cfg, head, input)?;
+    let mut scratch = Vec::new();
+    let stored = folder.store(&mut Namer::new(), None, |file| write_message(file, &writing, input, &mut scratch, None))?;
+    folder.sweep_tmp();
+    Ok(stored)
+}
+
+/// Steps 1 to 3 of `Folder::store` alone, for `--dedup`: the message with our header lines
+/// in tmp/, fsynced, and the digest of its body (steps 4 to 6 follow in `publish`).
+fn stage(
+    cfg: &DeliverConfig,
+    head: Head,
+    input: &mut impl Read,
+    digest: &mut BodyDigest,
+) -> anyhow::Result<(Folder, Staged)> {
+    let (folder, writing) = prepare(cfg, head, input)?;
+    let mut scratch = Vec::new();
+    let write = |file: &mut File| write_message(file, &writing, input, &mut scratch, Some(digest));
+    let staged = folder.stage(&mut Namer::new(), None, Durability::Fsync, write)?;
+    Ok((folder, staged))
+}
+
+/// The header lines, the folder and what to write, before anything is written.
+fn prepare(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(Folder, Writing)> {
     // Nothing after the From_ line but (with Exim's default suffix) one newline: look
     // for one more byte before calling the message empty.
     let suffix_only = head.from_line.is_some() && matches!(&head.bytes[..], b"\n" | b"\r\n");
@@ -201,11 +255,13 @@ fn store(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::
     fault::point("before-store");
     let folder = Folder::open(&cfg.store.root, &cfg.store.user, cfg.folder, cfg.store.perms)?;
     let drop_final_lf = head.from_line.is_some();
-    let Head { bytes, at_end, .. } = head;
-    let mut scratch = Vec::new();
-    let stored = folder.store(&mut Namer::new(), None, |file| {
-        write_message(file, &prefix, &bytes, input, at_end, &mut scratch, drop_final_lf)
-    })?;
+    Ok((folder, Writing { prefix, head: head.bytes, at_end: head.at_end, drop_final_lf }))
+}
+
+/// Steps 4 to 6 (`Folder::store`): link into new/, fsync new/, unlink from tmp/; then
+/// sweep tmp/ of crashed deliveries' leftovers.
+fn publish(folder: &Folder, staged: Staged) -> anyhow::Result<String> {
+    let mut names = folder.publish(&mut Namer::new(), vec![staged])?;
     folder.sweep_tmp();
-    Ok(stored)
+    Ok(names.pop().expect("one staged file gives one name"))
 }

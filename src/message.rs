@@ -82,16 +82,21 @@ impl HeaderInfo {
 /// largest user-space cost of a delivery and of a replay.
 const WANTED: [&[u8]; 4] = [b"message-id", b"date", b"x-gmail-labels", b"return-path"];
 
-/// The fields of `block` named in `WANTED`, in their order, ended by a blank line.
+/// The first field of `block` of each name in `WANTED`, in their order, ended by a blank
+/// line. The first, not the last: with several Message-ID fields Python's `mailbox`,
+/// Dovecot and mblaze key on the first; of several Return-Path fields the topmost is the
+/// one the final delivery added (RFC 5321 4.4). mail-parser alone would return the last.
 fn wanted_fields(block: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     let mut keep = false;
+    let mut seen = [false; WANTED.len()];
     for line in block.split_inclusive(|&b| b == b'\n') {
         if !matches!(line.first(), Some(b' ' | b'\t')) {
-            keep = line.iter().position(|&b| b == b':').is_some_and(|colon| {
+            let wanted = line.iter().position(|&b| b == b':').and_then(|colon| {
                 let name = line[..colon].trim_ascii_end();
-                WANTED.iter().any(|w| name.eq_ignore_ascii_case(w))
+                WANTED.iter().position(|w| name.eq_ignore_ascii_case(w))
             });
+            keep = wanted.is_some_and(|i| !std::mem::replace(&mut seen[i], true));
         }
         if keep {
             out.extend_from_slice(line);
@@ -139,6 +144,76 @@ pub fn header_block_len(head: &[u8]) -> Option<usize> {
         }
         line += rest.iter().position(|&b| b == b'\n')? + 1;
     }
+}
+
+/// A SHA-256 digest: what "the same message" is compared on (`BodyDigest`, replay's index
+/// of ID-less messages). A cryptographic digest, stable across Rust releases and runs, so
+/// that nobody can make a different message look like a stored one.
+pub type Digest = [u8; 32];
+
+/// The digest of a message's *body* as stored (LF line ends, after our header lines):
+/// everything after its header block. Two copies of one message differ only in headers
+/// (the provider's extra SMTP transactions, another Received line), so a copy counts as
+/// already stored only when its Message-ID and this digest both match (issue 18).
+///
+/// The header block is the one `header_block_len` finds, when it ends within the first
+/// `HEAD_LIMIT` bytes; a message without a blank line that soon is digested whole. Fed in
+/// pieces of any size, the result is the same: `deliver` digests what it writes as it
+/// streams, replay's index digests a stored file.
+pub struct BodyDigest {
+    body: ring::digest::Context,
+    /// Still looking for the blank line: every byte so far (the digest if none comes), the
+    /// count of them, and whether the last one ended a line.
+    head: Option<(ring::digest::Context, usize, bool)>,
+}
+
+impl Default for BodyDigest {
+    fn default() -> BodyDigest {
+        let sha256 = || ring::digest::Context::new(&ring::digest::SHA256);
+        BodyDigest { body: sha256(), head: Some((sha256(), 0, true)) }
+    }
+}
+
+impl BodyDigest {
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        if let Some((whole, seen, line_start)) = &mut self.head {
+            let room = HEAD_LIMIT - *seen;
+            let scan = &bytes[..bytes.len().min(room)];
+            // The blank line ends the header block: a LF at a line's start.
+            let mut end = None;
+            for (i, &b) in scan.iter().enumerate() {
+                if b == b'\n' && *line_start {
+                    end = Some(i + 1);
+                    break;
+                }
+                *line_start = b == b'\n';
+            }
+            match end {
+                Some(n) => {
+                    self.head = None;
+                    bytes = &bytes[n..];
+                }
+                None if scan.len() < room => {
+                    whole.update(bytes);
+                    *seen += bytes.len();
+                    return;
+                }
+                // No header block within HEAD_LIMIT: the whole message is the body.
+                None => self.body = self.head.take().expect("matched above").0,
+            }
+        }
+        self.body.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        let ctx = self.head.map_or(self.body, |(whole, _, _)| whole);
+        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+    }
+}
+
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Digest {
+    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// Who the copy is for, as the header lines we prepend record it.
@@ -363,6 +438,41 @@ mod tests {
         }
         let joined = String::from_utf8(folded).unwrap().replace("\n ", " ");
         assert_eq!(joined.matches('@').count(), 40);
+    }
+
+    fn body_digest(pieces: &[&[u8]]) -> Digest {
+        let mut d = BodyDigest::default();
+        pieces.iter().for_each(|p| d.update(p));
+        d.finish()
+    }
+
+    #[test]
+    fn the_body_digest_ignores_headers_and_how_the_message_was_cut() {
+        let a = body_digest(&[b"Received: x\nSubject: s\n\nbody\n"]);
+        assert_eq!(a, body_digest(&[b"Subject: s\n", b"\n", b"body\n"]), "pieces of any size");
+        assert_eq!(a, body_digest(&[b"Sub", b"ject: other\n\nbo", b"dy\n"]), "other headers, same body");
+        assert_eq!(a, sha256(b"body\n"));
+        assert_ne!(a, body_digest(&[b"Subject: s\n\nbody!\n"]));
+        assert_eq!(body_digest(&[b"\nall body\n"]), sha256(b"all body\n"), "an empty header block");
+        assert_eq!(body_digest(&[b"A: b\n"]), sha256(b"A: b\n"), "no blank line: the whole message");
+    }
+
+    #[test]
+    fn a_header_block_longer_than_head_limit_makes_the_whole_message_the_body() {
+        let long = format!("X: {}\n\nbody\n", "y".repeat(HEAD_LIMIT));
+        let (first, rest) = long.as_bytes().split_at(1000);
+        assert_eq!(body_digest(&[first, rest]), sha256(long.as_bytes()));
+        let fits = format!("X: {}\n\nbody\n", "y".repeat(HEAD_LIMIT - 10));
+        assert_eq!(body_digest(&[fits.as_bytes()]), sha256(b"body\n"));
+    }
+
+    #[test]
+    fn the_first_message_id_and_the_topmost_return_path_count() {
+        let h = HeaderInfo::parse(
+            b"Return-Path: <final@x>\nMessage-ID: <first@x>\nReturn-Path: <earlier@x>\nMessage-ID: <second@x>\n\n",
+        );
+        assert_eq!(h.message_id.as_deref(), Some("first@x"));
+        assert_eq!(h.return_path.as_deref(), Some("<final@x>"));
     }
 
     #[test]

@@ -149,3 +149,39 @@ fn dedup_admin_commands_report_and_prune() {
     assert_exit(&out, 0);
     assert!(String::from_utf8_lossy(&out.stdout).contains("pruned"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// Issue 18: a Message-ID alone is no proof of "already stored". A message planted first
+/// under the ID of one to come must not make the real one vanish with exit 0.
+#[test]
+fn a_reused_message_id_with_another_body_is_stored_and_logged() {
+    let env = Env::new();
+    let mut a = args("bob", "in");
+    a.extend(["--log", "stderr"]);
+    let planted = b"From: mallory@example.net\nMessage-ID: <c@example.org>\n\nplanted\n";
+    let real = b"From: carol@example.org\nMessage-ID: <c@example.org>\n\nsigned contract\n";
+    assert_exit(&env.deliver(&a, &[], planted), 0);
+    let out = env.deliver(&a, &[], real);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("result=stored dedup=id-reused"), "expected a stored line, got: {}", stderr(&out));
+    let bodies: Vec<String> =
+        env.new_files("bob").iter().map(|f| String::from_utf8_lossy(&std::fs::read(f).unwrap()).into_owned()).collect();
+    assert!(bodies.iter().any(|b| b.ends_with("\nsigned contract\n")), "the real message is stored: {bodies:?}");
+    assert_eq!(bodies.len(), 2);
+}
+
+/// The provider's extra copies differ in their headers only (another Received line, the
+/// headers of the SMTP transaction): they still fold. CRLF and LF copies store alike.
+#[test]
+fn copies_that_differ_only_in_headers_fold_into_one() {
+    let env = Env::new();
+    let mut a = args("alice", "out");
+    a.extend(["--log", "stderr"]);
+    let first = b"Received: from a\nMessage-ID: <split@x>\nSubject: s\n\nthe body\n".to_vec();
+    let second = b"Received: from b\r\nReceived: from a\r\nMessage-ID: <split@x>\r\nSubject: s\r\n\r\nthe body\r\n".to_vec();
+    assert_exit(&env.deliver(&a, &[], &first), 0);
+    let out = env.deliver(&a, &[], &second);
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("result=duplicate"), "{}", stderr(&out));
+    assert_eq!(env.new_files("alice/.Sent").len(), 1);
+    assert!(files_below(&env.root().join("alice/.Sent/tmp")).is_empty(), "the duplicate's tmp file is removed");
+}
