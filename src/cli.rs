@@ -235,10 +235,17 @@ pub struct ReplayArgs {
     #[arg(long, value_enum, default_value_t = MboxFormat::Auto)]
     pub format: MboxFormat,
 
-    /// The mail domain, for the Delivered-To address (user@DOMAIN). Default: the domain of
-    /// the From_ line's address.
+    /// The mail domain, for the Delivered-To address (user@DOMAIN). Required with
+    /// `--direction in` or `auto`: there the From_ line names the outside sender, whose
+    /// domain is not the user's. With `--direction out` the default is the domain of the
+    /// From_ line's address (the user's own).
     #[arg(long, value_name = "DOMAIN")]
     pub domain: Option<String>,
+
+    /// How long to wait for another replay into the same folder to finish before giving up
+    /// with exit 75 (two replays at once would each store what the other stores).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub lock_timeout: u64,
 
     /// Read and check everything, store nothing.
     #[arg(long)]

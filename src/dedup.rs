@@ -334,11 +334,10 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
         if version >= SCHEMA_VERSION {
             return Ok(());
         }
-        let has_body: bool = conn.query_row(
-            "SELECT count(*) FROM pragma_table_info('seen') WHERE name = 'body'",
-            [],
-            |r| r.get::<_, i64>(0).map(|n| n > 0),
-        )?;
+        let has_body: bool =
+            conn.query_row("SELECT count(*) FROM pragma_table_info('seen') WHERE name = 'body'", [], |r| {
+                r.get::<_, i64>(0).map(|n| n > 0)
+            })?;
         if !has_body {
             conn.execute_batch("DROP TABLE IF EXISTS seen")?;
         }

@@ -211,7 +211,8 @@ fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Re
 fn store(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
     let (folder, writing) = prepare(cfg, head, input)?;
     let mut scratch = Vec::new();
-    let stored = folder.store(&mut Namer::new(), None, |file| write_message(file, &writing, input, &mut scratch, None))?;
+    let stored =
+        folder.store(&mut Namer::new(), None, |file| write_message(file, &writing, input, &mut scratch, None))?;
     folder.sweep_tmp();
     Ok(stored)
 }

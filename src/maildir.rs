@@ -20,6 +20,9 @@ use crate::envelope::User;
 use crate::exit::{Classify, Exit};
 use crate::time::Timestamp;
 
+/// The lock file a replay holds in each folder it stores into (`Folder::lock_for_replay`).
+pub const REPLAY_LOCK: &str = "mailkeep-replay.lock";
+
 /// Leftovers in tmp/ older than this are swept, as the Maildir convention says.
 pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
 
@@ -31,8 +34,12 @@ pub enum MaildirError {
     Symlink(PathBuf),
     #[error("{} exists but is not a directory", .0.display())]
     NotADirectory(PathBuf),
+    #[error("{} exists but is not a regular file", .0.display())]
+    NotAFile(PathBuf),
     #[error("cannot {op} {}: {err}", path.display())]
     Io { op: &'static str, path: PathBuf, err: io::Error },
+    #[error("{} is still locked by another replay after {secs} s; run again when it is done", path.display())]
+    Locked { path: PathBuf, secs: u64 },
 }
 
 impl Classify for MaildirError {
@@ -40,7 +47,10 @@ impl Classify for MaildirError {
         match self {
             MaildirError::RootMissing(_) => Exit::Config,
             MaildirError::Symlink(_) | MaildirError::NotADirectory(_) => Exit::CantCreate,
-            MaildirError::Io { .. } => Exit::TempFail,
+            // Something planted (a FIFO, a device) where a small file belongs: retried,
+            // by every MTA (Postfix bounces 73), once the admin has removed it.
+            MaildirError::NotAFile(_) => Exit::TempFail,
+            MaildirError::Io { .. } | MaildirError::Locked { .. } => Exit::TempFail,
         }
     }
 }
@@ -167,6 +177,8 @@ impl Staged {
 pub struct Folder {
     kind: FolderKind,
     path: PathBuf,
+    /// The folder itself (the user's directory for the INBOX).
+    dir: OwnedFd,
     tmp: OwnedFd,
     new: OwnedFd,
     perms: Perms,
@@ -201,7 +213,7 @@ impl Folder {
         // Fast path: new/ is created last, so if it is there the folder is complete.
         if let (Ok(tmp), Ok(new)) = (open_dir(dir.as_fd(), &path.join("tmp")), open_dir(dir.as_fd(), &path.join("new")))
         {
-            return Ok(Folder { kind, path, tmp, new, perms });
+            return Ok(Folder { kind, path, dir, tmp, new, perms });
         }
         // Setup, in an order that a crash at any point leaves redoable: cur, tmp, the
         // Maildir++ marker and subscriptions, and new/ last.
@@ -237,7 +249,7 @@ impl Folder {
             )?;
         }
         let new = open_or_create_dir(dir.as_fd(), &path.join("new"), perms)?;
-        Ok(Folder { kind, path, tmp, new, perms })
+        Ok(Folder { kind, path, dir, tmp, new, perms })
     }
 
     pub fn kind(&self) -> FolderKind {
@@ -354,6 +366,43 @@ impl Folder {
                     name = final_name(&namer.next(secs), staged.size);
                 }
                 Err(e) => return Err(io_err("link into", &self.path.join("new").join(&name))(e)),
+            }
+        }
+    }
+
+    /// Takes the folder's replay lock, `mailkeep-replay.lock` in the folder (a name no IMAP
+    /// server takes for a folder or a message), waiting up to `wait` for a replay that
+    /// holds it; `waiting` is called once if it must wait. The lock is `flock`, held while
+    /// the returned file is open, released by the kernel if the process dies. The file is
+    /// opened without following a symlink and without blocking on a FIFO, and must be a
+    /// regular file.
+    pub fn lock_for_replay(&self, wait: Duration, waiting: impl FnOnce(&Path)) -> Result<File> {
+        let path = self.path.join(REPLAY_LOCK);
+        let flags = OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let file = match openat(self.dir.as_fd(), REPLAY_LOCK, flags, self.perms.file_mode()) {
+            Ok(fd) => File::from(fd),
+            Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
+            Err(e) => return Err(io_err("open", &path)(e)),
+        };
+        let meta = file.metadata().map_err(|err| MaildirError::Io { op: "stat", path: path.clone(), err })?;
+        if !meta.is_file() {
+            return Err(MaildirError::NotAFile(path));
+        }
+        let deadline = std::time::Instant::now() + wait;
+        let mut waiting = Some(waiting);
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    if let Some(say) = waiting.take() {
+                        say(&path);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(MaildirError::Locked { path, secs: wait.as_secs() });
+                }
+                Err(std::fs::TryLockError::Error(err)) => return Err(MaildirError::Io { op: "lock", path, err }),
             }
         }
     }

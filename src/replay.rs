@@ -5,8 +5,10 @@
 //! Speed without giving up durability: messages are staged in tmp/ in batches, one
 //! syncfs makes a batch durable, then it is linked into new/ with one fsync of new/. No
 //! message appears in new/ before its bytes are on disk. Idempotence: before storing, the
-//! target folder is indexed by Message-ID (and by a digest for messages without one), so
-//! a second run, or one resumed after a kill, adds nothing already there.
+//! target folder is indexed by Message-ID and body digest (by a digest of the whole
+//! message for messages without an ID), under a lock that a second replay into the same
+//! folder waits for, so a second run, one resumed after a kill, or two at once add nothing
+//! already there; and a message that only reuses a stored one's Message-ID is stored.
 //!
 //! Three threads, so that parsing, file creation and waiting for the disk overlap: the
 //! reader (`read.rs`) parses the mbox; this thread stages messages; a helper makes each
@@ -16,20 +18,19 @@ mod read;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
-use std::hash::{DefaultHasher, Hasher};
 use std::io::{self, IsTerminal, Read, Write};
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crate::cli::ReplayArgs;
+use crate::cli::{ReplayArgs, ReplayDirection, UsageError};
 use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
 use crate::maildir::{Durability, Folder, FolderKind, MaildirError, Namer, Staged};
-use crate::message::{HeaderInfo, header_part, holds_header_part};
+use crate::message::{BodyDigest, Digest, HeaderInfo, header_part, holds_header_part, sha256};
 use read::{DateSource, Head, Piece};
 
 /// A batch is made durable when it holds this many messages or bytes.
@@ -42,99 +43,208 @@ struct Counts {
     messages: u64,
     stored: u64,
     present: u64,
+    /// Stored although a message with its Message-ID (and another body) is there.
+    id_reused: u64,
     failed: u64,
     bytes: u64,
     dates: HashMap<&'static str, u64>,
 }
 
-/// A message's content digest, for messages without a Message-ID (128 bits: two SipHash
-/// streams with different seeds; only compared within one run).
-#[derive(Clone)]
-struct Digest(DefaultHasher, DefaultHasher);
+/// What a folder holds, by content: the (Message-ID, body digest) pairs of its messages,
+/// their Message-IDs alone (to tell a reused ID), and the digests of whole messages
+/// without an ID. IDs are kept as their SHA-256 digests: 32 bytes a message whatever the
+/// ID's length.
+#[derive(Default)]
+struct Index {
+    keys: HashSet<Digest>,
+    ids: HashSet<Digest>,
+    wholes: HashSet<Digest>,
+}
 
-impl Digest {
-    fn new() -> Digest {
-        let (mut a, mut b) = (DefaultHasher::new(), DefaultHasher::new());
-        a.write_u8(1);
-        b.write_u8(2);
-        Digest(a, b)
+/// How a message is known to an `Index`.
+enum Identity {
+    /// Its Message-ID and the digest of its body.
+    Id { id: String, body: Digest },
+    /// No Message-ID: the digest of the whole message (after our header lines).
+    Whole(Digest),
+}
+
+impl Index {
+    fn key(id: &str, body: &Digest) -> Digest {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(id.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(body);
+        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
-    fn update(&mut self, bytes: &[u8]) {
-        self.0.write(bytes);
-        self.1.write(bytes);
+
+    fn contains(&self, who: &Identity) -> bool {
+        match who {
+            Identity::Id { id, body } => self.keys.contains(&Index::key(id, body)),
+            Identity::Whole(d) => self.wholes.contains(d),
+        }
     }
-    fn value(&self) -> u128 {
-        (u128::from(self.0.finish()) << 64) | u128::from(self.1.finish())
+
+    /// Adds a message; true when its Message-ID was there with another body.
+    fn insert(&mut self, who: &Identity) -> bool {
+        match who {
+            Identity::Id { id, body } => {
+                let fresh = self.keys.insert(Index::key(id, body));
+                !self.ids.insert(sha256(id.as_bytes())) && fresh
+            }
+            Identity::Whole(d) => {
+                self.wholes.insert(*d);
+                false
+            }
+        }
     }
 }
 
 /// What a folder already holds, and the batch waiting to be published into it.
 struct Target {
     folder: Arc<Folder>,
-    ids: HashSet<String>,
-    digests: HashSet<u128>,
+    index: Index,
     batch: Batch,
+    /// The folder's replay lock, held until the run ends (`Folder::lock_for_replay`).
+    _lock: File,
 }
 
 impl Target {
-    fn open(cfg: &StoreConfig, kind: FolderKind) -> anyhow::Result<Target> {
+    /// Opens the folder, takes its lock (a second replay into it waits here, so that both
+    /// do not index it before either stores), then indexes what it holds.
+    fn open(cfg: &StoreConfig, kind: FolderKind, wait: Duration, progress: &Progress) -> anyhow::Result<Target> {
         let folder = Folder::open(&cfg.root, &cfg.user, kind, cfg.perms)?;
+        let lock = folder.lock_for_replay(wait, |path| {
+            progress.note(&format!(
+                "replay: waiting up to {} s for another replay into {}/{} to finish (lock {})",
+                wait.as_secs(),
+                cfg.user,
+                kind.name(),
+                path.display()
+            ))
+        })?;
         folder.sweep_tmp();
-        let (mut ids, mut digests) = (HashSet::new(), HashSet::new());
+        let mut index = Index::default();
         for path in folder.message_paths()? {
-            let Ok((id, all)) = read_id_or_all(&path, kind) else { continue };
-            match id {
-                Some(id) => {
-                    ids.insert(id);
-                }
-                None => {
-                    let mut d = Digest::new();
-                    d.update(strip_our_header_lines(&all, kind));
-                    digests.insert(d.value());
-                }
+            // A file that cannot be read (gone meanwhile, not a regular file) holds nothing
+            // to match: at worst a message is stored twice, never dropped.
+            let Ok(identities) = identify_stored(&path, kind) else { continue };
+            for who in &identities {
+                index.insert(who);
             }
         }
-        Ok(Target { folder: Arc::new(folder), ids, digests, batch: Vec::new() })
+        Ok(Target { folder: Arc::new(folder), index, batch: Vec::new(), _lock: lock })
     }
 }
 
-/// A stored file's Message-ID, read from the same part of the message as an incoming one's
-/// (`header_part`, after our header lines); and, only when it has none, the whole file.
-fn read_id_or_all(path: &Path, kind: FolderKind) -> io::Result<(Option<String>, Vec<u8>)> {
-    let mut file = File::open(path)?;
+/// How a stored file is known: its Message-ID (read from the same part of the message as
+/// an incoming one's, `header_part`, after our header lines) and its body digest; or,
+/// without an ID, the digest of the whole message after our header lines. Opened without
+/// following a symlink or blocking on a FIFO, and read in pieces: memory stays small.
+fn identify_stored(path: &Path, kind: FolderKind) -> io::Result<Vec<Identity>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
     let mut bytes = Vec::new();
     loop {
         let n = (&mut file).take(64 * 1024).read_to_end(&mut bytes)?;
-        if n == 0 || holds_header_part(strip_our_header_lines(&bytes, kind)) {
+        if n == 0 || holds_header_part(&bytes[our_header_lines_len(&bytes)..]) {
             break;
         }
     }
-    let id = HeaderInfo::parse(header_part(strip_our_header_lines(&bytes, kind))).message_id;
-    if id.is_none() {
-        file.read_to_end(&mut bytes)?;
+    let message = &bytes[our_header_lines_len(&bytes)..];
+    let mut rest = [0u8; 64 * 1024];
+    if let Some(id) = HeaderInfo::parse(header_part(message)).message_id {
+        let mut body = BodyDigest::default();
+        body.update(message);
+        read_into(&mut file, &mut rest, |piece| body.update(piece))?;
+        return Ok(vec![Identity::Id { id, body: body.finish() }]);
     }
-    Ok((id, bytes))
+    // Without an ID the whole message is compared, and `deliver` prepends an Envelope-To
+    // to a Sent copy: digest the message with and without such a line, so that the same
+    // message replayed (which gets no Envelope-To from us) is found either way, and a
+    // message that has its own Envelope-To line is found as itself.
+    let sha256 = || ring::digest::Context::new(&ring::digest::SHA256);
+    let (mut whole, mut without) = (sha256(), sha256());
+    whole.update(message);
+    let envelope_to = envelope_to_len(message, kind);
+    without.update(&message[envelope_to..]);
+    read_into(&mut file, &mut rest, |piece| {
+        whole.update(piece);
+        without.update(piece);
+    })?;
+    let digest = |ctx: ring::digest::Context| Identity::Whole(ctx.finish().as_ref().try_into().expect("32 bytes"));
+    Ok(if envelope_to > 0 { vec![digest(whole), digest(without)] } else { vec![digest(whole)] })
 }
 
-/// A stored file without the lines mailkeep prepended (Return-Path, Delivered-To and, in a
-/// folder other than the INBOX, where `deliver` adds it, a folded Envelope-To), so its
-/// digest matches the incoming message's. In the INBOX an Envelope-To is the message's own.
-fn strip_our_header_lines(stored: &[u8], kind: FolderKind) -> &[u8] {
-    let mut rest = stored;
+/// Feeds the rest of `file` to `take`, a buffer at a time.
+fn read_into(file: &mut File, buf: &mut [u8], mut take: impl FnMut(&[u8])) -> io::Result<()> {
+    loop {
+        match file.read(buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => take(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The length of the lines mailkeep prepends to every stored file, Return-Path and
+/// Delivered-To (`Stamp::header_lines`), at the start of `stored`.
+fn our_header_lines_len(stored: &[u8]) -> usize {
+    let mut len = 0;
     for name in [&b"Return-Path: <"[..], b"Delivered-To: "] {
-        if rest.starts_with(name) {
-            rest = rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]);
+        if stored[len..].starts_with(name) {
+            len += stored[len..].iter().position(|&b| b == b'\n').map_or(stored.len() - len, |i| i + 1);
         }
     }
-    if kind != FolderKind::Inbox && rest.starts_with(b"Envelope-To:") {
-        loop {
-            rest = rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]);
-            if !rest.starts_with(b" ") {
-                break;
-            }
+    len
+}
+
+/// The length of a folded Envelope-To field at the start of `message`, in a folder other
+/// than the INBOX (where `deliver` adds one to Sent copies); 0 if there is none.
+fn envelope_to_len(message: &[u8], kind: FolderKind) -> usize {
+    if kind == FolderKind::Inbox || !message.starts_with(b"Envelope-To:") {
+        return 0;
+    }
+    let mut len = 0;
+    loop {
+        len += message[len..].iter().position(|&b| b == b'\n').map_or(message.len() - len, |i| i + 1);
+        if !message[len..].starts_with(b" ") {
+            return len;
         }
     }
-    rest
+}
+
+/// The digest an incoming message is known by (`Identity`), taken as it is staged.
+enum MessageDigest {
+    Body(String, Box<BodyDigest>),
+    Whole(ring::digest::Context),
+}
+
+impl MessageDigest {
+    fn new(id: Option<String>) -> MessageDigest {
+        match id {
+            Some(id) => MessageDigest::Body(id, Box::default()),
+            None => MessageDigest::Whole(ring::digest::Context::new(&ring::digest::SHA256)),
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            MessageDigest::Body(_, d) => d.update(bytes),
+            MessageDigest::Whole(d) => d.update(bytes),
+        }
+    }
+
+    fn finish(self) -> Identity {
+        match self {
+            MessageDigest::Body(id, d) => Identity::Id { id, body: d.finish() },
+            MessageDigest::Whole(d) => Identity::Whole(d.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")),
+        }
+    }
 }
 
 struct Replay<'a> {
@@ -185,6 +295,13 @@ enum Ending {
 }
 
 pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
+    // Received mail's From_ line names the outside sender: its domain would make the
+    // Delivered-To address `alice@outside.example` (issue 18).
+    if args.domain.is_none() && args.direction != ReplayDirection::Out {
+        let why = "--domain DOMAIN is required with --direction in or auto (the Delivered-To address \
+                   is user@DOMAIN; a received message's From_ line names the outside sender)";
+        return Err(UsageError(why.into()).into());
+    }
     let cfg = StoreConfig::resolve(&args.store)?;
     read::check_inputs(&args.files)?;
     let logger = Logger::new(cfg.log);
@@ -268,20 +385,15 @@ impl Replay<'_> {
             return skip_rest(pieces);
         }
         if !self.targets.contains_key(&head.kind) {
-            self.targets.insert(head.kind, Target::open(&self.cfg, head.kind)?);
+            let wait = Duration::from_secs(self.args.lock_timeout);
+            let target = Target::open(&self.cfg, head.kind, wait, &self.progress)?;
+            self.targets.insert(head.kind, target);
         }
         let target = self.targets.get_mut(&head.kind).expect("just inserted");
-        if head.message_id.as_ref().is_some_and(|id| target.ids.contains(id)) {
-            let ending = skip_rest(pieces)?;
-            if matches!(ending, Ending::Whole) {
-                self.counts.present += 1;
-            }
-            return Ok(ending);
-        }
-        let mut digest = head.message_id.is_none().then(Digest::new);
-        if let Some(d) = digest.as_mut() {
-            d.update(&head.bytes[head.prefix_len..]);
-        }
+        // Whether the folder holds the message is known only at its end (its body's
+        // digest): it is staged meanwhile, and removed from tmp/ if it is there.
+        let mut digest = MessageDigest::new(head.message_id.clone());
+        digest.update(&head.bytes[head.prefix_len..]);
         let mut ending = None;
         let staged = target.folder.stage(&mut self.namer, Some(head.date), Durability::Later, |file| {
             file.write_all(&head.bytes)?;
@@ -291,9 +403,7 @@ impl Replay<'_> {
                     Some(Piece::Data(bytes)) => {
                         file.write_all(&bytes)?;
                         size += bytes.len() as u64;
-                        if let Some(d) = digest.as_mut() {
-                            d.update(&bytes);
-                        }
+                        digest.update(&bytes);
                     }
                     Some(Piece::End) => return Ok(size),
                     other => {
@@ -307,19 +417,18 @@ impl Replay<'_> {
             return end_of_message(piece); // the stage was removed
         }
         let staged = staged?;
-        if let Some(d) = digest
-            && !target.digests.insert(d.value())
-        {
+        let who = digest.finish();
+        if target.index.contains(&who) {
             target.folder.discard(staged);
             self.counts.present += 1;
             return Ok(Ending::Whole);
         }
-        if let Some(id) = &head.message_id {
-            target.ids.insert(id.clone());
-        }
+        let id_reused = target.index.insert(&who);
+        self.counts.id_reused += u64::from(id_reused);
         self.counts.bytes += staged.size();
         self.staged_bytes += staged.size();
-        target.batch.push((staged, head.message_id, head.source));
+        let meta = Meta { id: head.message_id, source: head.source, id_reused };
+        target.batch.push(Pending { staged, meta });
         let staged_count: usize = self.targets.values().map(|t| t.batch.len()).sum();
         if staged_count >= BATCH_MESSAGES || self.staged_bytes >= BATCH_BYTES {
             self.flush()?;
@@ -367,14 +476,17 @@ impl Replay<'_> {
         };
         for p in &done.published {
             self.counts.stored += 1;
-            let extra = match p.source {
+            let mut extra = match p.meta.source {
                 DateSource::FromLine => String::new(),
                 other => format!("date={}", date_name(other)),
             };
+            if p.meta.id_reused {
+                extra = [extra.as_str(), "dedup=id-reused"].join(" ").trim_start().to_string();
+            }
             let record = Record {
                 user: self.cfg.user.as_str(),
                 folder: p.folder.name(),
-                msgid: p.id.as_deref(),
+                msgid: p.meta.id.as_deref(),
                 outcome: Outcome::Stored { file: &p.name, size: p.size },
                 extra: &extra,
             };
@@ -390,12 +502,13 @@ impl Replay<'_> {
         dates.sort();
         let what = if self.args.dry_run { "would store" } else { "stored" };
         eprintln!(
-            "replay: user={} messages={} {what}={} already-present={} failed={} bytes={} dates:{} seconds={secs:.2} rate={:.0}/s",
+            "replay: user={} messages={} {what}={} already-present={} failed={} id-reused={} bytes={} dates:{} seconds={secs:.2} rate={:.0}/s",
             self.cfg.user,
             c.messages,
             if self.args.dry_run { c.messages } else { c.stored },
             c.present,
             c.failed,
+            c.id_reused,
             c.bytes,
             dates.join(","),
             c.messages as f64 / secs.max(1e-9),
@@ -407,12 +520,24 @@ impl Replay<'_> {
 struct Published {
     folder: FolderKind,
     name: String,
-    id: Option<String>,
-    source: DateSource,
+    meta: Meta,
     size: u64,
 }
 
-type Batch = Vec<(Staged, Option<String>, DateSource)>;
+/// What the log line of a stored message says besides its file.
+struct Meta {
+    id: Option<String>,
+    source: DateSource,
+    id_reused: bool,
+}
+
+/// A message staged in tmp/, waiting for its batch to be made durable.
+struct Pending {
+    staged: Staged,
+    meta: Meta,
+}
+
+type Batch = Vec<Pending>;
 
 /// What the publishing thread hands back for a batch: what it published, and the failure
 /// that stopped it.
@@ -447,14 +572,13 @@ fn publish_batches(namer: &mut Namer, jobs: Vec<(Arc<Folder>, Batch)>) -> Done {
             done.failure = Some(e);
             continue;
         }
-        let (staged, meta): (Vec<Staged>, Vec<(Option<String>, DateSource)>) =
-            batch.into_iter().map(|(s, id, src)| (s, (id, src))).unzip();
+        let (staged, meta): (Vec<Staged>, Vec<Meta>) = batch.into_iter().map(|p| (p.staged, p.meta)).unzip();
         let sizes: Vec<u64> = staged.iter().map(Staged::size).collect();
         // On failure `publish` itself leaves nothing of the batch in new/ or tmp/.
         match folder.publish(namer, staged) {
             Ok(names) => {
-                for ((name, (id, source)), size) in names.into_iter().zip(meta).zip(sizes) {
-                    done.published.push(Published { folder: folder.kind(), name, id, source, size });
+                for ((name, meta), size) in names.into_iter().zip(meta).zip(sizes) {
+                    done.published.push(Published { folder: folder.kind(), name, meta, size });
                 }
             }
             Err(e) => done.failure = Some(e),
@@ -465,8 +589,8 @@ fn publish_batches(namer: &mut Namer, jobs: Vec<(Arc<Folder>, Batch)>) -> Done {
 
 /// Removes a batch's files from tmp/: they will not be published.
 fn discard(folder: &Folder, batch: Batch) {
-    for (staged, _, _) in batch {
-        folder.discard(staged);
+    for pending in batch {
+        folder.discard(pending.staged);
     }
 }
 
@@ -552,11 +676,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn our_header_lines_are_stripped_for_the_digest() {
+    fn our_header_lines_and_deliver_s_envelope_to_are_measured_exactly() {
         let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y,\n z@w\nSubject: s\n\nbody\n";
-        assert_eq!(strip_our_header_lines(stored, FolderKind::Sent), b"Subject: s\n\nbody\n");
-        assert_eq!(strip_our_header_lines(b"Subject: s\n", FolderKind::Sent), b"Subject: s\n");
+        let ours = our_header_lines_len(stored);
+        assert_eq!(&stored[ours..ours + 12], b"Envelope-To:");
+        assert_eq!(&stored[ours + envelope_to_len(&stored[ours..], FolderKind::Sent)..], b"Subject: s\n\nbody\n");
         // `deliver` adds Envelope-To to Sent copies only: in the INBOX it is the message's own.
-        assert_eq!(strip_our_header_lines(stored, FolderKind::Inbox), &stored[37..]);
+        assert_eq!(envelope_to_len(&stored[ours..], FolderKind::Inbox), 0);
+        assert_eq!(our_header_lines_len(b"Subject: s\n"), 0);
+    }
+
+    #[test]
+    fn an_index_tells_a_reused_message_id_from_the_same_message() {
+        let mut index = Index::default();
+        let a = Identity::Id { id: "c@x".into(), body: sha256(b"planted\n") };
+        let b = Identity::Id { id: "c@x".into(), body: sha256(b"signed contract\n") };
+        assert!(!index.insert(&a));
+        assert!(index.contains(&a) && !index.contains(&b));
+        assert!(index.insert(&b), "the same ID with another body is a reused ID");
+        assert!(!index.contains(&Identity::Whole(sha256(b"planted\n"))));
     }
 }

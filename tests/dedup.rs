@@ -177,7 +177,8 @@ fn copies_that_differ_only_in_headers_fold_into_one() {
     let mut a = args("alice", "out");
     a.extend(["--log", "stderr"]);
     let first = b"Received: from a\nMessage-ID: <split@x>\nSubject: s\n\nthe body\n".to_vec();
-    let second = b"Received: from b\r\nReceived: from a\r\nMessage-ID: <split@x>\r\nSubject: s\r\n\r\nthe body\r\n".to_vec();
+    let second =
+        b"Received: from b\r\nReceived: from a\r\nMessage-ID: <split@x>\r\nSubject: s\r\n\r\nthe body\r\n".to_vec();
     assert_exit(&env.deliver(&a, &[], &first), 0);
     let out = env.deliver(&a, &[], &second);
     assert_exit(&out, 0);

@@ -527,7 +527,18 @@ fn fuzz_regression_inputs_are_replayed_without_a_crash() {
             let (_dir, root) = scratch();
             let mut cmd = Command::new(BIN);
             cmd.args(["replay", "--root"]).arg(&root);
-            cmd.args(["--user", "alice", "--direction", "in", "--log", "none", "--format", format]);
+            cmd.args([
+                "--user",
+                "alice",
+                "--domain",
+                "example.com",
+                "--direction",
+                "in",
+                "--log",
+                "none",
+                "--format",
+                format,
+            ]);
             if is_root() {
                 cmd.arg("--allow-root");
             }

@@ -87,9 +87,40 @@ fn messages_live_delivery_stored_already_are_folded() {
     let env = Env::new();
     let msg = b"Subject: nb\nMessage-ID: <nb1@x>\n\nfirst\n";
     assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], msg), 0);
-    let out = replay(&env, &[], &[&fixture("no-blank-before-from.mbox")]);
+    let mbox = env.dir.path().join("live.mbox");
+    // The same message with other headers (as the provider's copy has), then a new one.
+    let text = "From a@x Wed Jan  1 00:00:00 2020\nReceived: by mx\nSubject: nb\nMessage-ID: <nb1@x>\n\nfirst\n\n\
+                From b@x Thu Jan  2 00:00:00 2020\nSubject: two\nMessage-ID: <nb2@x>\n\nsecond\n";
+    std::fs::write(&mbox, text).unwrap();
+    let out = replay(&env, &[], &[&mbox]);
     assert_exit(&out, 0);
     assert!(stderr(&out).contains("stored=1 already-present=1"), "{}", stderr(&out));
+}
+
+/// Issue 18: "already present" needs the same Message-ID *and* the same body. A message
+/// planted under the ID of a real one, stored first, must not hide the real one.
+#[test]
+fn a_reused_message_id_with_another_body_is_stored_not_counted_present() {
+    let env = Env::new();
+    let planted = b"From: mallory@example.net\nMessage-ID: <c@example.org>\n\nplanted\n";
+    assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], planted), 0);
+    let mbox = env.dir.path().join("real.mbox");
+    let real = "From carol@example.org Wed Jan  1 00:00:00 2020\nFrom: carol@example.org\n\
+                Message-ID: <c@example.org>\n\nsigned contract\n";
+    std::fs::write(&mbox, real).unwrap();
+    let out = replay(&env, &["--log", "stderr"], &[&mbox]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(
+        err.contains("stored=1 already-present=0 failed=0 id-reused=1"),
+        "expected the real one stored, got: {err}"
+    );
+    assert!(err.contains("result=stored dedup=id-reused"), "{err}");
+    let second = replay(&env, &[], &[&mbox]);
+    assert!(stderr(&second).contains("stored=0 already-present=1"), "a rerun finds it: {}", stderr(&second));
+    let contract =
+        env.new_files("alice").into_iter().filter(|f| std::fs::read(f).unwrap().ends_with(b"\nsigned contract\n"));
+    assert_eq!(contract.count(), 1);
 }
 
 #[test]
@@ -277,7 +308,14 @@ fn a_panic_in_replay_exits_75_instead_of_hanging() {
 /// environment plus `env_vars`, stdin piped, stderr captured.
 fn spawn_replay(env: &Env, file: &Path, env_vars: &[(&str, &str)]) -> std::process::Child {
     let mut cmd = std::process::Command::new(BIN);
-    cmd.args(["replay", "--root"]).arg(env.root()).args(["--user", "alice", "--log", "none"]);
+    cmd.args(["replay", "--root"]).arg(env.root()).args([
+        "--user",
+        "alice",
+        "--domain",
+        "example.com",
+        "--log",
+        "none",
+    ]);
     if is_root() {
         cmd.arg("--allow-root");
     }
@@ -337,7 +375,11 @@ fn replay_refuses_root_without_allow_root() {
     }
     let env = Env::new();
     let root = env.root();
-    let out = env.run(["replay", "--root", root.to_str().unwrap(), "--user", "alice", FIXTURES], &[], b"");
+    let out = env.run(
+        ["replay", "--root", root.to_str().unwrap(), "--user", "alice", "--domain", "x.example", FIXTURES],
+        &[],
+        b"",
+    );
     assert_exit(&out, 78);
 }
 
@@ -381,7 +423,11 @@ fn killed_replay_resumes_to_the_same_result() {
         for f in env.files() {
             let s = f.to_str().unwrap();
             assert!(
-                s.contains("/tmp/") || s.contains("/new/") || !s.contains('/') || s.ends_with("subscriptions"),
+                s.contains("/tmp/")
+                    || s.contains("/new/")
+                    || !s.contains('/')
+                    || s.ends_with("subscriptions")
+                    || s.ends_with("/mailkeep-replay.lock"),
                 "{s}"
             );
         }
@@ -446,6 +492,8 @@ fn a_batch_larger_than_the_open_files_limit_is_replayed_whole() {
         root.to_str().unwrap(),
         "--user",
         "alice",
+        "--domain",
+        "example.com",
         "--log",
         "none",
     ]);
@@ -456,4 +504,117 @@ fn a_batch_larger_than_the_open_files_limit_is_replayed_whole() {
     let out = run_with_stdin(cmd, b"");
     assert_exit(&out, 0);
     assert_eq!(env.new_files("alice").len(), 1500);
+}
+
+/// `mailkeep replay --root ROOT --user alice [args] FILE`, without the defaults `replay` adds.
+fn replay_bare(env: &Env, args: &[&str], file: &Path) -> std::process::Output {
+    let mut all = vec!["replay", "--root", env.root().to_str().unwrap().to_owned().leak(), "--user", "alice"];
+    all.extend(args);
+    if is_root() {
+        all.push("--allow-root");
+    }
+    all.push(file.to_str().unwrap().to_owned().leak());
+    env.run(&all, &[], b"")
+}
+
+/// Issue 18: of several Return-Path fields the topmost is the one the final delivery
+/// added (RFC 5321 4.4): a Takeout From_ line has no sender, so the header's is taken.
+#[test]
+fn a_takeout_message_takes_its_topmost_return_path() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("takeout-rp.mbox");
+    let text = "From 1234567890123@xxx Wed Jan 01 00:00:00 +0000 2020\nReturn-Path: <final@ext.example>\n\
+                Received: by relay\nReturn-Path: <earlier@ext.example>\nSubject: rp\n\nbody\n";
+    std::fs::write(&mbox, text).unwrap();
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    let stored = std::fs::read_to_string(&env.new_files("alice")[0]).unwrap();
+    assert!(stored.starts_with("Return-Path: <final@ext.example>\n"), "got: {stored}");
+}
+
+/// Issue 18: two replays of one mbox into one user at the same time stored every message
+/// twice (each indexed the folder at its start). A lock per folder makes one wait.
+#[test]
+fn two_replays_of_one_mbox_at_once_store_each_message_once() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("twice.mbox");
+    let text: String = (0..300)
+        .map(|i| format!("From a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <m{i}@x>\nSubject: {i}\n\nbody {i}\n\n"))
+        .collect();
+    std::fs::write(&mbox, text).unwrap();
+    let root = env.root();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.args(["replay", "--root"]).arg(&root);
+            cmd.args(["--user", "alice", "--domain", "example.com", "--log", "none"]);
+            if is_root() {
+                cmd.arg("--allow-root");
+            }
+            cmd.arg(&mbox).env_clear().env("PATH", "/usr/bin:/bin").stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for out in &outs {
+        assert_exit(out, 0);
+    }
+    assert_eq!(env.new_files("alice").len(), 300, "stderr: {} / {}", stderr(&outs[0]), stderr(&outs[1]));
+}
+
+/// A replay that cannot get its folder's lock in time exits 75 (run it again later) and
+/// says why; it stores nothing.
+#[test]
+fn a_replay_that_waits_too_long_for_the_folder_lock_exits_75() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("one.mbox");
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let first = replay(&env, &[], &[&mbox]);
+    assert_exit(&first, 0);
+    let lock = std::fs::File::open(env.root().join("alice/mailkeep-replay.lock")).unwrap();
+    lock.lock().unwrap();
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nanother body\n").unwrap();
+    let out = replay(&env, &["--lock-timeout", "1"], &[&mbox]);
+    assert_exit(&out, 75);
+    let err = stderr(&out);
+    assert!(err.contains("waiting up to 1 s for another replay into alice/INBOX"), "{err}");
+    assert!(err.contains("still locked by another replay"), "{err}");
+    assert_eq!(env.new_files("alice").len(), 1);
+    drop(lock);
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    assert_eq!(env.new_files("alice").len(), 2);
+}
+
+/// Issue 18: a Sent message without a Message-ID that starts with its own Envelope-To line
+/// was stored again by every rerun (the index took that line for `deliver`'s).
+#[test]
+fn an_id_less_sent_message_with_its_own_envelope_to_is_found_on_a_rerun() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("sent.mbox");
+    std::fs::write(&mbox, "From alice@example.com Wed Jan  1 00:00:00 2020\nEnvelope-To: bob@x\nSubject: s\n\nbody\n")
+        .unwrap();
+    for run in 0..3 {
+        let out = replay_bare(&env, &["--direction", "out", "--log", "none"], &mbox);
+        assert_exit(&out, 0);
+        assert_eq!(env.new_files("alice/.Sent").len(), 1, "run {run}: {}", stderr(&out));
+    }
+}
+
+/// Issue 18: without `--domain`, received mail would be stamped with the outside sender's
+/// domain (`Delivered-To: alice@ext.example`). In and auto require it; out takes the
+/// From_ line's, which is the user's own.
+#[test]
+fn replay_without_domain_exits_64_for_received_mail_and_takes_the_senders_for_sent_mail() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("d.mbox");
+    std::fs::write(&mbox, "From alice@example.com Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    for direction in ["in", "auto"] {
+        let out = replay_bare(&env, &["--direction", direction], &mbox);
+        assert_exit(&out, 64);
+        assert!(stderr(&out).contains("--domain DOMAIN is required"), "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "one line: {}", stderr(&out));
+    }
+    assert!(env.files().is_empty());
+    assert_exit(&replay_bare(&env, &["--direction", "out", "--log", "none"], &mbox), 0);
+    let stored = std::fs::read_to_string(&env.new_files("alice/.Sent")[0]).unwrap();
+    assert!(stored.contains("\nDelivered-To: alice@example.com\n"), "got: {stored}");
 }

@@ -229,8 +229,9 @@ fn message<R: BufRead>(
 
 /// The header lines `deliver` would prepend: Return-Path from the From_ line,
 /// Delivered-To the user's address. Google Takeout's From_ lines carry no address but a
-/// message number at `xxx`: then the message's own Return-Path (else `<>`) is the sender,
-/// and the domain must come from `--domain`.
+/// message number at `xxx`: then the message's own (topmost) Return-Path, else `<>`, is the
+/// sender. The domain is `--domain`'s; only `--direction out` may go without it (`run`
+/// checks), and then the From_ line's sender is the user, whose domain it takes.
 fn header_lines(opts: &Options, from_line: &Sender, info: &HeaderInfo) -> Vec<u8> {
     let takeout = from_line.address().is_some_and(|a| a.ends_with(b"@xxx"));
     let own = || info.return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
