@@ -268,7 +268,7 @@ def peer_tools(ctx):
 def dedup_template(ctx, keys):
     """ROOT/.mailkeep/dedup.sqlite3 as mailkeep creates it, holding `keys` committed keys
     (recent, spread over 200 users and two folders, alice's INBOX among them)."""
-    path = os.path.join(ctx.work, f"dedup-{keys}.sqlite3")
+    path = os.path.join(ctx.work, f"dedup-v2-{keys}.sqlite3")
     if os.path.exists(path):
         return path
     log(f"pre-filling a dedup store with {keys} keys")
@@ -281,11 +281,12 @@ def dedup_template(ctx, keys):
     # The schema of src/dedup.rs (Store::open).
     db.executescript("""
         CREATE TABLE IF NOT EXISTS seen (
-            user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
+            user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL, body BLOB NOT NULL,
             committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER NOT NULL,
             at INTEGER NOT NULL,
-            PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;
-        CREATE INDEX IF NOT EXISTS seen_at ON seen(at);""")
+            PRIMARY KEY (user, folder, msgid, body)) WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+        PRAGMA user_version = 2;""")
     rng = random.Random(keys)
     now = int(time.time())
     users = [USER] + [f"user{i:03d}" for i in range(199)]
@@ -297,9 +298,9 @@ def dedup_template(ctx, keys):
             folder = "INBOX" if i % 3 else "Sent"
             msgid = f"{rng.getrandbits(64):016x}.{i}@mail{rng.randrange(50)}.example.net"
             file = f"{at}.M{rng.randrange(10**6)}P{rng.randrange(1, 10**5)}Q1.relay,S={rng.randrange(2000, 40000)}"
-            yield (user, folder, msgid, 1, file, rng.randrange(1, 10**5), at)
+            yield (user, folder, msgid, rng.randbytes(32), 1, file, rng.randrange(1, 10**5), at)
 
-    db.executemany("INSERT INTO seen VALUES (?,?,?,?,?,?,?)", rows())
+    db.executemany("INSERT INTO seen VALUES (?,?,?,?,?,?,?,?)", rows())
     db.commit()
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.close()

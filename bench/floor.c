@@ -121,6 +121,8 @@ static long run(const char *query, const char *key) {
     return v;
 }
 
+#define BODY_SQL "X'0000000000000000000000000000000000000000000000000000000000000000'"
+
 /* Store::open and Store::claim of src/dedup.rs, with their settings and statements. */
 static void dedup_claim(const char *store, const char *key) {
     sql_ok(sqlite3_open_v2(store, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX |
@@ -129,21 +131,26 @@ static void dedup_claim(const char *store, const char *key) {
     run("PRAGMA synchronous = NORMAL", NULL);
     sql_ok(sqlite3_db_config(db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)0), "NO_CKPT_ON_CLOSE");
     run("PRAGMA wal_autocheckpoint = 64", NULL);
-    if (run("PRAGMA user_version", NULL) < 1) {
+    if (run("PRAGMA user_version", NULL) < 2) {
         run("PRAGMA journal_mode = WAL", NULL);
         sql_ok(sqlite3_exec(db, "CREATE TABLE IF NOT EXISTS seen (user TEXT NOT NULL, folder TEXT NOT NULL, "
-                                "msgid TEXT NOT NULL, committed INTEGER NOT NULL, file TEXT, owner_pid INTEGER "
-                                "NOT NULL, at INTEGER NOT NULL, PRIMARY KEY (user, folder, msgid)) WITHOUT ROWID;"
-                                "CREATE INDEX IF NOT EXISTS seen_at ON seen(at); PRAGMA user_version = 1;",
+                                "msgid TEXT NOT NULL, body BLOB NOT NULL, committed INTEGER NOT NULL, file TEXT, "
+                                "owner_pid INTEGER NOT NULL, at INTEGER NOT NULL, "
+                                "PRIMARY KEY (user, folder, msgid, body)) WITHOUT ROWID;"
+                                "CREATE INDEX IF NOT EXISTS seen_at ON seen(at); PRAGMA user_version = 2;",
                             NULL, NULL, NULL), "schema");
     }
+    /* The body digest: a constant here (the key differs by Message-ID), a bound SHA-256 there. */
     if (lookup_only) {
-        run("SELECT committed FROM seen WHERE user = 'alice' AND folder = 'INBOX' AND msgid = ?1", key);
+        run("SELECT committed FROM seen WHERE user = 'alice' AND folder = 'INBOX' AND msgid = ?1 AND body = " BODY_SQL, key);
         return;
     }
-    run("INSERT INTO seen (user, folder, msgid, committed, file, owner_pid, at) "
-        "VALUES ('alice', 'INBOX', ?1, 0, NULL, ?2, ?3) ON CONFLICT DO NOTHING", key);
+    run("INSERT INTO seen (user, folder, msgid, body, committed, file, owner_pid, at) "
+        "VALUES ('alice', 'INBOX', ?1, " BODY_SQL ", 0, NULL, ?2, ?3) ON CONFLICT DO NOTHING", key);
     if (sqlite3_changes(db) != 1) { fprintf(stderr, "floor-dedup: key %s taken\n", key); exit(75); }
+    /* Store::owned: is another body known under this Message-ID? */
+    run("SELECT EXISTS (SELECT 1 FROM seen WHERE user = 'alice' AND folder = 'INBOX' AND msgid = ?1 AND body <> " BODY_SQL ")",
+        key);
 }
 
 /* Store::commit, then the connection closes as the process ends. */
@@ -155,7 +162,7 @@ static void dedup_commit(const char *key, const char *file) {
     run("BEGIN", NULL);
     sqlite3_stmt *st;
     const char *q = "UPDATE seen SET committed = 1, file = ?2 WHERE user = 'alice' AND folder = 'INBOX' "
-                    "AND msgid = ?1 AND owner_pid = ?3";
+                    "AND msgid = ?1 AND body = " BODY_SQL " AND owner_pid = ?3";
     sql_ok(sqlite3_prepare_v2(db, q, -1, &st, NULL), q);
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, file, -1, SQLITE_STATIC);
