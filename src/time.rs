@@ -167,6 +167,12 @@ mod tests {
     }
 
     #[test]
+    fn dates_before_1970_are_negative() {
+        assert_eq!(parse_from_line_date(b"Wed Dec 31 23:59:59 1969"), Some(-1));
+        assert_eq!(parse_from_line_date(b"Sat Dec 14 00:00:00 1901"), Some(-2147472000));
+    }
+
+    #[test]
     fn format_time_is_utc_iso() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(1577836800), "2020-01-01T00:00:00Z");

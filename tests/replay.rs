@@ -593,3 +593,43 @@ fn an_mbox_written_by_mblaze_mexport_is_replayed_message_for_message() {
     let originals: Vec<Vec<u8>> = originals.into_iter().map(String::into_bytes).collect();
     assert!(python == originals, "Python's mailbox reads:\n{}\nnot the originals", show(&python));
 }
+
+/// Issue 18: a From_ date before 1970 named the file `-1.M...`, which shell tools take for
+/// an option. The name leads with 0; the mtime stays the true date.
+#[test]
+fn a_from_line_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("old.mbox");
+    let moon = "Message-ID: <moon@x>\nSubject: moon\n\none small step\n";
+    let old = "Message-ID: <old@x>\nSubject: 1901\n\nold\n";
+    std::fs::write(
+        &mbox,
+        format!("From a@x.org Sun Jul 20 20:17:40 1969\n{moon}\nFrom b@x.org Sat Dec 14 00:00:00 1901\n{old}"),
+    )
+    .unwrap();
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    let (moon_t, old_t) = (-14182940i64, -2147472000i64);
+    let mut got: Vec<(i64, String)> = env
+        .new_files("alice")
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_str().unwrap().to_string();
+            (std::os::unix::fs::MetadataExt::mtime(&std::fs::metadata(f).unwrap()), name)
+        })
+        .collect();
+    got.sort();
+    let mtimes: Vec<i64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(mtimes, [old_t, moon_t], "the true dates as mtimes; files: {got:?}");
+    for (_, name) in &got {
+        assert!(name.starts_with("0.M"), "expected a name starting with '0.M', got {name}");
+    }
+    let expected = env.dir.path().join("old.expected.json");
+    let entry = |t: i64, from: &str, m: &str| {
+        let content = format!("Return-Path: <{from}>\nDelivered-To: alice@example.com\n{m}");
+        serde_json::json!({ "folder": "INBOX", "mtime": t, "content": content })
+    };
+    let json = serde_json::json!([entry(moon_t, "a@x.org", moon), entry(old_t, "b@x.org", old)]);
+    std::fs::write(&expected, json.to_string()).unwrap();
+    assert_python_reads(&env, &expected);
+}
