@@ -128,11 +128,13 @@ impl Namer {
     }
 
     /// A fresh base name. `secs` overrides the leading seconds (a replayed message's
-    /// received date); the microseconds, pid and counter keep it unique.
+    /// received date); the microseconds, pid and counter keep it unique. A date before
+    /// 1970 leads with 0: a name starting with `-` is taken for an option by shell tools
+    /// (the true date stays the file's mtime).
     pub fn next(&mut self, secs: Option<Timestamp>) -> String {
         let q = Q.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         let now = crate::time::system_now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        let secs = secs.unwrap_or(now.as_secs() as i64);
+        let secs = secs.unwrap_or(now.as_secs() as i64).max(0);
         format!("{secs}.M{}P{}Q{}.{}", now.subsec_micros(), self.pid, q, self.host)
     }
 }
@@ -574,6 +576,7 @@ mod tests {
         let mut n = Namer::new();
         let (a, b) = (n.next(Some(1577836800)), n.next(Some(1577836800)));
         assert!(a.starts_with("1577836800.M") && a != b, "{a} {b}");
+        assert!(n.next(Some(-1)).starts_with("0.M"), "a date before 1970 gives no name starting with '-'");
     }
 
     #[test]
@@ -629,6 +632,17 @@ mod tests {
         let err =
             Folder::open(Path::new("/nonexistent/mailkeep"), &user("a"), FolderKind::Inbox, PRIVATE).err().unwrap();
         assert_eq!(err.exit(), Exit::Config);
+    }
+
+    #[test]
+    fn a_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
+        let root = tempfile::tempdir().unwrap();
+        let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
+        let moon_landing = -14182940;
+        let (name, _) = f.store(&mut Namer::new(), Some(moon_landing), |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
+        assert!(name.starts_with("0.M"), "{name}");
+        let meta = std::fs::metadata(root.path().join("erin/new").join(&name)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::mtime(&meta), moon_landing);
     }
 
     #[test]

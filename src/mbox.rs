@@ -2,7 +2,10 @@
 //! chunks, so a many-gigabyte file is read in one pass with bounded memory.
 //!
 //! A message starts at a From_ line that begins the file or follows a blank line and looks
-//! like one (`From <addr> <date>`); the blank line before it belongs to the separator.
+//! like one (`From <addr> <date>`); the blank line before it belongs to the separator. In
+//! mboxo and mboxrd a complete From_ line (`FromLine::is_complete`) starts one with no blank
+//! line before it too: mblaze's `mexport` and other tools write mbox files so, and Python's
+//! mailbox and mutt split them there.
 //! Lines are given LF line ends; mboxrd unescapes every `>+From ` by one level, mboxo
 //! only `>From `, mboxcl2 takes the body length from Content-Length and unescapes nothing.
 
@@ -70,6 +73,9 @@ pub struct MessageStart {
     pub from: FromLine,
     pub offset: u64,
     pub line: u64,
+    /// The From_ line came right after a line of the message before, not after a blank
+    /// line: in mboxo a body line of that form would start a message too (`Note`).
+    pub without_blank: bool,
 }
 
 /// A separator line read ahead, with where it was.
@@ -77,6 +83,7 @@ struct Separator {
     text: Vec<u8>,
     offset: u64,
     line: u64,
+    without_blank: bool,
 }
 
 pub struct MboxReader<R> {
@@ -207,7 +214,7 @@ impl<R: BufRead> MboxReader<R> {
                 let found = String::from_utf8_lossy(&text[..text.len().min(60)]).into_owned();
                 return Err(MboxError::NotMbox { path: path.to_path_buf(), found });
             }
-            reader.keep_separator();
+            reader.keep_separator(false);
             break;
         }
         Ok((reader, format!("{} ({why})", format.name())))
@@ -268,13 +275,34 @@ impl<R: BufRead> MboxReader<R> {
         self.note.take()
     }
 
-    fn line_is_separator(&self) -> bool {
-        !self.continued && self.line_ends && FromLine::looks_like_separator(self.line.trim_ascii_end())
+    /// The format read now (an mboxo guess may have turned mboxrd).
+    pub fn format(&self) -> Format {
+        self.format
     }
 
-    fn keep_separator(&mut self) {
+    /// A From_ line at the start of the file or after a blank line.
+    fn line_is_separator(&self) -> bool {
+        self.starts_message(true)
+    }
+
+    /// Whether the line read starts a message: after a blank line one that looks like a
+    /// From_ line; right after another line only a complete one, and not in mboxcl2, where
+    /// Content-Length says where a message ends.
+    fn starts_message(&self, after_blank: bool) -> bool {
+        if self.continued || !self.line_ends {
+            return false;
+        }
+        let line = self.line.trim_ascii_end();
+        if after_blank {
+            FromLine::looks_like_separator(line)
+        } else {
+            self.format != Format::Mboxcl2 && FromLine::is_complete(line)
+        }
+    }
+
+    fn keep_separator(&mut self, without_blank: bool) {
         let text = self.line.trim_ascii_end().to_vec();
-        self.next = Some(Separator { text, offset: self.line_start, line: self.line_no });
+        self.next = Some(Separator { text, offset: self.line_start, line: self.line_no, without_blank });
         self.in_message = false;
         self.pending_blank = false;
     }
@@ -298,7 +326,7 @@ impl<R: BufRead> MboxReader<R> {
         self.headers.clear();
         self.body_left = None;
         self.lf = LfStream::new(false);
-        Ok(Some(MessageStart { from, offset: sep.offset, line: sep.line }))
+        Ok(Some(MessageStart { from, offset: sep.offset, line: sep.line, without_blank: sep.without_blank }))
     }
 
     /// After a broken message: skip to the next line that can start a message. When the
@@ -312,8 +340,8 @@ impl<R: BufRead> MboxReader<R> {
         }
         let mut after_blank = self.is_blank();
         while self.read_line()? {
-            if after_blank && self.line_is_separator() {
-                self.keep_separator();
+            if self.starts_message(after_blank) {
+                self.keep_separator(!after_blank);
                 return Ok(());
             }
             after_blank = self.is_blank();
@@ -335,8 +363,8 @@ impl<R: BufRead> MboxReader<R> {
                 self.in_message = false;
                 break;
             }
-            if self.pending_blank && self.line_is_separator() {
-                self.keep_separator();
+            if self.starts_message(self.pending_blank) {
+                self.keep_separator(!self.pending_blank);
                 break;
             }
             if self.in_headers {
@@ -399,7 +427,7 @@ impl<R: BufRead> MboxReader<R> {
             return Ok(());
         }
         if self.line_is_separator() {
-            self.keep_separator();
+            self.keep_separator(false);
             return Ok(());
         }
         Err(self.broken("Content-Length does not end at a From_ line".into()))
@@ -431,13 +459,47 @@ mod tests {
     const F1: &str = "From a@x Wed Jan  1 00:00:00 2020\n";
     const F2: &str = "From b@x Thu Jan  2 00:00:00 2020\n";
 
+    /// A From_ line that only looks like one (an odd date form, a trailing word).
+    const LOOSE: &str = "From c@x Fri Jan  3 00:00:00 2020 remote from uucp\n";
+
+    /// Every message's From_ address, body and whether it began without a blank line.
+    fn read_starts(data: &[u8], choice: MboxFormat) -> Vec<(String, Vec<u8>, bool)> {
+        let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();
+        let mut msgs = Vec::new();
+        while let Some(start) = r.next_message().unwrap() {
+            let mut body = Vec::new();
+            while r.read_chunk(&mut body).unwrap() {}
+            let who = String::from_utf8_lossy(start.from.sender.address().unwrap_or_default()).into_owned();
+            msgs.push((who, body, start.without_blank));
+        }
+        msgs
+    }
+
     #[test]
-    fn splits_only_at_from_lines_after_a_blank_line() {
-        let data = format!("{F1}Subject: 1\n\nbody\nFrom here on\n{F2}\n{F2}Subject: 2\n\nb2\n\n");
-        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
-        assert_eq!(msgs.len(), 2);
-        assert_eq!(msgs[0].1, format!("Subject: 1\n\nbody\nFrom here on\n{F2}").as_bytes());
-        assert_eq!(msgs[1], ("b@x".into(), b"Subject: 2\n\nb2\n".to_vec()));
+    fn a_complete_from_line_starts_a_message_with_or_without_a_blank_line_before_it() {
+        let data = format!(
+            "{F1}Subject: 1\n\nbody\nFrom here on\nFrom 10:30 on, we meet\n{LOOSE}{F2}Subject: 2\n\nb2\n\n{LOOSE}S: 3\n\nb3\n"
+        );
+        for format in [MboxFormat::Mboxo, MboxFormat::Mboxrd, MboxFormat::Auto] {
+            let msgs = read_starts(data.as_bytes(), format);
+            let want = [
+                ("a@x".into(), format!("Subject: 1\n\nbody\nFrom here on\nFrom 10:30 on, we meet\n{LOOSE}"), false),
+                ("b@x".into(), "Subject: 2\n\nb2\n".into(), true),
+                ("c@x".into(), "S: 3\n\nb3\n".into(), false),
+            ]
+            .map(|(who, body, without): (String, String, bool)| (who, body.into_bytes(), without));
+            assert_eq!(msgs, want, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn mboxcl2_splits_only_after_a_blank_line_or_where_content_length_ends() {
+        let data = format!("{F1}S: 1\n\nno Content-Length\n{F2}\n{F2}Content-Length: 2\n\nab{F1}S: 3\n\nc\n");
+        let msgs = read_starts(data.as_bytes(), MboxFormat::Mboxcl2);
+        let bodies: Vec<&[u8]> = msgs.iter().map(|m| &m.1[..]).collect();
+        let first = format!("S: 1\n\nno Content-Length\n{F2}");
+        assert_eq!(bodies, [first.as_bytes(), b"Content-Length: 2\n\nab", b"S: 3\n\nc\n"]);
+        assert!(msgs.iter().all(|m| !m.2), "mboxcl2 never splits by the no-blank-line rule");
     }
 
     #[test]
@@ -490,16 +552,19 @@ mod tests {
 
     #[test]
     fn resync_after_an_empty_message_keeps_the_next_one() {
-        // The empty message ends at the next From_ line: the reader holds it already.
-        let data = format!("{F1}\n{F2}S: 2\n\nb2\n\n{F1}S: 3\n\nb3\n");
-        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
-        r.next_message().unwrap();
-        let mut empty = Vec::new();
-        while r.read_chunk(&mut empty).unwrap() {}
-        assert!(empty.is_empty());
-        r.resync().unwrap();
-        let bodies: Vec<Vec<u8>> = read_rest(&mut r).into_iter().map(|(_, body)| body).collect();
-        assert_eq!(bodies, [&b"S: 2\n\nb2\n"[..], b"S: 3\n\nb3\n"]);
+        // The empty message ends at the next From_ line, after a blank line or right after
+        // its own: the reader holds it already.
+        for gap in ["\n", ""] {
+            let data = format!("{F1}{gap}{F2}S: 2\n\nb2\n\n{F1}S: 3\n\nb3\n");
+            let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
+            r.next_message().unwrap();
+            let mut empty = Vec::new();
+            while r.read_chunk(&mut empty).unwrap() {}
+            assert!(empty.is_empty());
+            r.resync().unwrap();
+            let bodies: Vec<Vec<u8>> = read_rest(&mut r).into_iter().map(|(_, body)| body).collect();
+            assert_eq!(bodies, [&b"S: 2\n\nb2\n"[..], b"S: 3\n\nb3\n"], "gap {gap:?}");
+        }
     }
 
     #[test]
@@ -521,7 +586,7 @@ mod tests {
         let x = "x".repeat(LINE_PIECE - 1);
         let huge = "y".repeat(10 * LINE_PIECE + 7);
         let full = "z".repeat(LINE_PIECE);
-        let data = format!("{F1}S: 1\r\n\r\n{x}\r\n{x}\ry\r\n{huge}\n{full}\n{F2}\n{F2}S: 2\n\nb\n");
+        let data = format!("{F1}S: 1\r\n\r\n{x}\r\n{x}\ry\r\n{huge}\n{full}\n{LOOSE}\n{F2}S: 2\n\nb\n");
         let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
         let mut bodies = Vec::new();
         while r.next_message().unwrap().is_some() {
@@ -532,7 +597,7 @@ mod tests {
             bodies.push(body);
         }
         assert_eq!(bodies.len(), 2);
-        let want = format!("S: 1\n\n{x}\n{x}\ry\n{huge}\n{full}\n{F2}");
+        let want = format!("S: 1\n\n{x}\n{x}\ry\n{huge}\n{full}\n{LOOSE}");
         assert!(bodies[0] == want.as_bytes(), "the first message, joined back");
         assert_eq!(bodies[1], b"S: 2\n\nb\n");
     }

@@ -20,11 +20,28 @@ pub struct FromLine {
 impl FromLine {
     /// Parses `line` (without its line end) if it starts with `From `.
     pub fn parse(line: &[u8]) -> Option<FromLine> {
-        let rest = line.strip_prefix(b"From ")?;
-        let rest = rest.trim_ascii_start();
-        let end = rest.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(rest.len());
-        let (addr, date) = rest.split_at(end);
+        let (addr, date) = FromLine::split(line)?;
         Some(FromLine { sender: Sender::from_bytes(addr), date: time::parse_from_line_date(date) })
+    }
+
+    /// The address and the date text of a line that starts with `From `. A line with
+    /// nothing but a date after `From ` has an empty address (the null sender): mblaze's
+    /// `mexport` writes `From  Tue Jan  2 10:00:00 2024` so, and its weekday is no address.
+    fn split(line: &[u8]) -> Option<(&[u8], &[u8])> {
+        let rest = line.strip_prefix(b"From ")?.trim_ascii_start();
+        if time::parse_exact_from_line_date(rest).is_some() {
+            return Some((&[], rest));
+        }
+        let end = rest.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(rest.len());
+        Some(rest.split_at(end))
+    }
+
+    /// True for a whole From_ line: `From `, an address (or `MAILER-DAEMON`, or none for
+    /// the null sender), then a date we read and nothing else. An mbox reader may split on
+    /// it even with no blank line before it, as mblaze's `mexport` writes them; a body line
+    /// "From here on" or "From 10:30 on, we meet" is none.
+    pub fn is_complete(line: &[u8]) -> bool {
+        FromLine::split(line).is_some_and(|(_, date)| time::parse_exact_from_line_date(date).is_some())
     }
 
     /// True for a line an mbox reader may split on: `From `, an address, and a date: one
@@ -394,6 +411,9 @@ mod tests {
         assert_eq!(t.date, Some(1577836800 - 3600));
         let null = FromLine::parse(b"From MAILER-DAEMON Wed Jan  1 00:00:00 2020").unwrap();
         assert_eq!(null.sender, Sender::null());
+        // mexport's for a null sender: no address, and the weekday is none.
+        let none = FromLine::parse(b"From  Tue Jan  2 10:00:00 2024").unwrap();
+        assert_eq!((none.sender, none.date), (Sender::null(), Some(1704189600)));
     }
 
     #[test]
@@ -403,6 +423,30 @@ mod tests {
         assert!(!FromLine::looks_like_separator(b">From a@b Sat Nov 28 20:31:22 2026"));
         assert!(FromLine::looks_like_separator(b"From a@b 2020-03-03T03:03:03Z"));
         assert!(!FromLine::looks_like_separator(b"From 10:30 on, we meet"));
+    }
+
+    #[test]
+    fn a_complete_from_line_has_an_address_and_only_a_date_after_it() {
+        for whole in [
+            &b"From a@b Sat Nov 28 20:31:22 2026"[..],
+            b"From MAILER-DAEMON Wed Jan  1 00:00:00 2020",
+            b"From nobody Wed Dec 31 23:59:59 1969",
+            b"From  Tue Jan  2 10:00:00 2024",
+            b"From 1234567890123@xxx Wed Jan 01 00:00:00 +0000 2020",
+        ] {
+            assert!(FromLine::is_complete(whole), "{}", String::from_utf8_lossy(whole));
+        }
+        for not in [
+            &b"From here on, we agree."[..],
+            b"From 10:30 on, we meet",
+            b"From John on Jan 5 at 10:30 2024 we met",
+            b"From a@b 2020-03-03T03:03:03Z",
+            b"From a@b Wed Jan  1 00:00:00 2020 remote from uucp",
+            b">From a@b Sat Nov 28 20:31:22 2026",
+            b"From ",
+        ] {
+            assert!(!FromLine::is_complete(not), "{}", String::from_utf8_lossy(not));
+        }
     }
 
     #[test]

@@ -203,6 +203,30 @@ proptest! {
         prop_assert_eq!(read_mbox(&crlf, MboxFormat::Mboxrd), msgs);
     }
 
+    /// As mblaze's `mexport` writes them: mboxrd with no blank line between messages. Only
+    /// a blank line that ends a message is lost, as to any mbox reader: the one before a
+    /// From_ line, and the last one of the file, belong to the separator.
+    #[test]
+    fn mboxrd_written_without_blank_lines_between_messages_is_read_back(msgs in messages()) {
+        let mut file = Vec::new();
+        for m in &msgs {
+            file.extend_from_slice(FROM);
+            for line in m.split_inclusive(|&b| b == b'\n') {
+                let quotes = line.iter().take_while(|&&b| b == b'>').count();
+                if line[quotes..].starts_with(b"From ") {
+                    file.push(b'>');
+                }
+                file.extend_from_slice(line);
+            }
+        }
+        let want: Vec<Vec<u8>> = msgs
+            .iter()
+            .map(|m| if m == b"\n" || m.ends_with(b"\n\n") { m[..m.len() - 1].to_vec() } else { m.clone() })
+            .collect();
+        prop_assert_eq!(read_mbox(&file, MboxFormat::Mboxrd), want.clone());
+        prop_assert_eq!(read_mbox(&file, MboxFormat::Auto), want);
+    }
+
     #[test]
     fn mboxcl2_written_messages_are_read_back_exactly(msgs in messages()) {
         let mut file = Vec::new();
@@ -257,6 +281,9 @@ proptest! {
         prop_assert_eq!(FromLine::parse(first).is_some(), first.starts_with(b"From "));
         if FromLine::looks_like_separator(first) {
             prop_assert!(first.starts_with(b"From "));
+        }
+        if FromLine::is_complete(first) {
+            prop_assert!(FromLine::looks_like_separator(first), "a complete From_ line is a separator after a blank line too");
         }
     }
 

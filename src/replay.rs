@@ -47,6 +47,7 @@ struct Counts {
     id_reused: u64,
     failed: u64,
     bytes: u64,
+    split_without_blank: u64,
     dates: HashMap<&'static str, u64>,
 }
 
@@ -380,6 +381,7 @@ impl Replay<'_> {
     /// pieces up to the message's end.
     fn message(&mut self, head: Head, pieces: &mut Pieces) -> anyhow::Result<Ending> {
         self.counts.messages += 1;
+        self.counts.split_without_blank += u64::from(head.without_blank);
         *self.counts.dates.entry(date_name(head.source)).or_default() += 1;
         if self.args.dry_run {
             return skip_rest(pieces);
@@ -502,12 +504,13 @@ impl Replay<'_> {
         dates.sort();
         let what = if self.args.dry_run { "would store" } else { "stored" };
         eprintln!(
-            "replay: user={} messages={} {what}={} already-present={} failed={} id-reused={} bytes={} dates:{} seconds={secs:.2} rate={:.0}/s",
+            "replay: user={} messages={} {what}={} already-present={} failed={} split-without-blank={} id-reused={} bytes={} dates:{} seconds={secs:.2} rate={:.0}/s",
             self.cfg.user,
             c.messages,
             if self.args.dry_run { c.messages } else { c.stored },
             c.present,
             c.failed,
+            c.split_without_blank,
             c.id_reused,
             c.bytes,
             dates.join(","),

@@ -12,7 +12,22 @@ const MONTHS: [&[u8; 3]; 12] =
 /// offset may also follow the year. Returns `None` unless month, day, time and year are all
 /// there.
 pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
+    parse_date_words(text).map(|(t, _)| t)
+}
+
+/// Like `parse_from_line_date`, but `None` also when any word is not part of the date
+/// (a weekday, a time zone's name or offset are): `Jan 5 at 10:30 2024 we met` has a
+/// date in it, but is prose, no From_ line's date.
+pub fn parse_exact_from_line_date(text: &[u8]) -> Option<Timestamp> {
+    parse_date_words(text).and_then(|(t, exact)| exact.then_some(t))
+}
+
+const WEEKDAYS: [&[u8; 3]; 7] = [b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun"];
+
+/// The date in `text`, and whether every word of `text` was part of it.
+fn parse_date_words(text: &[u8]) -> Option<(Timestamp, bool)> {
     let (mut month, mut day, mut hms, mut year, mut offset) = (None, None, None, None, 0i64);
+    let mut exact = true;
     for tok in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
         if month.is_none()
             && tok.len() == 3
@@ -21,6 +36,7 @@ pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
             month = Some(m as u32 + 1);
             continue;
         }
+        let mut used = true;
         if tok.contains(&b':') && hms.is_none() {
             hms = parse_hms(tok);
         } else if (tok[0] == b'+' || tok[0] == b'-') && tok.len() == 5 {
@@ -31,15 +47,25 @@ pub fn parse_from_line_date(text: &[u8]) -> Option<Timestamp> {
             match tok.len() {
                 1 | 2 if month.is_some() && day.is_none() => day = Some(n as u32),
                 4 if hms.is_some() || day.is_some() => year = Some(n),
-                _ => {}
+                _ => used = false,
             }
+        } else {
+            used = is_weekday_or_zone_name(tok);
         }
+        exact &= used;
     }
     let (y, mo, d, (h, mi, s)) = (year?, month?, day?, hms?);
     if !(1..=31).contains(&d) {
         return None;
     }
-    Some(days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset)
+    Some((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset, exact))
+}
+
+/// `Wed`, or a zone's name as some writers put it in (`UTC`, `GMT`, `CEST`): the words of
+/// a From_ line's date that carry nothing we read.
+fn is_weekday_or_zone_name(tok: &[u8]) -> bool {
+    WEEKDAYS.iter().any(|w| tok.eq_ignore_ascii_case(&w[..]))
+        || ((2..=5).contains(&tok.len()) && tok.iter().all(u8::is_ascii_uppercase))
 }
 
 fn parse_hms(tok: &[u8]) -> Option<(i64, i64, i64)> {
@@ -126,6 +152,24 @@ mod tests {
         {
             assert_eq!(parse_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn an_exact_date_has_no_word_that_is_not_part_of_it() {
+        for ok in [&b"Wed Jan  1 00:00:00 2020"[..], b"Wed Jan 01 00:00:00 +0000 2020", b"Wed Jan 1 01:00 2020 +0100"] {
+            assert!(parse_exact_from_line_date(ok).is_some(), "{}", String::from_utf8_lossy(ok));
+        }
+        assert_eq!(parse_exact_from_line_date(b"Wed Jan  1 00:00:00 UTC 2020"), Some(1577836800));
+        for prose in [&b"on Jan 5 at 10:30 2024 we met"[..], b"Wed Jan  1 00:00:00 2020 remote from uucp"] {
+            assert!(parse_from_line_date(prose).is_some(), "the lenient parse reads a date in it");
+            assert_eq!(parse_exact_from_line_date(prose), None, "{}", String::from_utf8_lossy(prose));
+        }
+    }
+
+    #[test]
+    fn dates_before_1970_are_negative() {
+        assert_eq!(parse_from_line_date(b"Wed Dec 31 23:59:59 1969"), Some(-1));
+        assert_eq!(parse_from_line_date(b"Sat Dec 14 00:00:00 1901"), Some(-2147472000));
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn a_reused_message_id_with_another_body_is_stored_not_counted_present() {
     assert_exit(&out, 0);
     let err = stderr(&out);
     assert!(
-        err.contains("stored=1 already-present=0 failed=0 id-reused=1"),
+        err.contains("stored=1 already-present=0 failed=0") && err.contains(" id-reused=1 "),
         "expected the real one stored, got: {err}"
     );
     assert!(err.contains("result=stored dedup=id-reused"), "{err}");
@@ -617,4 +617,180 @@ fn replay_without_domain_exits_64_for_received_mail_and_takes_the_senders_for_se
     assert_exit(&replay_bare(&env, &["--direction", "out", "--log", "none"], &mbox), 0);
     let stored = std::fs::read_to_string(&env.new_files("alice/.Sent")[0]).unwrap();
     assert!(stored.contains("\nDelivered-To: alice@example.com\n"), "got: {stored}");
+}
+
+/// The messages Python's `mailbox.mbox` reads from `mbox`, in order, as it gives them
+/// (without their From_ lines, nothing unescaped).
+fn python_mbox_messages(mbox: &Path) -> Vec<Vec<u8>> {
+    let script = "import json, mailbox, sys\n\
+                  box = mailbox.mbox(sys.argv[1], create=False)\n\
+                  print(json.dumps([box.get_bytes(k).decode('latin-1') for k in box.keys()]))";
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(mbox).output().expect("python3");
+    assert!(out.status.success(), "python3 failed: {}", String::from_utf8_lossy(&out.stderr));
+    let texts: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    texts.iter().map(|t| t.chars().map(|c| c as u8).collect()).collect()
+}
+
+/// mboxrd's unescaping: every `>+From ` line loses one `>`.
+fn mboxrd_unescape(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        let quotes = line.iter().take_while(|&&b| b == b'>').count();
+        out.extend_from_slice(if quotes > 0 && line[quotes..].starts_with(b"From ") { &line[1..] } else { line });
+    }
+    out
+}
+
+/// The stored messages of alice's INBOX without the two header lines replay prepends
+/// (Return-Path, Delivered-To), sorted.
+fn stored_messages(env: &Env) -> Vec<Vec<u8>> {
+    let mut v: Vec<Vec<u8>> = env
+        .new_files("alice")
+        .iter()
+        .map(|f| {
+            let bytes = std::fs::read(f).unwrap();
+            let mut lines = bytes.splitn(3, |&b| b == b'\n');
+            let (rp, dt) = (lines.next().unwrap(), lines.next().unwrap());
+            assert!(rp.starts_with(b"Return-Path: ") && dt.starts_with(b"Delivered-To: "), "{}", f.display());
+            lines.next().unwrap_or_default().to_vec()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Issue 18: mbox files written with no blank line before a From_ line (mblaze's
+/// `mexport`, other tools) were read as one message; Python's mailbox reads each.
+#[test]
+fn a_complete_from_line_starts_a_message_without_a_blank_line_before_it() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("two.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@example.org Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody one\n\
+         From b@example.org Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody two\n",
+    )
+    .unwrap();
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    assert!(err.contains("messages=2 stored=2 already-present=0 failed=0 split-without-blank=1"), "got: {err}");
+    assert!(
+        err.contains("two.mbox: 1 messages began at a From_ line with no blank line before it (mboxo:"),
+        "a note names the file and the count, got: {err}"
+    );
+    let python = python_mbox_messages(&mbox);
+    assert_eq!(python.len(), 2, "Python's mailbox reads two");
+    let mut python: Vec<Vec<u8>> = python.into_iter().map(|m| mboxrd_unescape(&m)).collect();
+    python.sort();
+    assert_eq!(stored_messages(&env), python, "the messages as Python reads them");
+}
+
+/// A maildir exported by mblaze's `mexport` (mboxrd, no blank line between messages, body
+/// lines starting "From " escaped) is replayed message for message: the originals come
+/// back, and Python's mailbox reads the same ones.
+#[test]
+fn an_mbox_written_by_mblaze_mexport_is_replayed_message_for_message() {
+    let env = Env::new();
+    let md = env.dir.path().join("md");
+    for d in ["cur", "new", "tmp"] {
+        std::fs::create_dir_all(md.join(d)).unwrap();
+    }
+    let originals: Vec<String> = vec![
+        "Return-Path: <a@example.org>\nFrom: a@example.org\nDate: Mon, 1 Jan 2024 10:00:00 +0000\n\
+         Message-ID: <mx1@example.org>\nSubject: quoting\n\nbody one\nFrom here on\nFrom 10:30 on, we meet\n\
+         From someone@example.org Mon Jan  1 00:00:00 2024\n>From quoted\n>>From twice\nlast line\n"
+            .into(),
+        "From: b@example.org\nMessage-ID: <mx2@example.org>\nSubject: no date\n\nno Date header\n".into(),
+        "Return-Path: <>\nDate: Tue, 2 Jan 2024 11:00:00 +0100\nSubject: bounce\n\nno Message-ID\n\nsecond paragraph\n"
+            .into(),
+        format!(
+            "Return-Path: <c@example.org>\nDate: Wed, 3 Jan 2024 12:00:00 +0000\nMessage-ID: <mx4@example.org>\n\n{}",
+            "a longer body line, and another one\n".repeat(200)
+        ),
+        "Return-Path: <d@example.org>\nDate: Thu, 4 Jan 2024 13:00:00 +0000\nMessage-ID: <mx5@example.org>\n\nFrom\n"
+            .into(),
+    ];
+    let mut paths = Vec::new();
+    for (i, m) in originals.iter().enumerate() {
+        let p = md.join("cur").join(format!("{}.M{i}P1.host:2,S", 1700000000 + i));
+        std::fs::write(&p, m).unwrap();
+        paths.push(p);
+    }
+    let exported = std::process::Command::new("mexport")
+        .args(&paths)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("TZ", "UTC")
+        .output()
+        .expect("mexport (Debian package mblaze, installed by tests/install-deps.sh) must be installed");
+    assert!(exported.status.success(), "mexport failed: {}", String::from_utf8_lossy(&exported.stderr));
+    let mbox = env.dir.path().join("exported.mbox");
+    std::fs::write(&mbox, &exported.stdout).unwrap();
+    let text = String::from_utf8_lossy(&exported.stdout);
+    assert_eq!(text.matches("\nFrom ").count(), originals.len() - 1, "mexport's file:\n{text}");
+    assert!(!text.contains("\n\nFrom "), "mexport writes no blank line before a From_ line:\n{text}");
+
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    let n = originals.len();
+    let want = format!("messages={n} stored={n} already-present=0 failed=0 split-without-blank={}", n - 1);
+    assert!(stderr(&out).contains(&want), "expected {want}, got: {}", stderr(&out));
+    let mut sorted: Vec<Vec<u8>> = originals.iter().map(|m| m.clone().into_bytes()).collect();
+    sorted.sort();
+    let show = |v: &[Vec<u8>]| v.iter().map(|m| m.escape_ascii().to_string()).collect::<Vec<_>>().join("\n");
+    let bounce = env
+        .new_files("alice")
+        .into_iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .find(|m| m.contains("Subject: bounce"));
+    assert!(
+        bounce.as_deref().unwrap_or_default().starts_with("Return-Path: <>\n"),
+        "mexport's `From  <date>` is the null sender: {bounce:?}"
+    );
+    let stored = stored_messages(&env);
+    assert!(stored == sorted, "expected the originals:\n{}\ngot:\n{}", show(&sorted), show(&stored));
+    let python: Vec<Vec<u8>> = python_mbox_messages(&mbox).iter().map(|m| mboxrd_unescape(m)).collect();
+    let originals: Vec<Vec<u8>> = originals.into_iter().map(String::into_bytes).collect();
+    assert!(python == originals, "Python's mailbox reads:\n{}\nnot the originals", show(&python));
+}
+
+/// Issue 18: a From_ date before 1970 named the file `-1.M...`, which shell tools take for
+/// an option. The name leads with 0; the mtime stays the true date.
+#[test]
+fn a_from_line_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("old.mbox");
+    let moon = "Message-ID: <moon@x>\nSubject: moon\n\none small step\n";
+    let old = "Message-ID: <old@x>\nSubject: 1901\n\nold\n";
+    std::fs::write(
+        &mbox,
+        format!("From a@x.org Sun Jul 20 20:17:40 1969\n{moon}\nFrom b@x.org Sat Dec 14 00:00:00 1901\n{old}"),
+    )
+    .unwrap();
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    let (moon_t, old_t) = (-14182940i64, -2147472000i64);
+    let mut got: Vec<(i64, String)> = env
+        .new_files("alice")
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_str().unwrap().to_string();
+            (std::os::unix::fs::MetadataExt::mtime(&std::fs::metadata(f).unwrap()), name)
+        })
+        .collect();
+    got.sort();
+    let mtimes: Vec<i64> = got.iter().map(|g| g.0).collect();
+    assert_eq!(mtimes, [old_t, moon_t], "the true dates as mtimes; files: {got:?}");
+    for (_, name) in &got {
+        assert!(name.starts_with("0.M"), "expected a name starting with '0.M', got {name}");
+    }
+    let expected = env.dir.path().join("old.expected.json");
+    let entry = |t: i64, from: &str, m: &str| {
+        let content = format!("Return-Path: <{from}>\nDelivered-To: alice@example.com\n{m}");
+        serde_json::json!({ "folder": "INBOX", "mtime": t, "content": content })
+    };
+    let json = serde_json::json!([entry(moon_t, "a@x.org", moon), entry(old_t, "b@x.org", old)]);
+    std::fs::write(&expected, json.to_string()).unwrap();
+    assert_python_reads(&env, &expected);
 }

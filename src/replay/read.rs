@@ -15,7 +15,7 @@ use std::time::UNIX_EPOCH;
 use crate::cli::{ReplayArgs, ReplayDirection};
 use crate::envelope::{Sender, User};
 use crate::maildir::FolderKind;
-use crate::mbox::{MboxError, MboxReader, MessageStart};
+use crate::mbox::{Format, MboxError, MboxReader, MessageStart};
 use crate::message::{HeaderInfo, Stamp, header_part, holds_header_part};
 use crate::time::{Timestamp, now};
 
@@ -84,6 +84,8 @@ pub struct Head {
     pub bytes: Vec<u8>,
     /// Where the message's own bytes begin in `bytes`.
     pub prefix_len: usize,
+    /// Its From_ line had no blank line before it (`MessageStart::without_blank`).
+    pub without_blank: bool,
 }
 
 /// Why reading stopped early.
@@ -169,7 +171,9 @@ fn read_file(opts: &Options, path: &Path, out: &mut Out) -> Result<(), Stop> {
     let file_mtime = file_mtime.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs() as i64);
     let (mut mbox, format) = MboxReader::new(BufReader::with_capacity(1024 * 1024, input), path, opts.format)?;
     out.push(Piece::Note(format!("replay: {}: format {format}", path.display())), 0)?;
+    let mut without_blank = 0u64;
     while let Some(start) = mbox.next_message()? {
+        without_blank += u64::from(start.without_blank);
         let result = message(opts, &mut mbox, path, &start, file_mtime, out);
         if let Some(note) = mbox.take_note() {
             out.push(Piece::Note(format!("replay: {note}")), 0)?;
@@ -183,7 +187,20 @@ fn read_file(opts: &Options, path: &Path, out: &mut Out) -> Result<(), Stop> {
             Err(stop) => return Err(stop),
         }
     }
+    if without_blank > 0 {
+        out.push(Piece::Note(without_blank_note(path, without_blank, mbox.format())), 0)?;
+    }
     Ok(())
+}
+
+/// Says how many messages of a file began at a From_ line with no blank line before it;
+/// in mboxo a body line of that form, which mboxo leaves unescaped, would be one of them.
+fn without_blank_note(path: &Path, n: u64, format: Format) -> String {
+    let caveat = match format {
+        Format::Mboxo => " (mboxo: a body line that is a whole From_ line would also start one)",
+        _ => "",
+    };
+    format!("replay: {}: {n} messages began at a From_ line with no blank line before it{caveat}", path.display())
 }
 
 /// Reads one message: its head first (parsed for the folder, date and Message-ID), then
@@ -217,7 +234,8 @@ fn message<R: BufRead>(
     let size = bytes.len();
     let kind = folder_for(opts.direction, info.gmail_labels.as_deref());
     let message_id = info.message_id;
-    out.push(Piece::Start(Box::new(Head { kind, date, source, message_id, bytes, prefix_len })), size)?;
+    let without_blank = start.without_blank;
+    out.push(Piece::Start(Box::new(Head { kind, date, source, message_id, bytes, prefix_len, without_blank })), size)?;
     while more {
         let mut chunk = Vec::new();
         more = mbox.read_chunk(&mut chunk)?;
