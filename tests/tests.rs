@@ -7,6 +7,7 @@ mod accounts;
 mod check;
 mod dedup;
 mod deliver;
+mod escape;
 mod faults;
 mod props;
 mod replay;
