@@ -11,4 +11,5 @@ mod escape;
 mod faults;
 mod props;
 mod replay;
+mod serve_config;
 mod stress;
