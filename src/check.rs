@@ -638,20 +638,22 @@ pub fn size_in_name(name: &[u8]) -> Option<u64> {
 }
 
 fn write_text(r: &Report, out: &mut impl Write) -> io::Result<()> {
+    // Names below the root are anybody's: each line is escaped (`log::escape`).
     for f in &r.folders {
-        write!(out, "{}/{}: {} messages, {} bytes", f.user, f.folder, f.messages, f.bytes)?;
+        let mut line = format!("{}/{}: {} messages, {} bytes", f.user, f.folder, f.messages, f.bytes);
         if let (Some(a), Some(b)) = (f.oldest, f.newest) {
-            write!(out, ", {} .. {}", format_time(a), format_time(b))?;
+            line.push_str(&format!(", {} .. {}", format_time(a), format_time(b)));
         }
-        writeln!(out)?;
+        writeln!(out, "{}", crate::log::escape(&line))?;
     }
     for p in &r.problems {
         let path = p.path.display();
-        match &p.repair {
-            Some(Ok(done)) => writeln!(out, "repaired: {path}: {}; {done}", p.fault)?,
-            Some(Err(why)) => writeln!(out, "problem: {path}: {} (repair failed: {why})", p.fault)?,
-            None => writeln!(out, "problem: {path}: {}", p.fault)?,
-        }
+        let line = match &p.repair {
+            Some(Ok(done)) => format!("repaired: {path}: {}; {done}", p.fault),
+            Some(Err(why)) => format!("problem: {path}: {} (repair failed: {why})", p.fault),
+            None => format!("problem: {path}: {}", p.fault),
+        };
+        writeln!(out, "{}", crate::log::escape(&line))?;
     }
     let (messages, bytes) = totals(r);
     let left = r.unrepaired();

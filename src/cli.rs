@@ -93,13 +93,20 @@ pub struct AccountsSyncArgs {
     #[arg(long)]
     pub include_groups: bool,
 
-    /// Refuse a result that removes more than this share of the current entries (e.g. 10%).
+    /// Refuse a result that removes more than this share of the current entries, or that has
+    /// this share fewer entries than the file had at any time in the last 30 days (e.g. 10%).
     #[arg(long, value_name = "PERCENT", default_value = "10%")]
     pub max_shrink: String,
 
-    /// Write even a result that shrinks the file more than --max-shrink.
+    /// Write even a result that shrinks the file more than --max-shrink; its size becomes the
+    /// new reference for the shrink check.
     #[arg(long)]
     pub force: bool,
+
+    /// Read at most this many pages of each list (500 users or 200 groups a page); a server
+    /// that still has more after them is an error (exit 75), not an endless sync.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pages: u32,
 
     /// Print what would change; write nothing.
     #[arg(long)]

@@ -71,16 +71,10 @@ impl fmt::Display for User {
     }
 }
 
-/// A byte string as one readable line: printable ASCII as is, everything else as `\xNN`.
+/// A byte string for an error message: as UTF-8, an invalid byte as U+FFFD. Control bytes
+/// stay: whatever prints the message escapes them (`log::escape`), once.
 pub fn show_bytes(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(
-            |&b| {
-                if (0x20..0x7f).contains(&b) && b != b'\\' { char::from(b).to_string() } else { format!("\\x{b:02x}") }
-            },
-        )
-        .collect()
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// The keys of an Exim lsearch file: the text before the first colon or white space of each

@@ -1,7 +1,10 @@
 //! One line per message, to syslog (facility mail, ident mailkeep) through the local Unix
 //! socket, or to stderr when no socket answers. Connected only when a line is written, so
-//! start-up costs nothing.
+//! start-up costs nothing. Every line mailkeep prints goes through [`escape`] first, so a
+//! control byte or a bidi override from a Message-ID, an address or a path cannot rewrite a
+//! terminal or forge a log line.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
@@ -39,7 +42,7 @@ impl fmt::Display for Record<'_> {
         match &self.outcome {
             Outcome::Stored { file, size } => write!(f, " size={size} file={file} result=stored")?,
             Outcome::Duplicate { of } => write!(f, " result=duplicate of={of}")?,
-            Outcome::Failed { reason } => write!(f, " result=failed reason={}", reason.replace('\n', " "))?,
+            Outcome::Failed { reason } => write!(f, " result=failed reason={reason}")?,
         }
         if !self.extra.is_empty() {
             write!(f, " {}", self.extra)?;
@@ -55,6 +58,7 @@ impl Logger {
 
     /// A line that is not about one message (e.g. a skipped broken one).
     pub fn line(&self, text: &str) {
+        let text = &escape(text);
         match self.target {
             LogTarget::None => {}
             LogTarget::Stderr => stderr(text),
@@ -70,7 +74,7 @@ impl Logger {
     /// is not repeated on stderr: `main` prints its one error line there for Exim.
     pub fn record(&self, record: &Record<'_>) {
         let failed = matches!(record.outcome, Outcome::Failed { .. });
-        let text = record.to_string();
+        let text = escape(&record.to_string()).into_owned();
         match self.target {
             LogTarget::None => {}
             LogTarget::Stderr if failed => {}
@@ -84,8 +88,42 @@ impl Logger {
     }
 }
 
+/// Prints `mailkeep: TEXT` on stderr, escaped: for the lines that are not about one message
+/// (the one error line of `main`, warnings).
+pub fn stderr_line(text: &str) {
+    stderr(&escape(text));
+}
+
+/// Writes a line already escaped.
 fn stderr(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "mailkeep: {text}");
+}
+
+/// `text` fit to be printed as (part of) one line: every control character (C0, DEL, C1,
+/// so also CR and LF) becomes `\xNN` (`\u{NN}` above ASCII), every character that reorders
+/// or hides text (bidi marks, embeddings, overrides and isolates, the line and paragraph
+/// separators) becomes `\u{NNNN}`, and a backslash becomes `\\`, so that the escaped form
+/// reads back unambiguously. Everything else, UTF-8 included, stays as it is.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 impl Logger {
@@ -127,6 +165,14 @@ mod tests {
     fn failure_reason_stays_on_one_line() {
         let r =
             Record { user: "a", folder: "Sent", msgid: None, outcome: Outcome::Failed { reason: "x\ny" }, extra: "" };
-        assert_eq!(r.to_string(), "user=a folder=Sent msgid=<> result=failed reason=x y");
+        assert_eq!(escape(&r.to_string()), "user=a folder=Sent msgid=<> result=failed reason=x\\x0ay");
+    }
+
+    #[test]
+    fn escape_leaves_no_control_or_bidi_character_and_reads_back_unambiguously() {
+        let raw = "a\x1b[31m\0b\x08\x7f\u{85}\u{202e}c\u{2028}\u{200f}\u{2066}\\x1b é\t";
+        let want = "a\\x1b[31m\\x00b\\x08\\x7f\\u{85}\\u{202e}c\\u{2028}\\u{200f}\\u{2066}\\\\x1b é\\x09";
+        assert_eq!(escape(raw), want);
+        assert!(matches!(escape("plain <a@b> é"), Cow::Borrowed(_)));
     }
 }

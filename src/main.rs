@@ -15,6 +15,7 @@ mod docs;
 mod envelope;
 mod exit;
 mod fault;
+mod fsutil;
 mod log;
 mod maildir;
 mod mbox;
@@ -82,7 +83,7 @@ fn entry(args: Vec<OsString>) -> Exit {
         Err(e) => {
             let text = e.to_string();
             let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
-            let _ = writeln!(std::io::stderr(), "mailkeep: {}", first.trim_start_matches("error: "));
+            log::stderr_line(first.trim_start_matches("error: "));
             return Exit::Usage;
         }
     };
@@ -90,7 +91,7 @@ fn entry(args: Vec<OsString>) -> Exit {
         Ok(status) => status,
         Err(e) => {
             let status = classify(&e);
-            let _ = writeln!(std::io::stderr(), "mailkeep: {e:#}");
+            log::stderr_line(&format!("{e:#}"));
             status
         }
     }
@@ -112,8 +113,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     panic::set_hook(Box::new(|info| {
         let what = info.payload_as_str().unwrap_or("panic");
         let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-        let line: String = format!("{what}{place}").chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-        let _ = writeln!(std::io::stderr(), "mailkeep: internal error (bug): {line}");
+        log::stderr_line(&format!("internal error (bug): {what}{place}"));
     }));
     let status = panic::catch_unwind(AssertUnwindSafe(|| entry(std::env::args_os().collect())));
     let _ = std::io::stdout().flush();

@@ -7,16 +7,22 @@
 //! user gets a fresh random password from /dev/urandom, printed once on stdout. The hash is
 //! computed here (salted SHA-512, which Dovecot reads natively) so that nothing depends on
 //! an outside tool; the passwords are 100 random bits, so one salted round is enough.
+//! It runs as root: OUT and both files are written through a descriptor of OUT, never by
+//! path (`fsutil`), so whoever can write into OUT cannot make it write anywhere else.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::cli::{ImapServer, ServeConfigArgs, UsageError};
 use crate::envelope::User;
 use crate::exit::Exit;
+use crate::fsutil;
+use crate::log::stderr_line;
 
 /// Password characters: no 0/O, 1/l/I, so a password read aloud or off paper survives.
 const ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
@@ -32,10 +38,12 @@ pub enum ServeError {
     RootOwned(PathBuf),
     #[error("no users below {}: nothing to serve", .0.display())]
     NoUsers(PathBuf),
-    #[error("path {} cannot go into a Dovecot config: it contains {ch:?}", path.display())]
+    #[error("path {} cannot go into a Dovecot config: it contains '{ch}'", path.display())]
     UnsafePath { path: PathBuf, ch: char },
     #[error("--out {} is too long: Dovecot's sockets below it need paths under 108 bytes", .0.display())]
     OutTooLong(PathBuf),
+    #[error("--out {} is a symbolic link: give the directory itself (as root, serve-config follows no link at OUT)", .0.display())]
+    OutSymlink(PathBuf),
     #[error("cannot write {}: {err}", path.display())]
     Write { path: PathBuf, err: io::Error },
     #[error("cannot read random bytes from /dev/urandom: {0}")]
@@ -49,7 +57,8 @@ impl crate::exit::Classify for ServeError {
             ServeError::RootOwned(_)
             | ServeError::NoUsers(_)
             | ServeError::UnsafePath { .. }
-            | ServeError::OutTooLong(_) => Exit::Config,
+            | ServeError::OutTooLong(_)
+            | ServeError::OutSymlink(_) => Exit::Config,
             ServeError::Root { .. } | ServeError::Write { .. } | ServeError::Random(_) => Exit::TempFail,
         }
     }
@@ -60,6 +69,8 @@ impl crate::exit::Classify for ServeError {
 pub struct Plan {
     pub root: PathBuf,
     pub out: PathBuf,
+    /// OUT, opened without following a symlink: both files are written through it.
+    pub out_dir: OwnedFd,
     pub listen: IpAddr,
     pub port: u16,
     pub uid: u32,
@@ -70,7 +81,7 @@ pub struct Plan {
 pub fn run(args: &ServeConfigArgs) -> anyhow::Result<Exit> {
     let ImapServer::Dovecot = args.server;
     let listen: IpAddr =
-        args.listen.parse().map_err(|_| UsageError(format!("--listen {:?} is not an IP address", args.listen)))?;
+        args.listen.parse().map_err(|_| UsageError(format!("--listen \"{}\" is not an IP address", args.listen)))?;
     let plan = plan(&args.root, &args.out, listen, args.port)?;
     let mut passwd = String::new();
     let mut shown = String::new();
@@ -82,9 +93,15 @@ pub fn run(args: &ServeConfigArgs) -> anyhow::Result<Exit> {
     }
     let conf_path = plan.out.join("dovecot.conf");
     let passwd_path = plan.out.join("passwd");
-    write_file(&passwd_path, passwd.as_bytes(), 0o640)?;
-    share_with_dovecot(&passwd_path);
-    write_file(&conf_path, dovecot_conf(&plan).as_bytes(), 0o644)?;
+    let owner = dovecot_owner();
+    write_file(&plan, "passwd", passwd.as_bytes(), 0o640, owner)?;
+    if owner.is_none() {
+        stderr_line(&format!(
+            "note: make {} readable by group dovecot (chgrp dovecot) before starting Dovecot",
+            passwd_path.display()
+        ));
+    }
+    write_file(&plan, "dovecot.conf", dovecot_conf(&plan).as_bytes(), 0o644, None)?;
     let mut out = io::stdout().lock();
     write!(
         out,
@@ -121,17 +138,17 @@ pub fn plan(root: &Path, out: &Path, listen: IpAddr, port: u16) -> Result<Plan, 
             (true, Some(u)) => {
                 if entry.metadata().is_ok_and(|m| m.uid() != meta.uid()) {
                     let path = entry.path();
-                    eprintln!(
-                        "mailkeep: warning: {} is not owned by uid {}, as which Dovecot serves",
+                    stderr_line(&format!(
+                        "warning: {} is not owned by uid {}, as which Dovecot serves",
                         path.display(),
                         meta.uid()
-                    );
+                    ));
                 }
                 users.push(u.as_str().to_owned())
             }
             (true, None) if name == "lost+found" || name.as_encoded_bytes()[0] == b'.' => {}
             (true, None) => {
-                eprintln!("mailkeep: skipping {}: not a user name mailkeep delivers to", entry.path().display())
+                stderr_line(&format!("skipping {}: not a user name mailkeep delivers to", entry.path().display()))
             }
         }
     }
@@ -139,7 +156,7 @@ pub fn plan(root: &Path, out: &Path, listen: IpAddr, port: u16) -> Result<Plan, 
         return Err(ServeError::NoUsers(root));
     }
     users.sort();
-    fs::create_dir_all(out).map_err(|err| ServeError::Write { path: out.to_path_buf(), err })?;
+    let out_dir = open_out(out)?;
     let out = fs::canonicalize(out).map_err(|err| ServeError::Write { path: out.to_path_buf(), err })?;
     for p in [&root, &out] {
         config_safe(p)?;
@@ -147,7 +164,19 @@ pub fn plan(root: &Path, out: &Path, listen: IpAddr, port: u16) -> Result<Plan, 
     if out.as_os_str().len() > OUT_MAX {
         return Err(ServeError::OutTooLong(out));
     }
-    Ok(Plan { root, out, listen, port, uid: meta.uid(), gid: meta.gid(), users })
+    Ok(Plan { root, out, out_dir, listen, port, uid: meta.uid(), gid: meta.gid(), users })
+}
+
+/// Opens OUT, making it (0755) when missing; a symlink at OUT is refused.
+fn open_out(out: &Path) -> Result<OwnedFd, ServeError> {
+    fsutil::create_dir_all(out, 0o755).map_err(|err| {
+        let is_link = fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink());
+        if is_link {
+            ServeError::OutSymlink(out.to_path_buf())
+        } else {
+            ServeError::Write { path: out.to_path_buf(), err }
+        }
+    })
 }
 
 /// A path goes into dovecot.conf unquoted and into `mail_location`, where `%` expands
@@ -242,39 +271,17 @@ ssl = no
     )
 }
 
-/// Writes `data` atomically: a temp file beside it, fsync, rename.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), ServeError> {
-    let err = |err| ServeError::Write { path: path.to_path_buf(), err };
-    let tmp = path.with_extension("mailkeep-tmp");
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.set_permissions(fs::Permissions::from_mode(mode))?;
-        f.write_all(data)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(err)
+/// Replaces OUT/`name` atomically with `data`, created with `mode` and `owner` (fsutil).
+fn write_file(plan: &Plan, name: &str, data: &[u8], mode: u32, owner: fsutil::Owner) -> Result<(), ServeError> {
+    fsutil::replace_file(plan.out_dir.as_fd(), OsStr::new(name), data, mode, owner)
+        .map_err(|err| ServeError::Write { path: plan.out.join(name), err })
 }
 
-/// Dovecot's auth process runs as user dovecot: give it the passwd file's group, when we
-/// may (as root) and the group exists. Otherwise the admin does it; say so.
-fn share_with_dovecot(path: &Path) {
-    let group = nix::unistd::Group::from_name("dovecot").ok().flatten();
-    let done = match group {
-        Some(g) if nix::unistd::geteuid().is_root() => {
-            std::os::unix::fs::chown(path, Some(0), Some(g.gid.as_raw())).is_ok()
-        }
-        _ => false,
-    };
-    if !done {
-        eprintln!(
-            "mailkeep: note: make {} readable by group dovecot (chgrp dovecot) before starting Dovecot",
-            path.display()
-        );
-    }
+/// Dovecot's auth process runs as user dovecot: the passwd file goes to root, group
+/// dovecot, when we may (as root) and the group exists. Otherwise the admin does it.
+fn dovecot_owner() -> fsutil::Owner {
+    let group = nix::unistd::Group::from_name("dovecot").ok().flatten()?;
+    nix::unistd::geteuid().is_root().then(|| (0, group.gid.as_raw()))
 }
 
 fn random_bytes<const N: usize>() -> Result<[u8; N], ServeError> {

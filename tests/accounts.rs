@@ -334,7 +334,7 @@ fn shrinking_beyond_max_shrink_is_refused_unless_forced() {
     );
     assert_eq!(w.accounts(), old, "refused: untouched");
     assert_exit(&w.sync(&["--max-shrink", "30%"]), 0);
-    assert_eq!(w.accounts(), USERS);
+    assert_eq!(w.accounts(), format!("{SIZES} {}=7\n{USERS}", day_ago(0)), "the earlier size is kept");
 
     std::fs::write(&w.out, &old).unwrap();
     let out = w.sync(&["--force"]);
@@ -405,4 +405,106 @@ fn bad_settings_exit_64_without_a_request() {
     assert_exit(&plain, 64);
     assert!(stderr(&plain).contains("only allowed to 127.0.0.1"), "{}", stderr(&plain));
     assert!(w.requests().is_empty());
+}
+
+/// The accounts file's comment line with its earlier sizes (Exim's lsearch skips it).
+const SIZES: &str = "# mailkeep accounts sync, sizes before (for --max-shrink):";
+
+/// `YYYY-MM-DD` (UTC) of `days` days ago.
+fn day_ago(days: u32) -> String {
+    let out = Command::new("date").args(["-u", "-d", &format!("{days} days ago"), "+%F"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A directory of `n` users, u000 to u(n-1), on one page.
+fn staff(n: usize) -> Value {
+    let users: Vec<Value> = (0..n).map(|i| user(&format!("u{i:03}@example.com"), &[], false)).collect();
+    json!({"admin": ADMIN, "domain": "example.com", "users": [users]})
+}
+
+/// The entries of the accounts file, without comment lines.
+fn entries(w: &World) -> usize {
+    w.accounts().lines().filter(|l| !l.starts_with('#')).count()
+}
+
+#[test]
+fn endless_page_tokens_stop_at_max_pages_with_exit_75_issue_18() {
+    let mut scenario = company(json!({}));
+    scenario["endless"] = json!("users");
+    let w = World::new(scenario);
+    std::fs::write(&w.out, "old\n").unwrap();
+    let out = w.sync(&["--max-pages", "5"]);
+    assert_exit(&out, 75);
+    let err = stderr(&out);
+    assert!(err.contains("users: the server still had more after 5 pages (--max-pages)"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    let pages = asked(&w).iter().filter(|a| a.starts_with("GET users")).count();
+    assert_eq!(pages, 5, "pages asked for: expected 5, got {pages}");
+    assert_eq!(w.accounts(), "old\n");
+    // The default stops too (20 pages of 500: 10 000 users).
+    let out = w.sync(&[]);
+    assert_exit(&out, 75);
+    assert!(stderr(&out).contains("after 20 pages"), "{}", stderr(&out));
+}
+
+#[test]
+fn shrinking_9_percent_a_run_is_refused_once_10_percent_below_the_30_day_largest_issue_18() {
+    let w = World::new(staff(100));
+    let scenario = w.env.dir.path().join("scenario.json");
+    assert_exit(&w.sync(&[]), 0);
+    std::fs::write(&scenario, staff(91).to_string()).unwrap();
+    assert_exit(&w.sync(&[]), 0); // 9 of 100: within 10%
+    assert_eq!(entries(&w), 91);
+    std::fs::write(&scenario, staff(83).to_string()).unwrap();
+    let out = w.sync(&[]); // 8 of 91, but 17 of the 100 of today
+    assert_exit(&out, 1);
+    let err = stderr(&out);
+    let want = format!("would have 83 entries, 17.0% fewer than the 100 it had until {}", day_ago(0));
+    assert!(err.contains(&want), "stderr\n--- expected to contain\n{want}\n--- got\n{err}");
+    assert_eq!(entries(&w), 91, "refused: untouched");
+    // --force writes, and makes 83 the reference.
+    assert_exit(&w.sync(&["--force"]), 0);
+    assert_bytes_eq("forced", staff_file(83).as_bytes(), w.accounts().as_bytes());
+    std::fs::write(&scenario, staff(80).to_string()).unwrap();
+    assert_exit(&w.sync(&[]), 0);
+}
+
+fn staff_file(n: usize) -> String {
+    (0..n).map(|i| format!("u{i:03}\n")).collect()
+}
+
+#[test]
+fn a_size_31_days_old_no_longer_counts_issue_18() {
+    let w = World::new(staff(83));
+    // The file has 83 entries now; 100 thirty days ago still counts, 31 days ago no more.
+    std::fs::write(&w.out, format!("{SIZES} {}=100\n{}", day_ago(30), staff_file(83))).unwrap();
+    assert_exit(&w.sync(&["--dry-run"]), 1);
+    std::fs::write(&w.out, format!("{SIZES} {}=100\n{}", day_ago(31), staff_file(83))).unwrap();
+    let out = w.sync(&[]);
+    assert_exit(&out, 0);
+    assert_bytes_eq("old size dropped", staff_file(83).as_bytes(), w.accounts().as_bytes());
+}
+
+#[test]
+fn control_characters_in_a_left_out_address_are_escaped_in_the_warning_issue_18() {
+    let mut scenario = company(json!({}));
+    let evil = "ev\u{1b}[2J\u{8}\u{7f}\u{202e}il\\@example.com";
+    scenario["users"][0].as_array_mut().unwrap().push(user(evil, &[], false));
+    let w = World::new(scenario);
+    let out = w.sync(&[]);
+    assert_exit(&out, 0);
+    let err = stderr(&out);
+    let want = r"warning: ev\x1b[2J\x08\x7f\u{202e}il\\@example.com left out";
+    assert!(err.contains(want), "stderr\n--- expected to contain\n{want}\n--- got\n{err:?}");
+    assert_no_raw_control(&err);
+}
+
+/// No control character nor bidi override in printed text, but the line ends.
+#[track_caller]
+pub fn assert_no_raw_control(text: &str) {
+    let bad = |c: char| {
+        (c.is_control() && c != '\n')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    assert!(!text.chars().any(bad), "raw control or bidi character printed: {text:?}");
 }

@@ -1,7 +1,7 @@
 //! Google's token endpoint and the Admin SDK Directory API's paged `users.list` and
 //! `groups.list`. Anything short of every page read whole (an HTTP error, an error body, a
-//! body that is not a list page, a timeout) is an error: a partial list must never reach the
-//! accounts file.
+//! body that is not a list page, a timeout, more pages than `--max-pages`) is an error: a
+//! partial list must never reach the accounts file.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -32,7 +32,7 @@ impl Endpoints {
                 Ok(Endpoints { token: key.token_uri.clone(), api: "https://admin.googleapis.com".into() })
             }
             Some(base) => {
-                check_url(base).map_err(|reason| AccountsError::Usage(format!("--api-base {base:?}: {reason}")))?;
+                check_url(base).map_err(|reason| AccountsError::Usage(format!("--api-base \"{base}\": {reason}")))?;
                 let base = base.trim_end_matches('/');
                 Ok(Endpoints { token: format!("{base}/token"), api: base.to_string() })
             }
@@ -119,22 +119,26 @@ impl Directory {
         Ok(dir)
     }
 
-    /// Every user of `domain` (`users.list`, 500 a page).
-    pub fn users(&self, domain: &str) -> Result<Vec<Account>, AccountsError> {
-        self.list("users", &[("domain", domain), ("maxResults", "500"), ("projection", "basic")])
+    /// Every user of `domain` (`users.list`, 500 a page), in at most `max_pages` pages.
+    pub fn users(&self, domain: &str, max_pages: u32) -> Result<Vec<Account>, AccountsError> {
+        self.list("users", &[("domain", domain), ("maxResults", "500"), ("projection", "basic")], max_pages)
     }
 
-    /// Every group of `domain` (`groups.list`, 200 a page).
-    pub fn groups(&self, domain: &str) -> Result<Vec<Account>, AccountsError> {
-        self.list("groups", &[("domain", domain), ("maxResults", "200")])
+    /// Every group of `domain` (`groups.list`, 200 a page), in at most `max_pages` pages.
+    pub fn groups(&self, domain: &str, max_pages: u32) -> Result<Vec<Account>, AccountsError> {
+        self.list("groups", &[("domain", domain), ("maxResults", "200")], max_pages)
     }
 
     /// Follows `nextPageToken` to the last page; each page must say it is a list of `what`.
-    fn list(&self, what: &str, params: &[(&str, &str)]) -> Result<Vec<Account>, AccountsError> {
+    /// A server that hands out fresh tokens without end is stopped after `max_pages`.
+    fn list(&self, what: &str, params: &[(&str, &str)], max_pages: u32) -> Result<Vec<Account>, AccountsError> {
         let url = format!("{}/admin/directory/v1/{what}", self.api);
         let kind = format!("admin#directory#{what}");
         let (mut all, mut seen, mut next) = (Vec::new(), HashSet::new(), None::<String>);
         for n in 1.. {
+            if n > max_pages {
+                return Err(AccountsError::TooManyPages { what: what.to_string(), pages: max_pages });
+            }
             let at = format!("{what} page {n} (GET {url})");
             let mut req = self.agent.get(&url).header("Authorization", format!("Bearer {}", self.token));
             for (k, v) in params {
@@ -146,7 +150,7 @@ impl Directory {
             let page: Page = serde_json::from_value(self.read(&at, req.call())?)
                 .map_err(|e| api_error(&at, format!("not a {what} list page: {e}")))?;
             if page.kind != kind {
-                return Err(api_error(&at, format!("not a {what} list page: kind {:?}", page.kind)));
+                return Err(api_error(&at, format!("not a {what} list page: kind \"{}\"", page.kind)));
             }
             all.extend(page.users);
             all.extend(page.groups);
@@ -226,12 +230,12 @@ fn error_detail(body: &Value) -> Option<String> {
     Some(text)
 }
 
-/// Server text made fit for one log line: control characters out, at most 300 characters.
+/// Server text made short: at most 300 characters (its control characters are escaped
+/// where the line is printed, `log::escape`).
 fn clean(text: &str) -> String {
-    let one_line: String = text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    match one_line.char_indices().nth(300) {
-        Some((at, _)) => format!("{}...", &one_line[..at]),
-        None => one_line,
+    match text.char_indices().nth(300) {
+        Some((at, _)) => format!("{}...", &text[..at]),
+        None => text.to_string(),
     }
 }
 
@@ -260,7 +264,7 @@ mod tests {
 
     #[test]
     fn server_text_becomes_one_short_line() {
-        assert_eq!(clean("a\r\nb"), "a  b");
+        assert_eq!(crate::log::escape(&clean("a\r\nb")), "a\\x0d\\x0ab");
         assert_eq!(clean(&"x".repeat(400)).len(), 303);
     }
 }

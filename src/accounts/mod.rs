@@ -3,8 +3,10 @@
 //! listed there and a new employee missing from it means their mail is not backed up.
 //!
 //! Exit status: 0 written (or nothing to change, or `--dry-run`); 1 refused, the result would
-//! remove more than `--max-shrink` of the entries; 64 bad usage; 75 the directory could not
-//! be read whole (the file is left as it was); 78 the key file is unusable or readable by others.
+//! remove more than `--max-shrink` of the entries, or be that much smaller than the file was
+//! at any time in the last 30 days (so that a list shrinking a little each run is caught too);
+//! 64 bad usage; 75 the directory could not be read whole, or had more than `--max-pages`
+//! pages (the file is left as it was); 78 the key file is unusable or readable by others.
 
 mod directory;
 mod file;
@@ -18,7 +20,9 @@ use std::time::Duration;
 use crate::cli::AccountsSyncArgs;
 use crate::envelope::User;
 use crate::exit::{Classify, Exit};
+use crate::log::stderr_line;
 use directory::{Account, Directory, Endpoints};
+use file::Sizes;
 
 /// Overrides the 30 s limit on each HTTP request.
 const TIMEOUT_ENV: &str = "MAILKEEP_HTTP_TIMEOUT_SECS";
@@ -33,6 +37,11 @@ pub enum AccountsError {
     KeyExposed { path: PathBuf, mode: u32 },
     #[error("{what}: {reason}; accounts file left as it was")]
     Api { what: String, reason: String },
+    #[error(
+        "{what}: the server still had more after {pages} pages (--max-pages); accounts file left as it was \
+         (if the directory really is that large, raise --max-pages)"
+    )]
+    TooManyPages { what: String, pages: u32 },
     #[error("cannot read accounts file {}: {err}", path.display())]
     Read { path: PathBuf, err: std::io::Error },
     #[error("cannot write accounts file {}: {err}; old file left as it was", path.display())]
@@ -44,7 +53,10 @@ impl Classify for AccountsError {
         match self {
             AccountsError::Usage(_) => Exit::Usage,
             AccountsError::Key { .. } | AccountsError::KeyExposed { .. } => Exit::Config,
-            AccountsError::Api { .. } | AccountsError::Read { .. } | AccountsError::Write { .. } => Exit::TempFail,
+            AccountsError::Api { .. }
+            | AccountsError::TooManyPages { .. }
+            | AccountsError::Read { .. }
+            | AccountsError::Write { .. } => Exit::TempFail,
         }
     }
 }
@@ -57,7 +69,7 @@ pub fn sync(args: &AccountsSyncArgs) -> anyhow::Result<Exit> {
 fn run(args: &AccountsSyncArgs) -> Result<Exit, AccountsError> {
     let domain = checked_domain(&args.domain)?;
     if !args.admin.contains('@') || args.admin.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(AccountsError::Usage(format!("--admin {:?}: want the address of a Workspace admin", args.admin)));
+        return Err(AccountsError::Usage(format!("--admin \"{}\": want the address of a Workspace admin", args.admin)));
     }
     let max_shrink = parse_percent(&args.max_shrink)?;
     let timeout = timeout_from_env()?;
@@ -66,15 +78,19 @@ fn run(args: &AccountsSyncArgs) -> Result<Exit, AccountsError> {
     let (old_bytes, old) = file::read_current(&args.out)?;
 
     let dir = Directory::connect(&key, &args.admin, &endpoints, timeout)?;
-    let users = dir.users(&domain)?;
-    let groups = if args.include_groups { dir.groups(&domain)? } else { Vec::new() };
+    let users = dir.users(&domain, args.max_pages)?;
+    let groups = if args.include_groups { dir.groups(&domain, args.max_pages)? } else { Vec::new() };
     let found = collect(&users, &groups, &domain, args.include_aliases);
 
     let added: Vec<&String> = found.names.difference(&old).collect();
     let removed: Vec<&String> = old.difference(&found.names).collect();
-    let content = file::render(&found.names);
-    let too_many = removed.len() as f64 * 100.0 > max_shrink * old.len() as f64;
-    let outcome = if too_many && !args.force {
+    let today = crate::time::now().div_euclid(86400);
+    let sizes = old_bytes.as_deref().map(Sizes::parse).unwrap_or_default();
+    let shrink = Shrink::judge(&old, &found.names, &sizes, today, max_shrink);
+    // A forced list is the new reference: the earlier sizes are forgotten.
+    let sizes = if args.force { Sizes::default() } else { sizes.after(today, old.len(), found.names.len()) };
+    let content = file::render(&found.names, &sizes);
+    let outcome = if shrink.is_some() && !args.force {
         Outcome::Refused
     } else if args.dry_run {
         Outcome::DryRun
@@ -97,21 +113,60 @@ fn run(args: &AccountsSyncArgs) -> Result<Exit, AccountsError> {
     added.iter().for_each(|n| println!("+ {n}"));
     removed.iter().for_each(|n| println!("- {n}"));
     for addr in &found.unusable {
-        eprintln!("mailkeep: warning: {addr} left out: mailkeep deliver accepts only [a-z0-9.-_+=] local parts");
+        stderr_line(&format!("warning: {addr} left out: mailkeep deliver accepts only [a-z0-9.-_+=] local parts"));
     }
-    if outcome == Outcome::Refused {
-        eprintln!(
-            "mailkeep: refused: {} would lose {} of its {} entries ({:.1}%), more than --max-shrink {}; if the \
-             directory is right (check the delegated scopes, --admin and --domain), rerun with --force",
-            args.out.display(),
-            removed.len(),
-            old.len(),
-            removed.len() as f64 * 100.0 / old.len() as f64,
-            args.max_shrink,
-        );
-        return Ok(Exit::Problems);
+    match shrink {
+        Some(why) if outcome == Outcome::Refused => {
+            stderr_line(&format!(
+                "refused: {} {why}, more than --max-shrink {}; if the directory is right (check the delegated \
+                 scopes, --admin and --domain), rerun with --force",
+                args.out.display(),
+                args.max_shrink,
+            ));
+            Ok(Exit::Problems)
+        }
+        _ => Ok(Exit::Ok),
     }
-    Ok(Exit::Ok)
+}
+
+/// Why a new list shrinks too much: against the current file, or against the largest size
+/// of the last 30 days.
+#[derive(Debug, Clone, PartialEq)]
+enum Shrink {
+    Removes { removed: usize, of: usize },
+    BelowLargest { now: usize, largest: usize, day: i64 },
+}
+
+impl Shrink {
+    fn judge(old: &BTreeSet<String>, new: &BTreeSet<String>, sizes: &Sizes, today: i64, max: f64) -> Option<Shrink> {
+        let too_much = |lost: usize, of: usize| lost as f64 * 100.0 > max * of as f64;
+        let removed = old.difference(new).count();
+        if too_much(removed, old.len()) {
+            return Some(Shrink::Removes { removed, of: old.len() });
+        }
+        let (day, largest) = sizes.largest_since(today)?;
+        let now = new.len();
+        (largest > now && too_much(largest - now, largest)).then_some(Shrink::BelowLargest { now, largest, day })
+    }
+}
+
+impl std::fmt::Display for Shrink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = |lost: usize, of: usize| lost as f64 * 100.0 / of as f64;
+        match *self {
+            Shrink::Removes { removed, of } => {
+                write!(f, "would lose {removed} of its {of} entries ({:.1}%)", pct(removed, of))
+            }
+            Shrink::BelowLargest { now, largest, day } => write!(
+                f,
+                "would have {now} entries, {:.1}% fewer than the {largest} it had until {} (the largest of the \
+                 last {} days)",
+                pct(largest - now, largest),
+                file::day_name(day),
+                file::SIZES_DAYS,
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,7 +223,11 @@ fn checked_domain(raw: &str) -> Result<String, AccountsError> {
     let ok = !domain.is_empty()
         && domain.contains('.')
         && domain.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-');
-    if ok { Ok(domain) } else { Err(AccountsError::Usage(format!("--domain {raw:?}: want a domain like example.com"))) }
+    if ok {
+        Ok(domain)
+    } else {
+        Err(AccountsError::Usage(format!("--domain \"{raw}\": want a domain like example.com")))
+    }
 }
 
 /// `10%` or `10`: a share from 0 to 100 percent.
@@ -176,7 +235,7 @@ fn parse_percent(raw: &str) -> Result<f64, AccountsError> {
     let value = raw.trim().strip_suffix('%').unwrap_or(raw.trim()).parse::<f64>();
     match value {
         Ok(v) if (0.0..=100.0).contains(&v) => Ok(v),
-        _ => Err(AccountsError::Usage(format!("--max-shrink {raw:?}: want a percentage from 0% to 100%"))),
+        _ => Err(AccountsError::Usage(format!("--max-shrink \"{raw}\": want a percentage from 0% to 100%"))),
     }
 }
 
@@ -186,7 +245,10 @@ fn timeout_from_env() -> Result<Duration, AccountsError> {
     };
     match raw.to_str().and_then(|s| s.parse::<u64>().ok()) {
         Some(secs) if secs > 0 => Ok(Duration::from_secs(secs)),
-        _ => Err(AccountsError::Usage(format!("{TIMEOUT_ENV}={raw:?}: want whole seconds, 1 or more"))),
+        _ => Err(AccountsError::Usage(format!(
+            "{TIMEOUT_ENV}=\"{}\": want whole seconds, 1 or more",
+            raw.to_string_lossy()
+        ))),
     }
 }
 

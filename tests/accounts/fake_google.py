@@ -15,9 +15,12 @@ domain, maxResults, projection and the bearer token. SCENARIO.json:
   {"admin": "admin@example.com", "domain": "example.com",
    "users": [[user, ...], ...], "groups": [[group, ...], ...],
    "fault": {"list": "users", "page": 2, "kind": "500"|"sleep"|"error_body"|"403"|"gone"|"not_a_page"},
-   "sleep": 5}
+   "sleep": 5, "endless": "users"}
 
-`page` counts from 1. Every request is appended to LOG.jsonl as one JSON object.
+`page` counts from 1. With "endless", that list never ends: every page, past the last one
+given too (empty), carries a fresh nextPageToken. SCENARIO.json is read again for each list
+request, so a test may change the directory between two syncs. Every request is appended to
+LOG.jsonl as one JSON object.
 """
 
 import base64
@@ -68,12 +71,16 @@ class Fake:
             self.key = json.load(f)
         private = serialization.load_pem_private_key(self.key["private_key"].encode(), None)
         self.public = private.public_key()
-        with open(scenario_path) as f:
-            self.scenario = json.load(f)
+        self.scenario_path = scenario_path
+        self.scenario = self.load_scenario()
         self.log_path = log_path
         self.lock = threading.Lock()
         self.tokens = set()
         self.port = None
+
+    def load_scenario(self):
+        with open(self.scenario_path) as f:
+            return json.load(f)
 
     def log(self, entry):
         with self.lock, open(self.log_path, "a") as f:
@@ -141,7 +148,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         entry = {"method": "GET", "path": url.path, "query": query}
         what = url.path.removeprefix("/admin/directory/v1/")
-        sc = self.fake.scenario
+        sc = self.fake.load_scenario()
         if what not in PAGE_SIZE:
             return self.reply(404, google_error(404, "Not Found"), entry)
         auth = self.headers.get("Authorization", "")
@@ -155,7 +162,8 @@ class Handler(BaseHTTPRequestHandler):
         pages = sc.get(what, [])
         token = query.get("pageToken")
         page = 1 if token is None else page_number(token, what)
-        if page < 1 or page > max(len(pages), 1):
+        endless = sc.get("endless") == what
+        if page < 1 or (page > max(len(pages), 1) and not endless):
             return self.reply(400, google_error(400, "Invalid Input: pageToken"), entry)
         fault = sc.get("fault", {})
         if fault.get("list") == what and fault.get("page") == page:
@@ -174,9 +182,9 @@ class Handler(BaseHTTPRequestHandler):
             if kind == "sleep":
                 time.sleep(sc.get("sleep", 5))
         doc = {"kind": f"admin#directory#{what}", "etag": '"fake"'}
-        if pages and pages[page - 1]:
+        if page <= len(pages) and pages[page - 1]:
             doc[what] = pages[page - 1]
-        if page < len(pages):
+        if page < len(pages) or endless:
             doc["nextPageToken"] = f"{what}-p-{page + 1}"
         self.reply(200, doc, entry)
 
