@@ -304,11 +304,12 @@ pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
         DedupCommand::Stats(_) => {
             let rows = store.stats()?;
             for FolderKeys { user, folder, keys, oldest, newest } in &rows {
+                let (user, folder) = (crate::log::escape(user), crate::log::escape(folder));
                 println!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}");
             }
             let total: i64 = rows.iter().map(|r| r.keys).sum();
             let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
-            println!("total keys={total} file={} bytes={bytes}", path.display());
+            println!("total keys={total} file={} bytes={bytes}", crate::log::escape(&path.display().to_string()));
         }
     }
     Ok(Exit::Ok)

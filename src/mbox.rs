@@ -45,7 +45,7 @@ impl Format {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MboxError {
-    #[error("{}: not an mbox file: expected a 'From <address> <date>' line at the start, found {found:?}", path.display())]
+    #[error("{}: not an mbox file: expected a 'From <address> <date>' line at the start, found '{found}'", path.display())]
     NotMbox { path: PathBuf, found: String },
     #[error("{}: broken message at byte {offset}, line {line}: {what}", path.display())]
     Broken { path: PathBuf, offset: u64, line: u64, what: String },

@@ -660,7 +660,9 @@ impl Progress {
         }
     }
 
+    /// A line for the operator; it may name a file, so it is escaped as every line is.
     fn note(&self, text: &str) {
+        let text = crate::log::escape(text);
         match &self.bar {
             Some(bar) => bar.println(text),
             None => eprintln!("{text}"),

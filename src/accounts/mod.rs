@@ -110,8 +110,9 @@ fn run(args: &AccountsSyncArgs) -> Result<Exit, AccountsError> {
         found.foreign,
         outcome.as_str(),
     );
-    added.iter().for_each(|n| println!("+ {n}"));
-    removed.iter().for_each(|n| println!("- {n}"));
+    // Names of the old file were typed by hand and may hold anything: escaped like every line.
+    added.iter().for_each(|n| println!("+ {}", crate::log::escape(n)));
+    removed.iter().for_each(|n| println!("- {}", crate::log::escape(n)));
     for addr in &found.unusable {
         stderr_line(&format!("warning: {addr} left out: mailkeep deliver accepts only [a-z0-9.-_+=] local parts"));
     }
