@@ -15,6 +15,7 @@ mod docs;
 mod envelope;
 mod exit;
 mod fault;
+mod fsutil;
 mod log;
 mod maildir;
 mod mbox;
