@@ -37,6 +37,18 @@ impl OpenError {
     }
 }
 
+impl OpenError {
+    /// The errno a plain `openat` would have reported, for callers that speak errno.
+    pub fn errno(self) -> Errno {
+        match self {
+            OpenError::Missing => Errno::ENOENT,
+            OpenError::Symlink => Errno::ELOOP,
+            OpenError::WrongType => Errno::EINVAL,
+            OpenError::Io { errno, .. } => errno,
+        }
+    }
+}
+
 impl std::fmt::Display for OpenError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
