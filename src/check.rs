@@ -16,6 +16,13 @@
 //! - A tmp/ file is old when its inode changed (ctime) more than 36 h ago, the same rule as
 //!   the writer's own sweep: mtime would not do, replay stages files with old mtimes on purpose.
 //! - Subscriptions are required for the folders mailkeep writes, `.Sent` and `.Chats`.
+//! - Only what mailkeep would have made is checked and repaired: user directories named as
+//!   `deliver` names them (what `User::parse` accepts and returns unchanged), the folders
+//!   it creates, and folders an IMAP server marked with a regular `maildirfolder` file.
+//!   Anything else is listed as not mailkeep's and never touched.
+//! - Nothing is followed through a symlink and no FIFO is opened for reading: a symlink or
+//!   FIFO where mailkeep keeps a directory or a small file (the dedup store included) is a
+//!   problem, as `deliver` refuses it too.
 
 use std::ffi::{CStr, OsStr};
 use std::fs::File;
@@ -32,14 +39,16 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 use crate::cli::{CheckArgs, UsageError};
 use crate::envelope::User;
 use crate::exit::Exit;
+use crate::fsutil::{self, OpenError, file_type};
+use crate::maildir::FolderKind;
 use crate::time::format_time;
 
 /// How much of each message is read to look for CRLF.
 pub const HEAD_SCAN: usize = 4096;
 /// The Maildir subdirectories, in the order a repair creates them (new/ last, as deliver does).
 const FOLDER_DIRS: [&str; 3] = ["cur", "tmp", "new"];
-/// The Maildir++ folders mailkeep creates, which it subscribes for both servers.
-const SUBSCRIBED: [&str; 2] = ["Sent", "Chats"];
+/// Subscription lists are read up to this size.
+const SMALL_FILE_MAX: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
@@ -105,6 +114,14 @@ impl std::fmt::Display for Fault {
     }
 }
 
+/// Something below the root that mailkeep did not make, left alone by check and repair.
+#[derive(Debug)]
+pub struct Foreign {
+    pub path: PathBuf,
+    pub user: Option<String>,
+    pub why: String,
+}
+
 /// One finding, and what `--repair` did about it.
 #[derive(Debug)]
 pub struct Problem {
@@ -133,6 +150,8 @@ pub struct Report {
     pub users: usize,
     pub folders: Vec<FolderStats>,
     pub problems: Vec<Problem>,
+    /// What is not mailkeep's: listed, never checked or changed, no problem.
+    pub foreign: Vec<Foreign>,
 }
 
 impl Report {
@@ -165,7 +184,7 @@ pub fn check(root: &Path, only: Option<&User>, repair: bool, now: i64) -> Result
         None => list(root_fd.as_fd())
             .map_err(root_err)?
             .into_iter()
-            .filter(|n| !n.starts_with(b".") && n != b"lost+found")
+            .filter(|n| n != STORE_DIR.as_bytes() && n != b"lost+found")
             .collect(),
     };
     names.sort();
@@ -173,24 +192,53 @@ pub fn check(root: &Path, only: Option<&User>, repair: bool, now: i64) -> Result
         repair,
         cutoff: now - crate::maildir::TMP_MAX_AGE.as_secs() as i64,
         now,
-        report: Report { root: root.to_path_buf(), users: 0, folders: Vec::new(), problems: Vec::new() },
+        report: Report {
+            root: root.to_path_buf(),
+            users: 0,
+            folders: Vec::new(),
+            problems: Vec::new(),
+            foreign: Vec::new(),
+        },
     };
     for name in names {
         let path = root.join(OsStr::from_bytes(&name));
         let user = String::from_utf8_lossy(&name).into_owned();
+        if !is_user_name(&name) {
+            c.foreign(path, "", "not a user name mailkeep deliver accepts as it is (1 to 64 of a-z 0-9 . - _ + =)");
+            continue;
+        }
         match fstatat(root_fd.as_fd(), &name[..], AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) if file_type(&st) == SFlag::S_IFDIR => {
                 c.report.users += 1;
                 c.user(root_fd.as_fd(), &name, &path, &user, &st);
             }
             Ok(st) if file_type(&st) == SFlag::S_IFLNK => c.found(path, &user, Fault::Symlink),
-            Ok(_) => {}
+            // deliver refuses to store for this user (73) until it is a directory
+            Ok(_) => c.found(path, &user, Fault::NotA("directory")),
             Err(Errno::ENOENT) if only.is_some() => c.found(path, &user, Fault::NoSuchUser),
             Err(e) => c.found(path, &user, Fault::Unreadable(e.desc().into())),
         }
     }
-    c.dedup(root);
+    c.dedup(root_fd.as_fd(), root);
     Ok(c.report)
+}
+
+/// The dedup store's directory below the root, and its files.
+const STORE_DIR: &str = ".mailkeep";
+const STORE_FILES: [&str; 3] = ["dedup.sqlite3", "dedup.sqlite3-wal", "dedup.sqlite3-shm"];
+
+/// True when `deliver --user NAME` would use exactly `name` as the user's directory.
+fn is_user_name(name: &[u8]) -> bool {
+    User::parse(OsStr::from_bytes(name)).is_ok_and(|u| u.as_str().as_bytes() == name)
+}
+
+/// The problem a name is when it could not be opened as a `wanted`.
+fn refused(e: OpenError, wanted: &'static str) -> Fault {
+    match e {
+        OpenError::Symlink => Fault::Symlink,
+        OpenError::WrongType => Fault::NotA(wanted),
+        OpenError::Missing | OpenError::Io { .. } => Fault::Unreadable(e.to_string()),
+    }
 }
 
 /// The uid and gid owning a user's Maildir: the ones the IMAP server runs as.
@@ -233,6 +281,11 @@ struct Checker {
 }
 
 impl Checker {
+    fn foreign(&mut self, path: PathBuf, user: &str, why: impl Into<String>) {
+        let user = (!user.is_empty()).then(|| user.to_owned());
+        self.report.foreign.push(Foreign { path, user, why: why.into() });
+    }
+
     fn found(&mut self, path: PathBuf, user: &str, fault: Fault) {
         self.report.problems.push(Problem {
             path,
@@ -268,31 +321,78 @@ impl Checker {
         for sub in subdirs {
             let fpath = path.join(OsStr::from_bytes(&sub));
             let fname = String::from_utf8_lossy(&sub[1..]).into_owned();
-            let ours = SUBSCRIBED.contains(&fname.as_str());
+            let kind = FolderKind::FOLDERS.into_iter().find(|k| k.dir().map(str::as_bytes) == Some(&sub[..]));
             let st = match fstatat(fd.as_fd(), &sub[..], AtFlags::AT_SYMLINK_NOFOLLOW) {
                 Ok(st) if file_type(&st) == SFlag::S_IFDIR => st,
-                Ok(st) if file_type(&st) == SFlag::S_IFLNK && ours => {
+                Ok(st) if file_type(&st) == SFlag::S_IFLNK && kind.is_some() => {
                     self.found(fpath, user, Fault::Symlink);
                     continue;
                 }
-                _ => continue,
+                Ok(st) if file_type(&st) == SFlag::S_IFLNK => {
+                    self.foreign(fpath, user, "a symlink, not a folder");
+                    continue;
+                }
+                _ => continue, // a dot-file is no folder
             };
-            let denied = !owner.can(&st, 7);
-            if denied {
-                self.found(fpath.clone(), user, owner.denied(&st, "list and write"));
-            }
-            let Some(ffd) = self.open(fd.as_fd(), &sub, &fpath, user, denied) else { continue };
-            let marked = |d: &&str| fstatat(ffd.as_fd(), *d, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok();
-            if ours || FOLDER_DIRS.iter().chain(&["maildirfolder"]).any(marked) {
-                self.folder(ffd.as_fd(), &fpath, user, &fname, owner, false);
-                present.push(fname);
-            }
+            let ffd = match kind {
+                Some(_) => {
+                    let denied = !owner.can(&st, 7);
+                    if denied {
+                        self.found(fpath.clone(), user, owner.denied(&st, "list and write"));
+                    }
+                    let Some(ffd) = self.open(fd.as_fd(), &sub, &fpath, user, denied) else { continue };
+                    ffd
+                }
+                None => match self.marked_folder(fd.as_fd(), &sub, &fpath, user, owner, &st) {
+                    Some(ffd) => ffd,
+                    None => continue,
+                },
+            };
+            self.folder(ffd.as_fd(), &fpath, user, &fname, owner, false);
+            present.extend(kind);
         }
-        for name in SUBSCRIBED.iter().filter(|n| present.iter().any(|p| p == *n)) {
+        for kind in present {
+            let name = &kind.dir().expect("a Maildir++ folder")[1..];
             self.subscribed(fd.as_fd(), path, user, owner, "subscriptions", name);
             let courier = format!("INBOX.{name}");
             self.subscribed(fd.as_fd(), path, user, owner, "courierimapsubscribed", &courier);
         }
+    }
+
+    /// A folder mailkeep did not create is checked only when an IMAP server made it a
+    /// Maildir++ folder, with a regular `maildirfolder` file (Dovecot's and Courier's
+    /// mark); otherwise it is listed as not mailkeep's. Returns its descriptor to check.
+    fn marked_folder(
+        &mut self,
+        parent: BorrowedFd<'_>,
+        name: &[u8],
+        path: &Path,
+        user: &str,
+        owner: Owner,
+        st: &FileStat,
+    ) -> Option<OwnedFd> {
+        let fd = match fsutil::open_dir(parent, name) {
+            Ok(fd) => fd,
+            Err(e) => {
+                self.foreign(path.into(), user, format!("a folder mailkeep did not make ({e})"));
+                return None;
+            }
+        };
+        match fsutil::regular_or_missing(fd.as_fd(), "maildirfolder") {
+            Ok(true) => {}
+            Ok(false) => {
+                self.foreign(path.into(), user, "no maildirfolder file: not a Maildir++ folder");
+                return None;
+            }
+            Err(e) => {
+                self.foreign(path.into(), user, format!("its maildirfolder {e}: not a Maildir++ folder"));
+                return None;
+            }
+        }
+        if !owner.can(st, 7) {
+            self.found(path.into(), user, owner.denied(st, "list and write"));
+        }
+        Some(fd)
     }
 
     fn folder(&mut self, fd: BorrowedFd<'_>, path: &Path, user: &str, name: &str, owner: Owner, inbox: bool) {
@@ -334,9 +434,16 @@ impl Checker {
                 self.messages(dfd.as_fd(), &dpath, user, owner, &mut stats);
             }
         }
-        if !inbox && fstatat(fd, "maildirfolder", AtFlags::AT_SYMLINK_NOFOLLOW) == Err(Errno::ENOENT) {
-            let fix = || make_file(fd, "maildirfolder", b"", folder_st.as_ref());
-            self.fixable(path.join("maildirfolder"), user, Fault::MissingMarker, fix);
+        if !inbox {
+            let marker = path.join("maildirfolder");
+            match fsutil::regular_or_missing(fd, "maildirfolder") {
+                Ok(true) => {}
+                Ok(false) => {
+                    let fix = || make_file(fd, "maildirfolder", b"", folder_st.as_ref());
+                    self.fixable(marker, user, Fault::MissingMarker, fix);
+                }
+                Err(e) => self.found(marker, user, refused(e, "regular file")),
+            }
         }
         self.report.folders.push(stats);
     }
@@ -425,11 +532,11 @@ impl Checker {
     /// Opens a directory below `parent`; a failure is a problem unless the mode bits were
     /// reported as one already.
     fn open(&mut self, parent: BorrowedFd<'_>, name: &[u8], path: &Path, user: &str, denied: bool) -> Option<OwnedFd> {
-        match open_dir(parent, name) {
+        match fsutil::open_dir(parent, name) {
             Ok(fd) => Some(fd),
             Err(e) => {
                 if !denied {
-                    self.found(path.into(), user, Fault::Unreadable(e.desc().into()));
+                    self.found(path.into(), user, refused(e, "directory"));
                 }
                 None
             }
@@ -459,9 +566,10 @@ impl Checker {
         line: &str,
     ) {
         let fpath = path.join(file);
-        let current = match read_small(dir, file) {
-            Ok(c) => c,
-            Err(e) => return self.found(fpath, user, Fault::Unreadable(e.desc().into())),
+        // A FIFO here would block a plain open until something writes to it.
+        let current = match fsutil::read_small(dir, file, SMALL_FILE_MAX) {
+            Ok(c) => c.unwrap_or_default(),
+            Err(e) => return self.found(fpath, user, refused(e, "regular file")),
         };
         let has = |c: &[u8]| c.split(|&b| b == b'\n').any(|l| l.strip_suffix(b"\r").unwrap_or(l) == line.as_bytes());
         if !has(&current) {
@@ -471,37 +579,46 @@ impl Checker {
         }
     }
 
-    /// ROOT/.mailkeep/dedup.sqlite3, if there, must pass `PRAGMA integrity_check`.
-    fn dedup(&mut self, root: &Path) {
-        let path = root.join(".mailkeep/dedup.sqlite3");
-        if std::fs::symlink_metadata(&path).is_err() {
+    /// ROOT/.mailkeep/dedup.sqlite3, if there, must pass `PRAGMA integrity_check`. The
+    /// store is reached as `deliver` reaches it: its directory opened without following,
+    /// its files regular (a symlink or FIFO is a problem, and nothing is opened through it).
+    fn dedup(&mut self, root_fd: BorrowedFd<'_>, root: &Path) {
+        let dir_path = root.join(STORE_DIR);
+        let dir = match fsutil::open_dir(root_fd, STORE_DIR) {
+            Ok(fd) => fd,
+            Err(OpenError::Missing) => return,
+            Err(e) => return self.found(dir_path, "", refused(e, "directory")),
+        };
+        let mut store_there = false;
+        for name in STORE_FILES {
+            match fsutil::regular_or_missing(dir.as_fd(), name) {
+                Ok(found) => store_there |= found && name == STORE_FILES[0],
+                Err(e) => return self.found(dir_path.join(name), "", refused(e, "regular file")),
+            }
+        }
+        if !store_there {
             return;
         }
-        if let Err(why) = integrity(&path) {
-            self.found(path, "", Fault::Dedup(why));
+        if let Err(why) = integrity(dir.as_fd(), root) {
+            self.found(dir_path.join(STORE_FILES[0]), "", Fault::Dedup(why));
         }
     }
 }
 
-/// Opens the SQLite file read-only and runs the check. (On a WAL database SQLite may leave
-/// empty -wal/-shm files, which it gives the database file's owner even when run as root.)
-fn integrity(path: &Path) -> Result<(), String> {
-    use rusqlite::{Connection, OpenFlags};
+/// Opens the store read-only through its directory's descriptor and runs the check. (On a
+/// WAL database SQLite may leave empty -wal/-shm files in that directory, which it gives
+/// the database file's owner even when run as root.)
+fn integrity(dir: BorrowedFd<'_>, root: &Path) -> Result<(), String> {
+    use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(|e| e.to_string())?;
+    let conn = crate::dedup::connect(dir, root, flags).map_err(|e| match e {
+        crate::dedup::DedupError::Sqlite { err, .. } => err.to_string(),
+        other => other.to_string(),
+    })?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
     let rows: Vec<String> =
         stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
     if rows == ["ok"] { Ok(()) } else { Err(rows.join("; ")) }
-}
-
-fn file_type(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
-}
-
-fn open_dir(parent: BorrowedFd<'_>, name: &[u8]) -> nix::Result<OwnedFd> {
-    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    openat(parent, name, flags, Mode::empty())
 }
 
 /// Opens a message without following a symlink, without blocking on a FIFO and, when
@@ -546,21 +663,6 @@ fn errno(e: io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
 }
 
-/// A small text file below `dir`, empty when missing.
-fn read_small(dir: BorrowedFd<'_>, name: &str) -> nix::Result<Vec<u8>> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => {
-            let mut v = Vec::new();
-            let file = File::from(fd);
-            let read = file.take(1 << 20).read_to_end(&mut v);
-            read.map(|_| v).map_err(errno)
-        }
-        Err(Errno::ENOENT) => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// Gives what a repair creates the owner (and permission bits) of the folder it is in, so
 /// a repair run as root does not leave files the IMAP server cannot change.
 fn adopt(fd: BorrowedFd<'_>, like: Option<&FileStat>, mode: u32) -> nix::Result<()> {
@@ -576,7 +678,7 @@ fn adopt(fd: BorrowedFd<'_>, like: Option<&FileStat>, mode: u32) -> nix::Result<
 fn make_dir(parent: BorrowedFd<'_>, name: &str, like: Option<&FileStat>) -> nix::Result<String> {
     let mode = like.map_or(0o700, |st| st.st_mode & 0o7777);
     mkdirat(parent, name, Mode::from_bits_truncate(mode))?;
-    let fd = open_dir(parent, name.as_bytes())?;
+    let fd = fsutil::open_dir(parent, name).map_err(OpenError::errno)?;
     adopt(fd.as_fd(), like, mode)?;
     nix::unistd::fsync(parent)?;
     Ok(format!("created {name}/"))
@@ -645,6 +747,9 @@ fn write_text(r: &Report, out: &mut impl Write) -> io::Result<()> {
             line.push_str(&format!(", {} .. {}", format_time(a), format_time(b)));
         }
         writeln!(out, "{}", crate::log::escape(&line))?;
+    }
+    for f in &r.foreign {
+        writeln!(out, "not mailkeep's: {}: {}; left alone", f.path.display(), f.why)?;
     }
     for p in &r.problems {
         let path = p.path.display();
@@ -728,6 +833,12 @@ fn write_json(r: &Report, out: &mut impl Write) -> io::Result<()> {
             js(p.fault.kind()),
             js(&p.fault.to_string()),
         )?;
+    }
+    writeln!(out, " ],\n \"foreign\": [")?;
+    for (i, f) in r.foreign.iter().enumerate() {
+        let sep = if i + 1 < r.foreign.len() { "," } else { "" };
+        let user = f.user.as_deref().map_or("null".into(), js);
+        writeln!(out, "  {{\"path\": {}, \"user\": {user}, \"why\": {}}}{sep}", jp(&f.path), js(&f.why))?;
     }
     let (messages, bytes) = totals(r);
     writeln!(

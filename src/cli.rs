@@ -302,7 +302,8 @@ pub struct CheckArgs {
     pub json: bool,
 
     /// Fix what is safe to fix (subscriptions, missing directories, old tmp/ files) and say
-    /// what was done.
+    /// what was done. Only in what mailkeep makes: users' Maildirs, .Sent, .Chats and folders
+    /// with a maildirfolder file; the rest is listed as not mailkeep's and left alone.
     #[arg(long)]
     pub repair: bool,
 }

@@ -11,14 +11,19 @@
 //! key is committed only after its message is on disk: a crash may cost a duplicate on
 //! Exim's retry, never a message.
 
-use std::os::fd::AsFd;
+use std::ffi::{CStr, c_char, c_int};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ffi, params};
 
 use crate::cli::DedupCommand;
 use crate::exit::{Classify, Exit};
+use crate::fsutil::{self, OpenError};
 use crate::maildir::Perms;
 use crate::message::Digest;
 use crate::time::now;
@@ -50,6 +55,8 @@ pub enum DedupError {
     Dir { path: PathBuf, err: std::io::Error },
     #[error("refusing to follow symlink {}", .0.display())]
     Symlink(PathBuf),
+    #[error("{} exists but is not a regular file", .0.display())]
+    NotAFile(PathBuf),
     #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
     Busy { path: PathBuf, msgid: String },
 }
@@ -79,6 +86,9 @@ pub enum Claim {
 
 pub struct Store {
     conn: Connection,
+    /// `ROOT/.mailkeep`, which SQLite reaches through this descriptor (see `connect`); it
+    /// stays open while `conn` lives, which opens the -wal and -shm files later.
+    dir: OwnedFd,
     path: PathBuf,
     window_secs: i64,
     /// Whether this delivery's commit prunes (see `PRUNE_EVERY`).
@@ -110,15 +120,11 @@ impl Store {
     /// Opens (creating if needed) `ROOT/.mailkeep/dedup.sqlite3`. The directory must be
     /// writable by every delivering user: SQLite keeps its -wal and -shm files beside it.
     pub fn open(root: &Path, window_days: u32, perms: Perms) -> Result<Store> {
-        let dir = root.join(".mailkeep");
-        create_private_dir(&dir, perms)?;
+        let dir = open_store_dir(root, Some(perms))?.expect("created when missing");
         let path = Store::path(root);
         let sql = |err| DedupError::Sqlite { path: path.clone(), err };
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(&path, flags).map_err(sql)?;
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = connect(dir.as_fd(), root, flags)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
         let init = || -> rusqlite::Result<()> {
             // NORMAL sync in WAL mode: a key lost to a power cut only costs a duplicate copy
@@ -154,7 +160,7 @@ impl Store {
             }
         }
         let prunes = std::process::id().is_multiple_of(PRUNE_EVERY);
-        Ok(Store { conn, path, window_secs: i64::from(window_days) * 86400, prunes })
+        Ok(Store { conn, dir, path, window_secs: i64::from(window_days) * 86400, prunes })
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
@@ -295,7 +301,12 @@ impl Store {
 pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
     let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
     let path = Store::path(&args.root);
-    if !path.exists() {
+    // Looked for without following a symlink and without creating anything.
+    let exists = match open_store_dir(&args.root, None)? {
+        Some(dir) => fsutil::regular_or_missing(dir.as_fd(), STORE_FILE).map_err(refused(&path, false))?,
+        None => false,
+    };
+    if !exists {
         anyhow::bail!("no dedup store at {} (no delivery with --dedup yet)", path.display());
     }
     let store = Store::open(&args.root, args.dedup_window, Perms { shared_group: false })?;
@@ -308,7 +319,7 @@ pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
                 println!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}");
             }
             let total: i64 = rows.iter().map(|r| r.keys).sum();
-            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            let bytes = store.file_size();
             println!("total keys={total} file={} bytes={bytes}", crate::log::escape(&path.display().to_string()));
         }
     }
@@ -367,26 +378,116 @@ fn process_alive(pid: i64) -> bool {
     !matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None), Err(nix::errno::Errno::ESRCH))
 }
 
-/// `ROOT/.mailkeep`, created 0700 (2770 shared) with its creation made durable.
-fn create_private_dir(dir: &Path, perms: Perms) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    let err = |err| DedupError::Dir { path: dir.to_path_buf(), err };
-    match std::fs::DirBuilder::new().mode(perms.dir_mode().bits()).create(dir) {
-        Ok(()) => {
-            if perms.shared_group {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(perms.dir_mode().bits())).map_err(err)?;
-            }
-            let parent = std::fs::File::open(dir.parent().unwrap_or(dir)).map_err(err)?;
-            nix::unistd::fsync(parent.as_fd()).map_err(|e| err(e.into()))
+/// The store's directory below the root, and the store's file in it.
+const STORE_DIR: &str = ".mailkeep";
+const STORE_FILE: &str = "dedup.sqlite3";
+
+/// `path` could not be opened as a directory (`dir`) or as the store's files.
+fn refused(path: &Path, dir: bool) -> impl FnOnce(OpenError) -> DedupError + '_ {
+    move |e| {
+        let io = |errno: nix::errno::Errno| DedupError::Dir { path: path.to_path_buf(), err: errno.into() };
+        match e {
+            OpenError::Symlink => DedupError::Symlink(path.to_path_buf()),
+            OpenError::WrongType if dir => io(nix::errno::Errno::ENOTDIR),
+            OpenError::WrongType => DedupError::NotAFile(path.to_path_buf()),
+            OpenError::Missing => io(nix::errno::Errno::ENOENT),
+            OpenError::Io { errno, .. } => io(errno),
         }
-        // Never follow a symlink planted as ROOT/.mailkeep out of the root.
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => match std::fs::symlink_metadata(dir) {
-            Ok(m) if m.file_type().is_symlink() => Err(DedupError::Symlink(dir.to_path_buf())),
-            _ => Ok(()),
-        },
-        Err(e) => Err(err(e)),
     }
+}
+
+/// Opens `ROOT/.mailkeep` without following a symlink planted there. With `create`, a
+/// missing one is created 0700 (2770 shared), durably; without, a missing one is `None`.
+fn open_store_dir(root: &Path, create: Option<Perms>) -> Result<Option<OwnedFd>> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    // The root is the admin's, named on the command line: the one path we open by name.
+    let root_fd = nix::fcntl::open(root, flags, Mode::empty())
+        .map_err(|e| DedupError::Dir { path: root.to_path_buf(), err: e.into() })?;
+    let path = root.join(STORE_DIR);
+    let opened = match create {
+        Some(perms) => fsutil::open_or_create_dir(root_fd.as_fd(), STORE_DIR, perms.dir_mode()),
+        None => fsutil::open_dir(root_fd.as_fd(), STORE_DIR),
+    };
+    match opened {
+        Ok(fd) => Ok(Some(fd)),
+        Err(OpenError::Missing) if create.is_none() => Ok(None),
+        Err(e) => Err(refused(&path, true)(e)),
+    }
+}
+
+/// Opens the store in `dir` (`ROOT/.mailkeep`, already opened without following) so that
+/// SQLite can never be sent elsewhere by a symlink swapped in meanwhile.
+///
+/// SQLite opens its files by name, the database's and, beside it, the `-wal` and `-shm`
+/// ones. It is given `/proc/self/fd/N/dedup.sqlite3`, N being `dir`: the kernel resolves
+/// `/proc/self/fd/N` to the very directory we opened, whatever is renamed or swapped in
+/// the root, and SQLite opens each file with O_NOFOLLOW. SQLite's own "unix" VFS would first
+/// turn that name into a path by reading every symlink in it (so `/proc/self/fd/N` becomes
+/// the directory's path again, open to the swap); the `mailkeep-fd` VFS is "unix" with that
+/// step left out. What is in the directory is looked at first: the three files must each
+/// be a regular file or missing (a symlink is refused with 73, a FIFO with 75).
+pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Connection> {
+    for name in [STORE_FILE, "dedup.sqlite3-wal", "dedup.sqlite3-shm"] {
+        let path = root.join(STORE_DIR).join(name);
+        fsutil::regular_or_missing(dir, name).map_err(refused(&path, false))?;
+    }
+    let path = Store::path(root);
+    let sql = |err| DedupError::Sqlite { path: path.clone(), err };
+    let by_fd = format!("/proc/self/fd/{}/{STORE_FILE}", dir.as_raw_fd());
+    Connection::open_with_flags_and_vfs(by_fd, flags, fd_vfs().map_err(sql)?).map_err(sql)
+}
+
+impl Store {
+    /// The size of the store's file (not its -wal), for `dedup stats`.
+    fn file_size(&self) -> u64 {
+        let st = nix::sys::stat::fstatat(self.dir.as_fd(), STORE_FILE, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        st.map_or(0, |st| st.st_size as u64)
+    }
+}
+
+/// The name of the `mailkeep-fd` VFS, registered on first use (see `connect`).
+fn fd_vfs() -> rusqlite::Result<&'static CStr> {
+    const NAME: &CStr = c"mailkeep-fd";
+    static REGISTERED: OnceLock<c_int> = OnceLock::new();
+    // SAFETY: sqlite3_vfs_find initializes SQLite and returns the "unix" VFS, which lives as
+    // long as the process; a copy of it with another name and xFullPathname, leaked so it
+    // lives as long too, is registered once.
+    let rc = *REGISTERED.get_or_init(|| unsafe {
+        let unix = ffi::sqlite3_vfs_find(c"unix".as_ptr());
+        if unix.is_null() {
+            return ffi::SQLITE_ERROR;
+        }
+        let mut vfs = *unix;
+        vfs.zName = NAME.as_ptr();
+        vfs.pNext = std::ptr::null_mut();
+        vfs.xFullPathname = Some(full_pathname_as_given);
+        ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0)
+    });
+    match rc {
+        ffi::SQLITE_OK => Ok(NAME),
+        rc => {
+            Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), Some("cannot register the mailkeep-fd VFS".into())))
+        }
+    }
+}
+
+/// xFullPathname of `mailkeep-fd`: the name as given, which `connect` makes absolute, with
+/// no symlink resolved.
+unsafe extern "C" fn full_pathname_as_given(
+    _vfs: *mut ffi::sqlite3_vfs,
+    name: *const c_char,
+    out_len: c_int,
+    out: *mut c_char,
+) -> c_int {
+    // SAFETY: SQLite passes a NUL-terminated name and an output buffer of out_len bytes.
+    unsafe {
+        let name = CStr::from_ptr(name).to_bytes_with_nul();
+        if name.first() != Some(&b'/') || name.len() > usize::try_from(out_len).unwrap_or(0) {
+            return ffi::SQLITE_CANTOPEN;
+        }
+        std::ptr::copy_nonoverlapping(name.as_ptr().cast::<c_char>(), out, name.len());
+    }
+    ffi::SQLITE_OK
 }
 
 #[cfg(test)]

@@ -1,24 +1,183 @@
-//! The one atomic replace of a small file (a config, a password file, the accounts list), done
-//! through a directory descriptor so that a symlink or a file planted by whoever can write
-//! into that directory never makes mailkeep (often root) write, chmod or chown anything else.
+//! What lies below the backup root, and the small files mailkeep writes elsewhere (a config,
+//! a password file, the accounts list), are opened here relative to directory descriptors:
+//! never through a symlink, never blocking on a FIFO, never taking a FIFO or device for a
+//! file; and a small file is replaced in one atomic step (`replace_file`).
+//!
+//! Anyone who can write below the root (an IMAP server's uid, the shared group), or into a
+//! directory mailkeep writes a config into, can plant a symlink or a FIFO where mailkeep
+//! expects a directory or a small file. So a directory is opened with
+//! `O_NOFOLLOW|O_DIRECTORY`, and a small file is looked at with `fstatat` or opened with
+//! `O_NOFOLLOW|O_NONBLOCK` and `fstat`ed before a byte is read. Callers turn an `OpenError`
+//! into their own error (with the path) or into a finding.
 
 use std::ffi::OsStr;
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
+use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::{Mode, fchmod, mkdirat};
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
+
+/// Why a name below a directory descriptor was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenError {
+    /// Nothing has that name.
+    Missing,
+    /// A symlink: never followed below the root.
+    Symlink,
+    /// Something other than what belongs there: a file where a directory should be, a FIFO
+    /// or a device where a regular file should be.
+    WrongType,
+    /// The system call `op` failed.
+    Io { op: &'static str, errno: Errno },
+}
+
+impl OpenError {
+    fn io(op: &'static str) -> impl FnOnce(Errno) -> OpenError {
+        move |errno| OpenError::Io { op, errno }
+    }
+}
+
+impl OpenError {
+    /// The errno a plain `openat` would have reported, for callers that speak errno.
+    pub fn errno(self) -> Errno {
+        match self {
+            OpenError::Missing => Errno::ENOENT,
+            OpenError::Symlink => Errno::ELOOP,
+            OpenError::WrongType => Errno::EINVAL,
+            OpenError::Io { errno, .. } => errno,
+        }
+    }
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Missing => f.write_str("missing"),
+            OpenError::Symlink => f.write_str("is a symlink"),
+            OpenError::WrongType => f.write_str("is of the wrong file type"),
+            OpenError::Io { op, errno } => write!(f, "cannot {op}: {}", errno.desc()),
+        }
+    }
+}
+
+/// The type bits of a stat.
+pub fn file_type(st: &FileStat) -> SFlag {
+    SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+/// Opens the directory `name` below `parent` without following a symlink.
+pub fn open_dir<P: ?Sized + NixPath>(parent: BorrowedFd<'_>, name: &P) -> Result<OwnedFd, OpenError> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // O_NOFOLLOW|O_DIRECTORY on a symlink says ENOTDIR (or ELOOP): a look at the name tells
+    // a symlink from a file. If the look finds a directory, the name was swapped meanwhile:
+    // open again (a few times) rather than call a directory a file.
+    for _ in 0..3 {
+        match openat(parent, name, flags, Mode::empty()) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::ENOENT) => return Err(OpenError::Missing),
+            Err(Errno::ELOOP) => return Err(OpenError::Symlink),
+            Err(Errno::ENOTDIR) => match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if file_type(&st) == SFlag::S_IFLNK => return Err(OpenError::Symlink),
+                Ok(st) if file_type(&st) == SFlag::S_IFDIR => continue,
+                _ => return Err(OpenError::WrongType),
+            },
+            Err(e) => return Err(OpenError::Io { op: "open", errno: e }),
+        }
+    }
+    Err(OpenError::Symlink)
+}
+
+/// Opens the directory `name` below `parent`, creating it with `mode` if it is missing. A
+/// created directory gets `mode` exactly (mkdir drops the setgid bit, which the group must
+/// be inherited by), and its creation is made durable with an fsync of `parent`.
+pub fn open_or_create_dir<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+    mode: Mode,
+) -> Result<OwnedFd, OpenError> {
+    match open_dir(parent, name) {
+        Err(OpenError::Missing) => {}
+        other => return other,
+    }
+    match mkdirat(parent, name, mode) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(OpenError::Io { op: "create directory", errno: e }),
+    }
+    let fd = open_dir(parent, name)?;
+    if mode.contains(Mode::S_ISGID) {
+        fchmod(fd.as_fd(), mode).map_err(OpenError::io("chmod"))?;
+    }
+    fsync(parent).map_err(OpenError::io("fsync directory"))?;
+    Ok(fd)
+}
+
+/// Whether `name` below `dir` is a regular file (true) or missing (false); anything else is
+/// refused, and nothing is opened.
+pub fn regular_or_missing<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> Result<bool, OpenError> {
+    match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) if file_type(&st) == SFlag::S_IFREG => Ok(true),
+        Ok(st) if file_type(&st) == SFlag::S_IFLNK => Err(OpenError::Symlink),
+        Ok(_) => Err(OpenError::WrongType),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(OpenError::Io { op: "stat", errno: e }),
+    }
+}
+
+/// Makes sure `name` below `dir` is a regular file, creating it empty with `mode` when it
+/// is missing; returns whether it was created. What is there is never opened, so a FIFO
+/// cannot block us.
+pub fn ensure_file<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P, mode: Mode) -> Result<bool, OpenError> {
+    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    // Twice at most: a file that appears between the look and the create is looked at again.
+    for _ in 0..2 {
+        if regular_or_missing(dir, name)? {
+            return Ok(false);
+        }
+        match openat(dir, name, flags, mode) {
+            Ok(_) => return Ok(true),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(OpenError::Io { op: "create", errno: e }),
+        }
+    }
+    Err(OpenError::Io { op: "create", errno: Errno::EEXIST })
+}
+
+/// Reads the small regular file `name` below `dir`, at most `limit` bytes; `None` when it is
+/// missing. A FIFO or device is refused without waiting for a writer.
+pub fn read_small<P: ?Sized + NixPath>(
+    dir: BorrowedFd<'_>,
+    name: &P,
+    limit: u64,
+) -> Result<Option<Vec<u8>>, OpenError> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(Errno::ELOOP) => return Err(OpenError::Symlink),
+        Err(e) => return Err(OpenError::Io { op: "open", errno: e }),
+    };
+    let st = fstat(fd.as_fd()).map_err(OpenError::io("stat"))?;
+    if file_type(&st) != SFlag::S_IFREG {
+        return Err(OpenError::WrongType);
+    }
+    let mut bytes = Vec::new();
+    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
+    File::from(fd).take(limit).read_to_end(&mut bytes).map_err(|e| OpenError::Io { op: "read", errno: errno(e) })?;
+    Ok(Some(bytes))
+}
 
 /// Who a replaced file belongs to; `None` keeps the creator's (our) uid and gid.
 pub type Owner = Option<(u32, u32)>;
 
 /// Opens the directory `path` itself, never a symlink in its place (`ENOTDIR`); the
 /// directories above it are followed, as their owners set them up.
-pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+pub fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     Ok(nix::fcntl::open(path, flags, Mode::empty())?)
 }
@@ -27,7 +186,7 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// it creates is opened only through its parent's descriptor with `O_NOFOLLOW`, so a symlink
 /// slipped in between `mkdir` and `open` is refused (`ENOTDIR`), as is a symlink at `path`.
 pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<OwnedFd> {
-    match open_dir(path) {
+    match open_dir_path(path) {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
         done => return done,
     }
@@ -104,12 +263,49 @@ fn temp_name(name: &OsStr) -> io::Result<std::ffi::OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+
+    fn dir_fd(path: &std::path::Path) -> OwnedFd {
+        nix::fcntl::open(path, OFlag::O_DIRECTORY | OFlag::O_RDONLY, Mode::empty()).unwrap()
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_refused_without_blocking() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("f"), "x").unwrap();
+        symlink(outside.path(), t.path().join("d")).unwrap();
+        symlink(outside.path().join("f"), t.path().join("f")).unwrap();
+        nix::unistd::mkfifo(&t.path().join("p"), Mode::from_bits_truncate(0o600)).unwrap();
+        let fd = dir_fd(t.path());
+        let d = fd.as_fd();
+        assert_eq!(open_dir(d, "d").err(), Some(OpenError::Symlink));
+        assert_eq!(open_or_create_dir(d, "d", Mode::from_bits_truncate(0o700)).err(), Some(OpenError::Symlink));
+        assert_eq!(open_dir(d, "p").err(), Some(OpenError::WrongType));
+        assert_eq!(read_small(d, "f", 10), Err(OpenError::Symlink));
+        assert_eq!(read_small(d, "p", 10), Err(OpenError::WrongType));
+        assert_eq!(ensure_file(d, "p", Mode::from_bits_truncate(0o600)), Err(OpenError::WrongType));
+        assert_eq!(ensure_file(d, "f", Mode::from_bits_truncate(0o600)), Err(OpenError::Symlink));
+        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 1, "nothing made outside");
+    }
+
+    #[test]
+    fn missing_things_are_created_once() {
+        let t = tempfile::tempdir().unwrap();
+        let fd = dir_fd(t.path());
+        let d = fd.as_fd();
+        assert_eq!(read_small(d, "s", 10), Ok(None));
+        assert_eq!(ensure_file(d, "s", Mode::from_bits_truncate(0o600)), Ok(true));
+        assert_eq!(ensure_file(d, "s", Mode::from_bits_truncate(0o600)), Ok(false));
+        assert_eq!(read_small(d, "s", 10), Ok(Some(Vec::new())));
+        open_or_create_dir(d, "sub", Mode::from_bits_truncate(0o700)).unwrap();
+        assert!(t.path().join("sub").is_dir());
+    }
 
     #[test]
     fn replace_file_writes_the_mode_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
-        let fd = open_dir(dir.path()).unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
         std::fs::write(dir.path().join("f"), "old").unwrap();
         replace_file(fd.as_fd(), OsStr::new("f"), b"new", 0o640, None).unwrap();
         assert_eq!(std::fs::read(dir.path().join("f")).unwrap(), b"new");
@@ -123,7 +319,7 @@ mod tests {
         let victim = dir.path().join("victim");
         std::fs::write(&victim, "keep").unwrap();
         std::os::unix::fs::symlink(&victim, dir.path().join("f")).unwrap();
-        let fd = open_dir(dir.path()).unwrap();
+        let fd = open_dir_path(dir.path()).unwrap();
         replace_file(fd.as_fd(), OsStr::new("f"), b"new", 0o600, None).unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         let meta = std::fs::symlink_metadata(dir.path().join("f")).unwrap();

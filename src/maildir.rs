@@ -5,19 +5,20 @@
 //! so a symlink planted as a user's directory or as `new/` is refused, not followed.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fchmod, fstatat, futimens, mkdirat};
+use nix::sys::stat::{Mode, SFlag, fstatat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
 
 use crate::envelope::User;
 use crate::exit::{Classify, Exit};
+use crate::fsutil::{self, OpenError};
 use crate::time::Timestamp;
 
 /// The lock file a replay holds in each folder it stores into (`Folder::lock_for_replay`).
@@ -25,6 +26,8 @@ pub const REPLAY_LOCK: &str = "mailkeep-replay.lock";
 
 /// Leftovers in tmp/ older than this are swept, as the Maildir convention says.
 pub const TMP_MAX_AGE: Duration = Duration::from_secs(36 * 3600);
+/// Subscription lists are read up to this size; a real one is a line per folder.
+const SMALL_FILE_MAX: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaildirError {
@@ -34,6 +37,7 @@ pub enum MaildirError {
     Symlink(PathBuf),
     #[error("{} exists but is not a directory", .0.display())]
     NotADirectory(PathBuf),
+    /// A FIFO or device where a small file belongs: reading or writing it could block.
     #[error("{} exists but is not a regular file", .0.display())]
     NotAFile(PathBuf),
     #[error("cannot {op} {}: {err}", path.display())]
@@ -47,10 +51,9 @@ impl Classify for MaildirError {
         match self {
             MaildirError::RootMissing(_) => Exit::Config,
             MaildirError::Symlink(_) | MaildirError::NotADirectory(_) => Exit::CantCreate,
-            // Something planted (a FIFO, a device) where a small file belongs: retried,
-            // by every MTA (Postfix bounces 73), once the admin has removed it.
-            MaildirError::NotAFile(_) => Exit::TempFail,
-            MaildirError::Io { .. } | MaildirError::Locked { .. } => Exit::TempFail,
+            // Something planted (a FIFO, a device) where a small file belongs: every MTA
+            // retries 75 (Postfix bounces 73); the admin removes it and the retry stores.
+            MaildirError::NotAFile(_) | MaildirError::Io { .. } | MaildirError::Locked { .. } => Exit::TempFail,
         }
     }
 }
@@ -59,6 +62,17 @@ type Result<T> = std::result::Result<T, MaildirError>;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(Errno) -> MaildirError + 'a {
     move |e| MaildirError::Io { op, path: path.to_path_buf(), err: e.into() }
+}
+
+/// `path` could not be opened as a directory (`dir`) or a small file.
+fn refused(path: &Path, dir: bool) -> impl FnOnce(OpenError) -> MaildirError + '_ {
+    move |e| match e {
+        OpenError::Symlink => MaildirError::Symlink(path.to_path_buf()),
+        OpenError::WrongType if dir => MaildirError::NotADirectory(path.to_path_buf()),
+        OpenError::WrongType => MaildirError::NotAFile(path.to_path_buf()),
+        OpenError::Missing => io_err("open", path)(Errno::ENOENT),
+        OpenError::Io { op, errno } => io_err(op, path)(errno),
+    }
 }
 
 /// A mailbox of a user: the INBOX is the Maildir itself, others are Maildir++ folders.
@@ -79,8 +93,11 @@ impl FolderKind {
         }
     }
 
+    /// The Maildir++ folders mailkeep creates (the INBOX is the user's Maildir itself).
+    pub const FOLDERS: [FolderKind; 2] = [FolderKind::Sent, FolderKind::Chats];
+
     /// The Maildir++ directory below the user's Maildir, or None for the INBOX.
-    fn dir(self) -> Option<&'static str> {
+    pub fn dir(self) -> Option<&'static str> {
         match self {
             FolderKind::Inbox => None,
             FolderKind::Sent => Some(".Sent"),
@@ -229,16 +246,9 @@ impl Folder {
                 open_or_create_dir(user_fd.as_fd(), &user_path.join(d), perms)?;
             }
             let marker = path.join("maildirfolder");
-            match openat(
-                dir.as_fd(),
-                "maildirfolder",
-                OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                perms.file_mode(),
-            ) {
-                Ok(_) => {}
-                Err(Errno::ELOOP) => return Err(MaildirError::Symlink(marker)),
-                Err(e) => return Err(io_err("create", &marker)(e)),
-            }
+            // A FIFO planted as the marker would block an open for writing until Exim's
+            // timeout: what is there is only looked at, never opened.
+            fsutil::ensure_file(dir.as_fd(), "maildirfolder", perms.file_mode()).map_err(refused(&marker, false))?;
             sync_dir(dir.as_fd(), &path)?;
             let name = &sub[1..];
             ensure_line(user_fd.as_fd(), &root.join(user.as_str()), "subscriptions", name, perms)?;
@@ -470,40 +480,14 @@ impl Folder {
 /// Opens a directory below `parent` without following a symlink.
 fn open_dir(parent: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd> {
     let name = path.file_name().expect("paths we build end in a name");
-    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    match openat(parent, name, flags, Mode::empty()) {
-        Ok(fd) => Ok(fd),
-        Err(Errno::ELOOP) => Err(MaildirError::Symlink(path.to_path_buf())),
-        Err(Errno::ENOTDIR) => match fstatat(parent, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Ok(st) if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK => {
-                Err(MaildirError::Symlink(path.to_path_buf()))
-            }
-            _ => Err(MaildirError::NotADirectory(path.to_path_buf())),
-        },
-        Err(e) => Err(io_err("open", path)(e)),
-    }
+    fsutil::open_dir(parent, name).map_err(refused(path, true))
 }
 
 /// Opens a directory below `parent`, creating it (mode 0700 or 2770) and making the
 /// creation durable with an fsync of `parent` if it was missing.
 fn open_or_create_dir(parent: BorrowedFd<'_>, path: &Path, perms: Perms) -> Result<OwnedFd> {
-    match open_dir(parent, path) {
-        Err(MaildirError::Io { err, .. }) if err.kind() == io::ErrorKind::NotFound => {}
-        other => return other,
-    }
     let name = path.file_name().expect("paths we build end in a name");
-    match mkdirat(parent, name, perms.dir_mode()) {
-        Ok(()) | Err(Errno::EEXIST) => {}
-        Err(e) => return Err(io_err("create directory", path)(e)),
-    }
-    let fd = open_dir(parent, path)?;
-    if perms.shared_group {
-        // mkdir ignores the setgid bit; the group must be inherited by what we create.
-        fchmod(fd.as_fd(), perms.dir_mode()).map_err(io_err("chmod", path))?;
-    }
-    let parent_path = path.parent().unwrap_or(path);
-    sync_dir(parent, parent_path)?;
-    Ok(fd)
+    fsutil::open_or_create_dir(parent, name, perms.dir_mode()).map_err(refused(path, true))
 }
 
 fn sync_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
@@ -514,19 +498,8 @@ fn sync_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
 /// atomically: a temp file with the whole new content, fsync, rename, fsync the directory.
 fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, perms: Perms) -> Result<()> {
     let path = dir_path.join(name);
-    let mut current = Vec::new();
-    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
-        Ok(fd) => {
-            File::from(fd).read_to_end(&mut current).map_err(|err| MaildirError::Io {
-                op: "read",
-                path: path.clone(),
-                err,
-            })?;
-        }
-        Err(Errno::ENOENT) => {}
-        Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
-        Err(e) => return Err(io_err("open", &path)(e)),
-    }
+    // A FIFO planted here is refused at once instead of blocking the delivery.
+    let mut current = fsutil::read_small(dir, name, SMALL_FILE_MAX).map_err(refused(&path, false))?.unwrap_or_default();
     if current.split(|&b| b == b'\n').any(|l| l == line.as_bytes()) {
         return Ok(());
     }

@@ -212,3 +212,127 @@ fn check_reads_a_large_backup_quickly() {
     assert!(text.contains("bob/INBOX: 5001 messages"), "{text}");
     assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
 }
+
+/// `check` (with `extra` arguments and `env`), killed after 10 s so a hang fails the test.
+fn check_within(env: &Env, extra: &[&str], vars: &[(&str, &str)]) -> (i32, String) {
+    let root = env.root();
+    let mut args = vec!["check", "--root", root.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = env.run_within(Duration::from_secs(10), &args, vars, b"");
+    (code(&out), String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out))
+}
+
+/// A WAL dedup store, closed (so without -wal and -shm), in `dir`.
+fn wal_store(dir: &std::path::Path) {
+    fs::create_dir_all(dir).unwrap();
+    let conn = rusqlite::Connection::open(dir.join("dedup.sqlite3")).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch("CREATE TABLE k(id TEXT); INSERT INTO k VALUES ('x');").unwrap();
+}
+
+#[track_caller]
+fn assert_problem(text: &str, rc: i32, path_end: &str, what: &str) {
+    assert_eq!(rc, 1, "expected exit 1 (problems):\n{text}");
+    let line = text.lines().find(|l| l.starts_with("problem: ") && l.contains(path_end) && l.contains(what));
+    assert!(line.is_some(), "expected a problem line naming {path_end:?} with {what:?}, got:\n{text}");
+}
+
+#[test]
+fn symlinked_store_directory_is_a_problem_and_nothing_is_made_through_it_issue_18() {
+    let env = backup();
+    let outside = env.dir.path().join("outside");
+    wal_store(&outside);
+    let before = files_below(&outside);
+    std::os::unix::fs::symlink(&outside, env.root().join(".mailkeep")).unwrap();
+    for extra in [&[][..], &["--repair"]] {
+        let (rc, text) = check_within(&env, extra, &[]);
+        assert_problem(&text, rc, "/.mailkeep", "symlink");
+        assert_eq!(files_below(&outside), before, "nothing may be made through the symlink:\n{text}");
+    }
+}
+
+#[test]
+fn symlinked_store_file_is_a_problem_and_nothing_is_made_beside_its_target_issue_18() {
+    let env = backup();
+    let outside = env.dir.path().join("outside");
+    wal_store(&outside);
+    let before = files_below(&outside);
+    fs::create_dir(env.root().join(".mailkeep")).unwrap();
+    std::os::unix::fs::symlink(outside.join("dedup.sqlite3"), env.root().join(".mailkeep/dedup.sqlite3")).unwrap();
+    let (rc, text) = check_within(&env, &[], &[]);
+    assert_problem(&text, rc, "/.mailkeep/dedup.sqlite3", "symlink");
+    assert_eq!(files_below(&outside), before, "nothing may be made beside the symlink's target:\n{text}");
+}
+
+/// Directories mailkeep would never have made (names `deliver` refuses or would spell
+/// otherwise, dot-directories without `maildirfolder`) are listed, never swept or filled
+/// in; a folder an IMAP server marked with `maildirfolder` is checked and repaired.
+#[test]
+fn repair_touches_only_what_mailkeep_makes_and_lists_the_rest_issue_18() {
+    let env = backup();
+    let root = env.root();
+    let foreign = [root.join("Shared Docs"), root.join("Alice"), root.join("alice/.cache")];
+    for dir in &foreign {
+        fs::create_dir_all(dir.join("tmp")).unwrap();
+        fs::write(dir.join("tmp/old-file"), "not mail").unwrap();
+    }
+    let drafts = root.join("alice/.Drafts");
+    for d in ["tmp", "new"] {
+        fs::create_dir_all(drafts.join(d)).unwrap();
+    }
+    fs::write(drafts.join("maildirfolder"), "").unwrap();
+    // Two and a half days ahead: every tmp/ file is past the 36 h sweep.
+    let later = [("MAILKEEP_FAULT", "clock+216000")];
+    let (rc, text) = check_within(&env, &["--repair"], &later);
+    assert_eq!(rc, 0, "{text}");
+    for dir in &foreign {
+        let shown = dir.display().to_string();
+        assert!(
+            text.lines().any(|l| l.starts_with("not mailkeep's: ") && l.contains(&format!("{shown}: "))),
+            "expected {shown} listed as not mailkeep's in:\n{text}"
+        );
+        assert!(dir.join("tmp/old-file").exists(), "{shown}/tmp/old-file was swept:\n{text}");
+        for made in ["cur", "new", "maildirfolder"] {
+            assert!(!dir.join(made).exists(), "--repair made {shown}/{made}:\n{text}");
+        }
+    }
+    assert!(drafts.join("cur").is_dir(), "the marked folder .Drafts is repaired:\n{text}");
+    assert!(text.contains("alice/Drafts: 0 messages"), "{text}");
+    let v = json(&env);
+    let listed: Vec<&str> = v["foreign"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    let expected: Vec<String> = foreign.iter().map(|d| d.display().to_string()).collect();
+    assert_eq!(listed.len(), 3, "expected {expected:?} in JSON \"foreign\", got {listed:?}");
+    assert!(expected.iter().all(|e| listed.contains(&e.as_str())), "expected {expected:?}, got {listed:?}");
+    assert_eq!(v["users"], 2, "only alice and bob are users");
+}
+
+/// A FIFO where mailkeep keeps a small file is a problem `check` reports at once, and
+/// `--repair` leaves it alone.
+#[track_caller]
+fn assert_fifo_found(rel: &str) {
+    let env = backup();
+    let path = env.root().join(rel);
+    fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (rc, text) = check_within(&env, &[], &[]);
+    assert_problem(&text, rc, rel, "not a regular file");
+    let (rc, text) = check_within(&env, &["--repair"], &[]);
+    assert_problem(&text, rc, rel, "not a regular file");
+    let st = fs::symlink_metadata(&path).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_fifo(&st.file_type()), "--repair replaced the FIFO {rel}");
+}
+
+#[test]
+fn fifo_as_subscriptions_is_found_without_hanging_issue_18() {
+    assert_fifo_found("alice/subscriptions");
+}
+
+#[test]
+fn fifo_as_courierimapsubscribed_is_found_without_hanging_issue_18() {
+    assert_fifo_found("alice/courierimapsubscribed");
+}
+
+#[test]
+fn fifo_as_maildirfolder_is_found_without_hanging_issue_18() {
+    assert_fifo_found("alice/.Sent/maildirfolder");
+}

@@ -186,3 +186,80 @@ fn copies_that_differ_only_in_headers_fold_into_one() {
     assert_eq!(env.new_files("alice/.Sent").len(), 1);
     assert!(files_below(&env.root().join("alice/.Sent/tmp")).is_empty(), "the duplicate's tmp file is removed");
 }
+
+/// Delivers message `i` of a run with `--dedup` into alice's Sent and returns the exit code.
+fn deliver_numbered(env: &Env, i: usize) -> i32 {
+    let out = env.deliver(args("alice", "out"), &[], &msg(&format!("n{i}@x")));
+    if code(&out) != 0 {
+        eprintln!("delivery {i}: {}", stderr(&out).trim_end());
+    }
+    code(&out)
+}
+
+#[test]
+fn symlinked_store_directory_is_refused_with_73_and_nothing_is_made_outside_issue_18() {
+    let env = Env::new();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, env.root().join(".mailkeep")).unwrap();
+    let out = env.deliver(args("alice", "out"), &[], &msg("link@x"));
+    assert_exit(&out, 73);
+    assert_eq!(stderr(&out).lines().count(), 1, "one line on stderr: {}", stderr(&out));
+    let root = env.root();
+    let stats = env.run(["dedup", "stats", "--root", root.to_str().unwrap()], &[], b"");
+    assert_exit(&stats, 73);
+    assert_eq!(files_below(&outside), Vec::<std::path::PathBuf>::new(), "nothing may be made in the symlink's target");
+    assert!(env.new_files("alice/.Sent").is_empty());
+}
+
+#[test]
+fn symlinked_store_file_is_refused_with_73_issue_18() {
+    let env = Env::new();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::create_dir(env.root().join(".mailkeep")).unwrap();
+    std::os::unix::fs::symlink(outside.join("dedup.sqlite3"), env.root().join(".mailkeep/dedup.sqlite3")).unwrap();
+    let out = env.deliver(args("alice", "out"), &[], &msg("filelink@x"));
+    assert_exit(&out, 73);
+    assert_eq!(files_below(&outside), Vec::<std::path::PathBuf>::new());
+}
+
+/// Swaps `ROOT/.mailkeep` (a real directory, holding the store) with a symlink to a
+/// directory outside the root, over and over, while deliveries with `--dedup` run: each
+/// must either use the real store or refuse (73), and nothing may ever appear outside.
+#[test]
+fn store_directory_swapped_for_a_symlink_mid_delivery_never_leads_outside_issue_18() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new();
+    let root = env.root();
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    assert_eq!(deliver_numbered(&env, 0), 0, "the first delivery makes the real store");
+    std::os::unix::fs::symlink(&outside, root.join(".swap")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, root) = (stop.clone(), root.clone());
+        std::thread::spawn(move || {
+            let dir = std::fs::File::open(&root).unwrap();
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let exchange = nix::fcntl::RenameFlags::RENAME_EXCHANGE;
+                nix::fcntl::renameat2(&dir, ".mailkeep", &dir, ".swap", exchange).unwrap();
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let codes: Vec<i32> = (1..=100).map(|i| deliver_numbered(&env, i)).collect();
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    let stored = codes.iter().filter(|&&c| c == 0).count();
+    let outside_files = files_below(&outside);
+    assert!(
+        outside_files.is_empty(),
+        "expected nothing outside the root, got {outside_files:?} ({swaps} swaps, exit codes {codes:?})"
+    );
+    assert!(codes.iter().all(|&c| c == 0 || c == 73), "expected only 0 or 73, got {codes:?}");
+    assert_eq!(env.new_files("alice/.Sent").len(), stored + 1, "every delivery that exited 0 stored its message");
+}

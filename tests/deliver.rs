@@ -357,3 +357,42 @@ fn a_200_mb_message_is_streamed_in_bounded_memory() {
     assert_eq!(std::fs::metadata(f).unwrap().len(), msg.len() as u64 - crlf_lines + prefix);
     assert_eq!(size_in_name(f), std::fs::metadata(f).unwrap().len());
 }
+
+/// A FIFO planted where deliver expects a small file (`rel` below the root) makes the first
+/// Sent delivery exit 75 at once, with one line naming it, instead of blocking until Exim's
+/// timeout; nothing is stored, and the retry after the FIFO is gone stores the message.
+#[track_caller]
+fn assert_fifo_refused(rel: &str) {
+    let env = Env::new();
+    assert_exit(&env.deliver(in_args("alice"), &[], MSG), 0);
+    let fifo = env.root().join(rel);
+    std::fs::create_dir_all(fifo.parent().unwrap()).unwrap();
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let out_args = ["--user", "alice", "--direction", "out", "--rcpt", "x@outside.example"];
+    let started = std::time::Instant::now();
+    let out = env.deliver_within(std::time::Duration::from_secs(10), out_args, &[], MSG);
+    assert_exit(&out, 75);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "took {:?}", started.elapsed());
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got:\n{err}");
+    assert!(err.contains(rel) && err.contains("not a regular file"), "expected {rel} named in:\n{err}");
+    assert!(env.new_files("alice/.Sent").is_empty());
+    std::fs::remove_file(&fifo).unwrap();
+    assert_exit(&env.deliver(out_args, &[], MSG), 0);
+    assert_eq!(env.new_files("alice/.Sent").len(), 1);
+}
+
+#[test]
+fn fifo_as_subscriptions_exits_75_without_hanging_issue_18() {
+    assert_fifo_refused("alice/subscriptions");
+}
+
+#[test]
+fn fifo_as_courierimapsubscribed_exits_75_without_hanging_issue_18() {
+    assert_fifo_refused("alice/courierimapsubscribed");
+}
+
+#[test]
+fn fifo_as_maildirfolder_exits_75_without_hanging_issue_18() {
+    assert_fifo_refused("alice/.Sent/maildirfolder");
+}

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailkeep");
 
@@ -36,16 +37,52 @@ impl Env {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        run_with_stdin(self.command(args, env), stdin)
+    }
+
+    /// Like `run`, but kills mailkeep after `limit`: a hang fails the test instead of
+    /// stalling the suite.
+    pub fn run_within<I, S>(&self, limit: Duration, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        run_with_stdin_within(self.command(args, env), stdin, limit)
+    }
+
+    /// `mailkeep <args>` with only PATH and `env` in its environment, in the test's directory.
+    fn command<I, S>(&self, args: I, env: &[(&str, &str)]) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let mut cmd = Command::new(BIN);
         cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin").current_dir(self.dir.path());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        run_with_stdin(cmd, stdin)
+        cmd
     }
 
     /// `mailkeep deliver --root ROOT [--log none unless args say] [--allow-root when root] <args>`.
     pub fn deliver<I, S>(&self, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run(self.deliver_args(args), env, stdin)
+    }
+
+    /// `deliver`, killed after `limit` (see `run_within`).
+    pub fn deliver_within<I, S>(&self, limit: Duration, args: I, env: &[(&str, &str)], stdin: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.run_within(limit, self.deliver_args(args), env, stdin)
+    }
+
+    fn deliver_args<I, S>(&self, args: I) -> Vec<std::ffi::OsString>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
@@ -59,7 +96,7 @@ impl Env {
             all.push("--allow-root".into());
         }
         all.extend(args);
-        self.run(all, env, stdin)
+        all
     }
 
     /// Every regular file below the root, relative, sorted.
@@ -87,6 +124,29 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = pipe.write_all(&data);
     });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// `run_with_stdin` that kills the child after `limit` and fails the test, saying it hung.
+pub fn run_with_stdin_within(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn mailkeep");
+    let mut pipe = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&data);
+    });
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("mailkeep {cmd:?} hung: killed after {limit:?}; stderr:\n{}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     out
