@@ -21,7 +21,6 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ffi, params};
 
-use crate::cli::DedupCommand;
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
 use crate::maildir::Perms;
@@ -297,33 +296,20 @@ impl Store {
     }
 }
 
-/// `mailkeep dedup stats|prune`: what the admin sees of the store.
-pub fn admin(cmd: &DedupCommand) -> anyhow::Result<Exit> {
-    let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
-    let path = Store::path(&args.root);
-    // Looked for without following a symlink and without creating anything.
-    let exists = match open_store_dir(&args.root, None)? {
-        Some(dir) => fsutil::regular_or_missing(dir.as_fd(), STORE_FILE).map_err(refused(&path, false))?,
-        None => false,
-    };
-    if !exists {
-        anyhow::bail!("no dedup store at {} (no delivery with --dedup yet)", path.display());
-    }
-    let store = Store::open(&args.root, args.dedup_window, Perms { shared_group: false })?;
-    match cmd {
-        DedupCommand::Prune(_) => println!("pruned {} keys older than {} days", store.prune_all()?, args.dedup_window),
-        DedupCommand::Stats(_) => {
-            let rows = store.stats()?;
-            for FolderKeys { user, folder, keys, oldest, newest } in &rows {
-                let (user, folder) = (crate::log::escape(user), crate::log::escape(folder));
-                println!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}");
-            }
-            let total: i64 = rows.iter().map(|r| r.keys).sum();
-            let bytes = store.file_size();
-            println!("total keys={total} file={} bytes={bytes}", crate::log::escape(&path.display().to_string()));
+impl Store {
+    /// Opens the store for the admin commands, if there is one: looked for without
+    /// following a symlink and without creating anything. `None` when there is none.
+    pub fn open_existing(root: &Path, window_days: u32) -> Result<Option<Store>> {
+        let path = Store::path(root);
+        let exists = match open_store_dir(root, None)? {
+            Some(dir) => fsutil::regular_or_missing(dir.as_fd(), STORE_FILE).map_err(refused(&path, false))?,
+            None => false,
+        };
+        if !exists {
+            return Ok(None);
         }
+        Store::open(root, window_days, Perms { shared_group: false }).map(Some)
     }
-    Ok(Exit::Ok)
 }
 
 /// Deletes up to `limit` keys older than `cutoff`: committed ones past the window, and
@@ -439,7 +425,7 @@ pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Con
 
 impl Store {
     /// The size of the store's file (not its -wal), for `dedup stats`.
-    fn file_size(&self) -> u64 {
+    pub fn file_size(&self) -> u64 {
         let st = nix::sys::stat::fstatat(self.dir.as_fd(), STORE_FILE, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
         st.map_or(0, |st| st.st_size as u64)
     }

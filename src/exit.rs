@@ -45,6 +45,28 @@ pub trait Classify {
     fn exit(&self) -> Exit;
 }
 
+/// The status for an error chain: the first error in it that classifies itself wins;
+/// an error nobody classified is unknown, and unknown means temporary.
+pub fn classify(err: &anyhow::Error) -> Exit {
+    macro_rules! first_of {
+        ($cause:ident: $($t:ty),+) => { $(if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit(); })+ };
+    }
+    for cause in err.chain() {
+        first_of!(cause:
+            crate::envelope::EnvelopeError,
+            crate::maildir::MaildirError,
+            crate::commands::deliver::DeliverError,
+            crate::cli::UsageError,
+            crate::dedup::DedupError,
+            crate::mbox::MboxError,
+            crate::commands::serve_config::ServeError,
+            crate::commands::accounts::AccountsError,
+            crate::config::ConfigError
+        );
+    }
+    Exit::TempFail
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +80,12 @@ mod tests {
         assert_eq!(Exit::CantCreate.code(), 73);
         assert_eq!(Exit::TempFail.code(), 75);
         assert_eq!(Exit::Config.code(), 78);
+    }
+
+    #[test]
+    fn unknown_errors_are_temporary() {
+        let e = anyhow::anyhow!("something nobody classified");
+        assert_eq!(classify(&e), Exit::TempFail);
     }
 
     #[test]

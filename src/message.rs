@@ -295,8 +295,8 @@ fn find_byte(byte: u8, hay: &[u8]) -> Option<usize> {
 
 /// The stored form of a message body as the README states it, written the plain way: CRLF
 /// becomes LF (a lone CR stays), and with `drop_final` one final LF goes. The reference
-/// `LfStream` is checked against, by the property tests and the fuzz targets (`--cfg fuzzing`).
-#[cfg(any(test, fuzzing))]
+/// `LfStream` is checked against, by the property tests and the fuzz targets.
+#[doc(hidden)]
 pub fn model_lf(input: &[u8], drop_final: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(input.len());
     let mut i = 0;

@@ -5,6 +5,7 @@ mod util;
 
 mod accounts;
 mod check;
+mod core_props;
 mod dedup;
 mod deliver;
 mod escape;

@@ -12,10 +12,10 @@ use std::path::{Component, Path};
 
 use proptest::prelude::*;
 
-use crate::cli::MboxFormat;
-use crate::envelope::{Sender, User, clean};
-use crate::mbox::MboxReader;
-use crate::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len, model_lf};
+use mailkeep::cli::MboxFormat;
+use mailkeep::envelope::{Sender, User, clean};
+use mailkeep::mbox::MboxReader;
+use mailkeep::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len, model_lf};
 
 fn config() -> ProptestConfig {
     let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(12_500);

@@ -143,6 +143,14 @@ enum Done {
     Duplicate { of: String },
 }
 
+/// `mailkeep deliver`: the settings, then one delivery of the message on stdin.
+pub fn run_args(args: &crate::cli::DeliverArgs) -> anyhow::Result<Exit> {
+    let cfg = DeliverConfig::resolve(args)?;
+    let logger = Logger::new(cfg.store.log);
+    run(&cfg, &mut std::io::stdin().lock(), &logger)?;
+    Ok(Exit::Ok)
+}
+
 /// Runs one delivery and logs its one line.
 pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyhow::Result<()> {
     let head = Head::read(input).map_err(DeliverError::ReadInput);

@@ -1,0 +1,26 @@
+//! The commands: each turns its part of the command line into settings and drives the core.
+//! One module (or folder) per command; none imports another.
+
+pub mod accounts;
+pub mod check;
+pub mod dedup;
+pub mod deliver;
+pub mod generate;
+pub mod replay;
+pub mod serve_config;
+
+use crate::cli::{AccountsCommand, Command};
+use crate::exit::Exit;
+
+/// Runs the command the command line names.
+pub fn run(command: Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Deliver(args) => deliver::run_args(&args),
+        Command::Replay(args) => replay::run(&args),
+        Command::Dedup(cmd) => dedup::run(&cmd),
+        Command::Check(args) => check::run(&args),
+        Command::ServeConfig(args) => serve_config::run(&args),
+        Command::Accounts(AccountsCommand::Sync(args)) => accounts::sync(&args),
+        Command::Generate(args) => generate::generate(&args),
+    }
+}
