@@ -199,8 +199,10 @@ pub struct DeliverArgs {
 /// Message-ID dedup options shared by `deliver` and `replay`.
 #[derive(Debug, Args)]
 pub struct DedupArgs {
-    /// Store a message only once per user and folder, keyed by its Message-ID, in
-    /// ROOT/.mailkeep/dedup.sqlite3. Default: off (every copy is stored).
+    /// Store a message only once per user and folder: a copy whose Message-ID and body
+    /// (SHA-256 of everything after the header block) match a stored one's is not stored
+    /// again; one that only reuses a Message-ID is stored and logged dedup=id-reused. Keys
+    /// in ROOT/.mailkeep/dedup.sqlite3. Default: off (every copy is stored).
     #[arg(long)]
     pub dedup: bool,
 

@@ -382,16 +382,16 @@ impl Folder {
         }
     }
 
-    /// Takes the folder's replay lock, `mailkeep-replay.lock` in the folder (a name no IMAP
-    /// server takes for a folder or a message), waiting up to `wait` for a replay that
-    /// holds it; `waiting` is called once if it must wait. The lock is `flock`, held while
-    /// the returned file is open, released by the kernel if the process dies. The file is
-    /// opened without following a symlink and without blocking on a FIFO, and must be a
-    /// regular file.
+    /// Takes the replay lock in this folder, `mailkeep-replay.lock` (a name no IMAP server
+    /// takes for a folder or a message), waiting up to `wait` for a replay that holds it;
+    /// `waiting` is called once if it must wait. The lock is `flock`, held while the
+    /// returned file is open, released by the kernel if the process dies. The file is
+    /// opened read-only (a lock file created by root still serves the backup's user), without
+    /// following a symlink and without blocking on a FIFO, and must be a regular file.
     pub fn lock_for_replay(&self, wait: Duration, waiting: impl FnOnce(&Path)) -> Result<File> {
         let path = self.path.join(REPLAY_LOCK);
-        let flags = OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        let file = match openat(self.dir.as_fd(), REPLAY_LOCK, flags, self.perms.file_mode()) {
+        let flags = OFlag::O_CREAT | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let file = match openat(self.dir.as_fd(), REPLAY_LOCK, flags, Mode::from_bits_truncate(0o644)) {
             Ok(fd) => File::from(fd),
             Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
             Err(e) => return Err(io_err("open", &path)(e)),
@@ -400,16 +400,22 @@ impl Folder {
         if !meta.is_file() {
             return Err(MaildirError::NotAFile(path));
         }
-        let deadline = std::time::Instant::now() + wait;
+        // Readable by all (the umask took that away): an empty file, whose only use is to
+        // be locked by whoever replays next, root or the backup's user.
+        if std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::geteuid().as_raw() {
+            let _ = nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o644));
+        }
+        // No deadline past what an Instant can hold: wait as long as it takes.
+        let deadline = std::time::Instant::now().checked_add(wait);
         let mut waiting = Some(waiting);
         loop {
             match file.try_lock() {
                 Ok(()) => return Ok(file),
-                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                Err(std::fs::TryLockError::WouldBlock) if deadline.is_none_or(|d| std::time::Instant::now() < d) => {
                     if let Some(say) = waiting.take() {
                         say(&path);
                     }
-                    std::thread::sleep(Duration::from_millis(200));
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(std::fs::TryLockError::WouldBlock) => {
                     return Err(MaildirError::Locked { path, secs: wait.as_secs() });

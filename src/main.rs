@@ -1,6 +1,6 @@
 //! mailkeep: keeps a durable, IMAP-servable Maildir backup of every mail a relay passes.
 //! `main` only parses, runs the command, and turns its one result into one exit status.
-#![cfg_attr(not(test), no_main)]
+#![no_main]
 
 use std::ffi::OsString;
 
@@ -29,7 +29,6 @@ fn entry(args: Vec<OsString>) -> Exit {
 }
 
 /// The process entry, in place of Rust's own start-up (`mailkeep::start`).
-#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     mailkeep::start::main(entry)

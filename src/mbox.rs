@@ -106,6 +106,8 @@ pub struct MboxReader<R> {
     pending_cr: bool,
     next: Option<Separator>,
     in_message: bool,
+    /// The current message has a line after its From_ line.
+    has_lines: bool,
     /// A blank line not yet given out: it may be the one before the next separator.
     pending_blank: bool,
     /// mboxcl2: still in the header block of the current message, and its text so far.
@@ -196,6 +198,7 @@ impl<R: BufRead> MboxReader<R> {
             pending_cr: false,
             next: None,
             in_message: false,
+            has_lines: false,
             pending_blank: false,
             in_headers: false,
             headers: Vec::new(),
@@ -286,8 +289,10 @@ impl<R: BufRead> MboxReader<R> {
     }
 
     /// Whether the line read starts a message: after a blank line one that looks like a
-    /// From_ line; right after another line only a complete one, and not in mboxcl2, where
-    /// Content-Length says where a message ends.
+    /// From_ line; right after another line of the message only a complete one, and not in
+    /// mboxcl2, where Content-Length says where a message ends. A From_ line right after the
+    /// message's own is its first line (a tool that added a From_ line to a message that had
+    /// one), not the start of another message that would leave this one empty.
     fn starts_message(&self, after_blank: bool) -> bool {
         if self.continued || !self.line_ends {
             return false;
@@ -296,7 +301,7 @@ impl<R: BufRead> MboxReader<R> {
         if after_blank {
             FromLine::looks_like_separator(line)
         } else {
-            self.format != Format::Mboxcl2 && FromLine::is_complete(line)
+            self.has_lines && self.format != Format::Mboxcl2 && FromLine::is_complete(line)
         }
     }
 
@@ -322,6 +327,7 @@ impl<R: BufRead> MboxReader<R> {
         let Some(sep) = self.next.take() else { return Ok(None) };
         let from = FromLine::parse(&sep.text).expect("a separator is a From_ line");
         self.in_message = true;
+        self.has_lines = false;
         self.in_headers = self.format == Format::Mboxcl2;
         self.headers.clear();
         self.body_left = None;
@@ -367,6 +373,7 @@ impl<R: BufRead> MboxReader<R> {
                 self.keep_separator(!self.pending_blank);
                 break;
             }
+            self.has_lines = true;
             if self.in_headers {
                 self.header_line(out);
                 continue;
@@ -492,6 +499,19 @@ mod tests {
         }
     }
 
+    /// Issue 18 review: a tool that adds its own From_ line to a message that already has
+    /// one writes two in a row; the second is the message's first line, as before.
+    #[test]
+    fn a_from_line_right_after_the_message_s_own_is_its_first_line() {
+        let data = format!("{F1}{F1}Subject: 1\n\nbody\n\n{F2}S: 2\n\nb2\n");
+        for format in [MboxFormat::Mboxo, MboxFormat::Mboxrd] {
+            let msgs = read_starts(data.as_bytes(), format);
+            let bodies: Vec<&[u8]> = msgs.iter().map(|m| &m.1[..]).collect();
+            let first = format!("{F1}Subject: 1\n\nbody\n");
+            assert_eq!(bodies, [first.as_bytes(), b"S: 2\n\nb2\n"], "{format:?}");
+        }
+    }
+
     #[test]
     fn mboxcl2_splits_only_after_a_blank_line_or_where_content_length_ends() {
         let data = format!("{F1}S: 1\n\nno Content-Length\n{F2}\n{F2}Content-Length: 2\n\nab{F1}S: 3\n\nc\n");
@@ -552,9 +572,9 @@ mod tests {
 
     #[test]
     fn resync_after_an_empty_message_keeps_the_next_one() {
-        // The empty message ends at the next From_ line, after a blank line or right after
-        // its own: the reader holds it already.
-        for gap in ["\n", ""] {
+        // The empty message ends at the next From_ line after a blank line: the reader holds
+        // it already. (Right after its own, a From_ line is the message's first line.)
+        for gap in ["\n"] {
             let data = format!("{F1}{gap}{F2}S: 2\n\nb2\n\n{F1}S: 3\n\nb3\n");
             let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
             r.next_message().unwrap();

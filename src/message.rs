@@ -29,7 +29,10 @@ impl FromLine {
     /// `mexport` writes `From  Tue Jan  2 10:00:00 2024` so, and its weekday is no address.
     fn split(line: &[u8]) -> Option<(&[u8], &[u8])> {
         let rest = line.strip_prefix(b"From ")?.trim_ascii_start();
-        if time::parse_exact_from_line_date(rest).is_some() {
+        let first = rest.split(|b| b.is_ascii_whitespace()).next().unwrap_or_default();
+        // Only a date that starts as one does (`Tue Jan  2 ...`): `From ROOT Wed Jan ...` has
+        // the address ROOT, which the date's words would also take for a zone name.
+        if time::is_weekday_or_month(first) && time::parse_exact_from_line_date(rest).is_some() {
             return Some((&[], rest));
         }
         let end = rest.iter().position(|&b| b == b' ' || b == b'\t').unwrap_or(rest.len());
@@ -173,57 +176,73 @@ pub type Digest = [u8; 32];
 /// (the provider's extra SMTP transactions, another Received line), so a copy counts as
 /// already stored only when its Message-ID and this digest both match (issue 18).
 ///
-/// The header block is the one `header_block_len` finds, when it ends within the first
-/// `HEAD_LIMIT` bytes; a message without a blank line that soon is digested whole. Fed in
-/// pieces of any size, the result is the same: `deliver` digests what it writes as it
-/// streams, replay's index digests a stored file.
+/// A body says nothing when it is empty or blank (a one-time code in the Subject): then,
+/// and when no blank line ends the header block within `HEAD_LIMIT` bytes, the whole
+/// message is digested instead, headers included. The two kinds are kept apart by a tag
+/// fed first, so a whole message never digests like another message's body. Fed in pieces
+/// of any size, the result is the same: `deliver` digests what it writes as it streams,
+/// replay digests a stored file.
 pub struct BodyDigest {
     body: ring::digest::Context,
-    /// Still looking for the blank line: every byte so far (the digest if none comes), the
-    /// count of them, and whether the last one ended a line.
-    head: Option<(ring::digest::Context, usize, bool)>,
+    /// The whole message so far, while it may still be needed: until the header block has
+    /// ended and the body has shown a byte that is not white space.
+    whole: Option<ring::digest::Context>,
+    /// Bytes seen, whether the last one ended a line, and whether the header block ended.
+    seen: usize,
+    line_start: bool,
+    in_body: bool,
 }
+
+const BODY_TAG: &[u8] = b"mailkeep body\0";
+const WHOLE_TAG: &[u8] = b"mailkeep whole message\0";
 
 impl Default for BodyDigest {
     fn default() -> BodyDigest {
-        let sha256 = || ring::digest::Context::new(&ring::digest::SHA256);
-        BodyDigest { body: sha256(), head: Some((sha256(), 0, true)) }
+        let tagged = |tag| {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(tag);
+            ctx
+        };
+        BodyDigest { body: tagged(BODY_TAG), whole: Some(tagged(WHOLE_TAG)), seen: 0, line_start: true, in_body: false }
     }
 }
 
 impl BodyDigest {
     pub fn update(&mut self, mut bytes: &[u8]) {
-        if let Some((whole, seen, line_start)) = &mut self.head {
-            let room = HEAD_LIMIT - *seen;
-            let scan = &bytes[..bytes.len().min(room)];
+        if !self.in_body && self.whole.is_some() {
             // The blank line ends the header block: a LF at a line's start.
-            let mut end = None;
-            for (i, &b) in scan.iter().enumerate() {
-                if b == b'\n' && *line_start {
-                    end = Some(i + 1);
-                    break;
-                }
-                *line_start = b == b'\n';
+            let room = HEAD_LIMIT.saturating_sub(self.seen);
+            let scan = &bytes[..bytes.len().min(room)];
+            let after_lf = |i: usize| if i == 0 { self.line_start } else { scan[i - 1] == b'\n' };
+            let end = (0..scan.len()).find(|&i| scan[i] == b'\n' && after_lf(i));
+            let head = end.map_or(scan.len(), |i| i + 1);
+            if head > 0 {
+                self.line_start = bytes[head - 1] == b'\n';
             }
+            self.seen += head;
+            if let Some(whole) = self.whole.as_mut() {
+                whole.update(&bytes[..head]);
+            }
+            bytes = &bytes[head..];
             match end {
-                Some(n) => {
-                    self.head = None;
-                    bytes = &bytes[n..];
-                }
-                None if scan.len() < room => {
-                    whole.update(bytes);
-                    *seen += bytes.len();
-                    return;
-                }
-                // No header block within HEAD_LIMIT: the whole message is the body.
-                None => self.body = self.head.take().expect("matched above").0,
+                Some(_) => self.in_body = true,
+                None if self.seen < HEAD_LIMIT => return,
+                // No header block within HEAD_LIMIT: the whole message is what counts.
+                None => self.body = self.whole.take().expect("checked above"),
+            }
+        }
+        if let Some(whole) = self.whole.as_mut() {
+            whole.update(bytes);
+            // Once the body shows a byte that is not white space, the body alone counts.
+            if self.in_body && bytes.iter().any(|b| !b.is_ascii_whitespace()) {
+                self.whole = None;
             }
         }
         self.body.update(bytes);
     }
 
     pub fn finish(self) -> Digest {
-        let ctx = self.head.map_or(self.body, |(whole, _, _)| whole);
+        let ctx = self.whole.unwrap_or(self.body);
         ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
     }
 }
@@ -414,6 +433,9 @@ mod tests {
         // mexport's for a null sender: no address, and the weekday is none.
         let none = FromLine::parse(b"From  Tue Jan  2 10:00:00 2024").unwrap();
         assert_eq!((none.sender, none.date), (Sender::null(), Some(1704189600)));
+        // An upper-case address is an address, not a zone name (issue 18 review).
+        let root = FromLine::parse(b"From ROOT Wed Jan  1 00:00:00 2020").unwrap();
+        assert_eq!(root.sender.address(), Some(&b"ROOT"[..]));
     }
 
     #[test]
@@ -490,24 +512,46 @@ mod tests {
         d.finish()
     }
 
+    fn tagged(tag: &[u8], bytes: &[u8]) -> Digest {
+        sha256(&[tag, bytes].concat())
+    }
+
     #[test]
     fn the_body_digest_ignores_headers_and_how_the_message_was_cut() {
         let a = body_digest(&[b"Received: x\nSubject: s\n\nbody\n"]);
         assert_eq!(a, body_digest(&[b"Subject: s\n", b"\n", b"body\n"]), "pieces of any size");
         assert_eq!(a, body_digest(&[b"Sub", b"ject: other\n\nbo", b"dy\n"]), "other headers, same body");
-        assert_eq!(a, sha256(b"body\n"));
+        assert_eq!(a, body_digest(&[b"Subject: s\n\n", b"", b"body\n"]), "an empty piece");
+        assert_eq!(a, tagged(BODY_TAG, b"body\n"));
         assert_ne!(a, body_digest(&[b"Subject: s\n\nbody!\n"]));
-        assert_eq!(body_digest(&[b"\nall body\n"]), sha256(b"all body\n"), "an empty header block");
-        assert_eq!(body_digest(&[b"A: b\n"]), sha256(b"A: b\n"), "no blank line: the whole message");
+        assert_eq!(body_digest(&[b"\nall body\n"]), tagged(BODY_TAG, b"all body\n"), "an empty header block");
+    }
+
+    /// Issue 18 review: an empty or blank body tells nothing apart, and a whole message must
+    /// never digest like another message's body.
+    #[test]
+    fn a_blank_body_or_a_missing_header_end_digests_the_whole_message_tagged_apart() {
+        let one = b"Subject: code 111111\n\n\n";
+        assert_eq!(body_digest(&[one]), tagged(WHOLE_TAG, one));
+        assert_ne!(body_digest(&[one]), body_digest(&[b"Subject: code 999999\n\n\n"]));
+        assert_ne!(body_digest(&[b"S: a\n\n"]), body_digest(&[b"S: b\n\n"]), "an empty body");
+        let spaced: &[&[u8]] = &[b"S: a\n\n \n", b"\n\t\n", b"text\n"];
+        assert_eq!(body_digest(spaced), tagged(BODY_TAG, b" \n\n\t\ntext\n"), "white space, then text");
+        assert_eq!(body_digest(&[b"A: b\n"]), tagged(WHOLE_TAG, b"A: b\n"), "no blank line");
+        let inner = b"A: b\n";
+        let outer = [&b"S: x\n\n"[..], inner].concat();
+        assert_ne!(body_digest(&[inner]), body_digest(&[&outer]), "a message as another one's body");
     }
 
     #[test]
     fn a_header_block_longer_than_head_limit_makes_the_whole_message_the_body() {
         let long = format!("X: {}\n\nbody\n", "y".repeat(HEAD_LIMIT));
         let (first, rest) = long.as_bytes().split_at(1000);
-        assert_eq!(body_digest(&[first, rest]), sha256(long.as_bytes()));
+        assert_eq!(body_digest(&[first, rest]), tagged(WHOLE_TAG, long.as_bytes()));
         let fits = format!("X: {}\n\nbody\n", "y".repeat(HEAD_LIMIT - 10));
-        assert_eq!(body_digest(&[fits.as_bytes()]), sha256(b"body\n"));
+        assert_eq!(body_digest(&[fits.as_bytes()]), tagged(BODY_TAG, b"body\n"));
+        let byte_by_byte: Vec<&[u8]> = fits.as_bytes().chunks(1).collect();
+        assert_eq!(body_digest(&byte_by_byte), tagged(BODY_TAG, b"body\n"), "cut anywhere");
     }
 
     #[test]

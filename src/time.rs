@@ -63,6 +63,11 @@ fn parse_date_words(text: &[u8]) -> Option<(Timestamp, bool)> {
 
 /// `Wed`, or a zone's name as some writers put it in (`UTC`, `GMT`, `CEST`): the words of
 /// a From_ line's date that carry nothing we read.
+/// Whether `tok` is a weekday or month name, the way an asctime date starts.
+pub fn is_weekday_or_month(tok: &[u8]) -> bool {
+    WEEKDAYS.iter().chain(MONTHS.iter()).any(|w| tok.eq_ignore_ascii_case(&w[..]))
+}
+
 fn is_weekday_or_zone_name(tok: &[u8]) -> bool {
     WEEKDAYS.iter().any(|w| tok.eq_ignore_ascii_case(&w[..]))
         || ((2..=5).contains(&tok.len()) && tok.iter().all(u8::is_ascii_uppercase))

@@ -205,9 +205,12 @@ proptest! {
 
     /// As mblaze's `mexport` writes them: mboxrd with no blank line between messages. Only
     /// a blank line that ends a message is lost, as to any mbox reader: the one before a
-    /// From_ line, and the last one of the file, belong to the separator.
+    /// From_ line, and the last one of the file, belong to the separator. An empty message
+    /// is left out: without a blank line, a From_ line right after a message's own is that
+    /// message's first line (a tool that added its own From_ line writes two in a row).
     #[test]
     fn mboxrd_written_without_blank_lines_between_messages_is_read_back(msgs in messages()) {
+        let msgs: Vec<Vec<u8>> = msgs.into_iter().filter(|m| !m.is_empty()).collect();
         let mut file = Vec::new();
         for m in &msgs {
             file.extend_from_slice(FROM);

@@ -263,3 +263,29 @@ fn store_directory_swapped_for_a_symlink_mid_delivery_never_leads_outside_issue_
     assert!(codes.iter().all(|&c| c == 0 || c == 73), "expected only 0 or 73, got {codes:?}");
     assert_eq!(env.new_files("alice/.Sent").len(), stored + 1, "every delivery that exited 0 stored its message");
 }
+
+/// Issue 18 review: a message with an empty body (a one-time code in its Subject) says
+/// nothing in its body; two of them under one Message-ID are two messages.
+#[test]
+fn messages_with_a_blank_body_and_one_message_id_are_told_apart_by_their_headers() {
+    let env = Env::new();
+    let a = args("alice", "in");
+    for code in ["111111", "999999"] {
+        let msg = format!("From: noreply@bank.example\nMessage-ID: <otp@bank.example>\nSubject: code {code}\n\n\n");
+        assert_exit(&env.deliver(&a, &[], msg.as_bytes()), 0);
+    }
+    assert_eq!(env.new_files("alice").len(), 2);
+}
+
+/// Issue 18 review: a message without a blank line (digested whole) must not count as a
+/// stored message whose *body* is that message.
+#[test]
+fn a_message_digested_whole_is_no_duplicate_of_one_whose_body_it_is() {
+    let env = Env::new();
+    let a = args("alice", "in");
+    let inner = b"Message-ID: <w@x>\nSubject: no blank line after me\n";
+    let outer = [&b"Message-ID: <w@x>\nSubject: attacker\n\n"[..], inner].concat();
+    assert_exit(&env.deliver(&a, &[], &outer), 0);
+    assert_exit(&env.deliver(&a, &[], inner), 0);
+    assert_eq!(env.new_files("alice").len(), 2);
+}

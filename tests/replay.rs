@@ -576,7 +576,7 @@ fn a_replay_that_waits_too_long_for_the_folder_lock_exits_75() {
     let out = replay(&env, &["--lock-timeout", "1"], &[&mbox]);
     assert_exit(&out, 75);
     let err = stderr(&out);
-    assert!(err.contains("waiting up to 1 s for another replay into alice/INBOX"), "{err}");
+    assert!(err.contains("waiting up to 1 s for another replay for alice to finish"), "{err}");
     assert!(err.contains("still locked by another replay"), "{err}");
     assert_eq!(env.new_files("alice").len(), 1);
     drop(lock);
@@ -793,4 +793,76 @@ fn a_from_line_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
     let json = serde_json::json!([entry(moon_t, "a@x.org", moon), entry(old_t, "b@x.org", old)]);
     std::fs::write(&expected, json.to_string()).unwrap();
     assert_python_reads(&env, &expected);
+}
+
+/// Issue 18 review: two `--direction auto` replays for one user, each first into one
+/// folder and then into the other, waited for each other crosswise until both gave up (75).
+/// One lock per user: the second waits for the first, then finds everything there.
+#[test]
+fn two_auto_replays_into_crossed_folders_do_not_wait_for_each_other_crosswise() {
+    let env = Env::new();
+    let message = |label: &str, i: usize| {
+        format!("From a@x Wed Jan  1 00:00:00 2020\nX-Gmail-Labels: {label}\nMessage-ID: <{label}{i}@x>\n\nb {i}\n\n")
+    };
+    let a: String = (0..300).map(|i| message("Inbox", i)).chain([message("Sent", 999)]).collect();
+    let b: String = (0..300).map(|i| message("Sent", i)).chain([message("Inbox", 999)]).collect();
+    let (pa, pb) = (env.dir.path().join("a.mbox"), env.dir.path().join("b.mbox"));
+    std::fs::write(&pa, a).unwrap();
+    std::fs::write(&pb, b).unwrap();
+    let spawn = |mbox: &Path| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["replay", "--root"]).arg(env.root());
+        cmd.args(["--user", "alice", "--domain", "example.com", "--log", "none", "--lock-timeout", "60"]);
+        if is_root() {
+            cmd.arg("--allow-root");
+        }
+        cmd.arg(mbox).env_clear().env("PATH", "/usr/bin:/bin").stderr(std::process::Stdio::piped()).spawn().unwrap()
+    };
+    let (ca, cb) = (spawn(&pa), spawn(&pb));
+    for out in [ca.wait_with_output().unwrap(), cb.wait_with_output().unwrap()] {
+        assert_exit(&out, 0);
+    }
+    assert_eq!((env.new_files("alice").len(), env.new_files("alice/.Sent").len()), (301, 301));
+}
+
+/// Issue 18 review: a tool that adds its own From_ line to a message that has one writes
+/// two From_ lines in a row; the run stored nothing and exited 65. The second is the
+/// message's first line, as before.
+#[test]
+fn a_from_line_right_after_another_is_part_of_the_message() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("dup.mbox");
+    std::fs::write(
+        &mbox,
+        "From a@x Wed Jan  1 00:00:00 2020\nFrom a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <dd@x>\nSubject: s\n\n\
+         body\n\nFrom b@x Wed Jan  1 00:00:00 2020\nMessage-ID: <dd2@x>\n\nb2\n",
+    )
+    .unwrap();
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    assert_eq!(env.new_files("alice").len(), 2, "{}", stderr(&out));
+}
+
+/// Issue 18 review: a `--lock-timeout` past what a clock can hold waits as long as it
+/// takes, without a panic.
+#[test]
+fn a_huge_lock_timeout_is_no_panic() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("one.mbox");
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let out = replay(&env, &["--lock-timeout", "18446744073709551615"], &[&mbox]);
+    assert_exit(&out, 0);
+}
+
+/// Issue 18 review: a lock file created by a replay as root must still serve the backup's
+/// user later: it is readable by all, and opened read-only.
+#[test]
+fn the_replay_lock_file_is_readable_by_the_next_replay_whoever_made_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let mbox = env.dir.path().join("one.mbox");
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    let mode = std::fs::metadata(env.root().join("alice/mailkeep-replay.lock")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644);
 }

@@ -14,29 +14,32 @@
 //! reader (`read.rs`) parses the mbox; this thread stages messages; a helper makes each
 //! full batch durable and publishes it while the next batch is staged.
 
+mod index;
+mod progress;
+mod publish;
 mod read;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Write};
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
 use crate::cli::{ReplayArgs, ReplayDirection, UsageError};
 use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
-use crate::maildir::{Durability, Folder, FolderKind, MaildirError, Namer, Staged};
-use crate::message::{BodyDigest, Digest, HeaderInfo, header_part, holds_header_part, sha256};
+use crate::maildir::{Durability, Folder, FolderKind, Namer, Staged};
+use index::{Identity, Index, MessageDigest};
+use progress::Progress;
+use publish::{Batch, Meta, Pending, Publisher, discard, publish_all};
 use read::{DateSource, Head, Piece};
 
 /// A batch is made durable when it holds this many messages or bytes.
 const BATCH_MESSAGES: usize = 2048;
 const BATCH_BYTES: u64 = 64 * 1024 * 1024;
-const PROGRESS_EVERY: u64 = 10_000;
 
 #[derive(Default)]
 struct Counts {
@@ -51,200 +54,20 @@ struct Counts {
     dates: HashMap<&'static str, u64>,
 }
 
-/// What a folder holds, by content: the (Message-ID, body digest) pairs of its messages,
-/// their Message-IDs alone (to tell a reused ID), and the digests of whole messages
-/// without an ID. IDs are kept as their SHA-256 digests: 32 bytes a message whatever the
-/// ID's length.
-#[derive(Default)]
-struct Index {
-    keys: HashSet<Digest>,
-    ids: HashSet<Digest>,
-    wholes: HashSet<Digest>,
-}
-
-/// How a message is known to an `Index`.
-enum Identity {
-    /// Its Message-ID and the digest of its body.
-    Id { id: String, body: Digest },
-    /// No Message-ID: the digest of the whole message (after our header lines).
-    Whole(Digest),
-}
-
-impl Index {
-    fn key(id: &str, body: &Digest) -> Digest {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        ctx.update(id.as_bytes());
-        ctx.update(&[0]);
-        ctx.update(body);
-        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
-    }
-
-    fn contains(&self, who: &Identity) -> bool {
-        match who {
-            Identity::Id { id, body } => self.keys.contains(&Index::key(id, body)),
-            Identity::Whole(d) => self.wholes.contains(d),
-        }
-    }
-
-    /// Adds a message; true when its Message-ID was there with another body.
-    fn insert(&mut self, who: &Identity) -> bool {
-        match who {
-            Identity::Id { id, body } => {
-                let fresh = self.keys.insert(Index::key(id, body));
-                !self.ids.insert(sha256(id.as_bytes())) && fresh
-            }
-            Identity::Whole(d) => {
-                self.wholes.insert(*d);
-                false
-            }
-        }
-    }
-}
-
-/// What a folder already holds, and the batch waiting to be published into it.
+/// A folder being replayed into: what it already holds, and the batch waiting to be
+/// published into it.
 struct Target {
     folder: Arc<Folder>,
     index: Index,
     batch: Batch,
-    /// The folder's replay lock, held until the run ends (`Folder::lock_for_replay`).
-    _lock: File,
 }
 
 impl Target {
-    /// Opens the folder, takes its lock (a second replay into it waits here, so that both
-    /// do not index it before either stores), then indexes what it holds.
-    fn open(cfg: &StoreConfig, kind: FolderKind, wait: Duration, progress: &Progress) -> anyhow::Result<Target> {
+    fn open(cfg: &StoreConfig, kind: FolderKind) -> anyhow::Result<Target> {
         let folder = Folder::open(&cfg.root, &cfg.user, kind, cfg.perms)?;
-        let lock = folder.lock_for_replay(wait, |path| {
-            progress.note(&format!(
-                "replay: waiting up to {} s for another replay into {}/{} to finish (lock {})",
-                wait.as_secs(),
-                cfg.user,
-                kind.name(),
-                path.display()
-            ))
-        })?;
         folder.sweep_tmp();
-        let mut index = Index::default();
-        for path in folder.message_paths()? {
-            // A file that cannot be read (gone meanwhile, not a regular file) holds nothing
-            // to match: at worst a message is stored twice, never dropped.
-            let Ok(identities) = identify_stored(&path, kind) else { continue };
-            for who in &identities {
-                index.insert(who);
-            }
-        }
-        Ok(Target { folder: Arc::new(folder), index, batch: Vec::new(), _lock: lock })
-    }
-}
-
-/// How a stored file is known: its Message-ID (read from the same part of the message as
-/// an incoming one's, `header_part`, after our header lines) and its body digest; or,
-/// without an ID, the digest of the whole message after our header lines. Opened without
-/// following a symlink or blocking on a FIFO, and read in pieces: memory stays small.
-fn identify_stored(path: &Path, kind: FolderKind) -> io::Result<Vec<Identity>> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::ErrorKind::InvalidInput.into());
-    }
-    let mut bytes = Vec::new();
-    loop {
-        let n = (&mut file).take(64 * 1024).read_to_end(&mut bytes)?;
-        if n == 0 || holds_header_part(&bytes[our_header_lines_len(&bytes)..]) {
-            break;
-        }
-    }
-    let message = &bytes[our_header_lines_len(&bytes)..];
-    let mut rest = [0u8; 64 * 1024];
-    if let Some(id) = HeaderInfo::parse(header_part(message)).message_id {
-        let mut body = BodyDigest::default();
-        body.update(message);
-        read_into(&mut file, &mut rest, |piece| body.update(piece))?;
-        return Ok(vec![Identity::Id { id, body: body.finish() }]);
-    }
-    // Without an ID the whole message is compared, and `deliver` prepends an Envelope-To
-    // to a Sent copy: digest the message with and without such a line, so that the same
-    // message replayed (which gets no Envelope-To from us) is found either way, and a
-    // message that has its own Envelope-To line is found as itself.
-    let sha256 = || ring::digest::Context::new(&ring::digest::SHA256);
-    let (mut whole, mut without) = (sha256(), sha256());
-    whole.update(message);
-    let envelope_to = envelope_to_len(message, kind);
-    without.update(&message[envelope_to..]);
-    read_into(&mut file, &mut rest, |piece| {
-        whole.update(piece);
-        without.update(piece);
-    })?;
-    let digest = |ctx: ring::digest::Context| Identity::Whole(ctx.finish().as_ref().try_into().expect("32 bytes"));
-    Ok(if envelope_to > 0 { vec![digest(whole), digest(without)] } else { vec![digest(whole)] })
-}
-
-/// Feeds the rest of `file` to `take`, a buffer at a time.
-fn read_into(file: &mut File, buf: &mut [u8], mut take: impl FnMut(&[u8])) -> io::Result<()> {
-    loop {
-        match file.read(buf) {
-            Ok(0) => return Ok(()),
-            Ok(n) => take(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// The length of the lines mailkeep prepends to every stored file, Return-Path and
-/// Delivered-To (`Stamp::header_lines`), at the start of `stored`.
-fn our_header_lines_len(stored: &[u8]) -> usize {
-    let mut len = 0;
-    for name in [&b"Return-Path: <"[..], b"Delivered-To: "] {
-        if stored[len..].starts_with(name) {
-            len += stored[len..].iter().position(|&b| b == b'\n').map_or(stored.len() - len, |i| i + 1);
-        }
-    }
-    len
-}
-
-/// The length of a folded Envelope-To field at the start of `message`, in a folder other
-/// than the INBOX (where `deliver` adds one to Sent copies); 0 if there is none.
-fn envelope_to_len(message: &[u8], kind: FolderKind) -> usize {
-    if kind == FolderKind::Inbox || !message.starts_with(b"Envelope-To:") {
-        return 0;
-    }
-    let mut len = 0;
-    loop {
-        len += message[len..].iter().position(|&b| b == b'\n').map_or(message.len() - len, |i| i + 1);
-        if !message[len..].starts_with(b" ") {
-            return len;
-        }
-    }
-}
-
-/// The digest an incoming message is known by (`Identity`), taken as it is staged.
-enum MessageDigest {
-    Body(String, Box<BodyDigest>),
-    Whole(ring::digest::Context),
-}
-
-impl MessageDigest {
-    fn new(id: Option<String>) -> MessageDigest {
-        match id {
-            Some(id) => MessageDigest::Body(id, Box::default()),
-            None => MessageDigest::Whole(ring::digest::Context::new(&ring::digest::SHA256)),
-        }
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        match self {
-            MessageDigest::Body(_, d) => d.update(bytes),
-            MessageDigest::Whole(d) => d.update(bytes),
-        }
-    }
-
-    fn finish(self) -> Identity {
-        match self {
-            MessageDigest::Body(id, d) => Identity::Id { id, body: d.finish() },
-            MessageDigest::Whole(d) => Identity::Whole(d.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")),
-        }
+        let index = Index::new(kind, folder.message_paths()?);
+        Ok(Target { folder: Arc::new(folder), index, batch: Vec::new() })
     }
 }
 
@@ -262,14 +85,6 @@ struct Replay<'a> {
     /// A batch failed to publish: nothing staged after it is published (its syncfs may have
     /// taken the error report that concerned a later file; see `flush`).
     publish_failed: bool,
-}
-
-/// The staging thread's side of the publishing thread: batches go in, one at a time.
-struct Publisher {
-    jobs: SyncSender<Vec<(Arc<Folder>, Batch)>>,
-    done: Receiver<Done>,
-    /// A batch was handed over and its `Done` not yet taken.
-    busy: bool,
 }
 
 /// The reader's pieces, one at a time. `None` once the reader is done.
@@ -305,6 +120,13 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     }
     let cfg = StoreConfig::resolve(&args.store)?;
     read::check_inputs(&args.files)?;
+    // One replay per user at a time: two would each index a folder before the other
+    // stores into it, and store every message twice. One lock for all of a user's folders,
+    // so that two replays that store into several never wait for each other crosswise.
+    let _lock = match args.dry_run {
+        true => None,
+        false => Some(lock_user(&cfg, Duration::from_secs(args.lock_timeout))?),
+    };
     let logger = Logger::new(cfg.log);
     let user = cfg.user.clone();
     let mut replay = Replay {
@@ -387,19 +209,26 @@ impl Replay<'_> {
             return skip_rest(pieces);
         }
         if !self.targets.contains_key(&head.kind) {
-            let wait = Duration::from_secs(self.args.lock_timeout);
-            let target = Target::open(&self.cfg, head.kind, wait, &self.progress)?;
-            self.targets.insert(head.kind, target);
+            self.targets.insert(head.kind, Target::open(&self.cfg, head.kind)?);
         }
         let target = self.targets.get_mut(&head.kind).expect("just inserted");
         // Whether the folder holds the message is known only at its end (its body's
-        // digest): it is staged meanwhile, and removed from tmp/ if it is there.
+        // digest). One whose Message-ID the folder has (or that has none) is held in
+        // memory up to `HOLD_BYTES` first, so that a rerun writes nothing for what is there;
+        // what is longer, or new, is staged in tmp/ and removed again if it is there.
         let mut digest = MessageDigest::new(head.message_id.clone());
         digest.update(&head.bytes[head.prefix_len..]);
+        let mut held = Vec::new();
+        if head.message_id.as_deref().is_none_or(|id| target.index.may_hold(id)) {
+            match hold(pieces, &mut digest, &mut held)? {
+                Held::Part => {}
+                Held::Whole => return self.decide_held(head, held, digest.finish()),
+                Held::Broken(ending) => return Ok(ending),
+            }
+        }
         let mut ending = None;
         let staged = target.folder.stage(&mut self.namer, Some(head.date), Durability::Later, |file| {
-            file.write_all(&head.bytes)?;
-            let mut size = head.bytes.len() as u64;
+            let mut size = write_held(file, &head.bytes, &held)?;
             loop {
                 match pieces.next() {
                     Some(Piece::Data(bytes)) => {
@@ -425,7 +254,25 @@ impl Replay<'_> {
             self.counts.present += 1;
             return Ok(Ending::Whole);
         }
-        let id_reused = target.index.insert(&who);
+        self.add(head, staged, &who)
+    }
+
+    /// A message held whole in memory: counted present, or staged.
+    fn decide_held(&mut self, head: Head, held: Vec<Vec<u8>>, who: Identity) -> anyhow::Result<Ending> {
+        let target = self.targets.get_mut(&head.kind).expect("opened by `message`");
+        if target.index.contains(&who) {
+            self.counts.present += 1;
+            return Ok(Ending::Whole);
+        }
+        let write = |file: &mut File| write_held(file, &head.bytes, &held);
+        let staged = target.folder.stage(&mut self.namer, Some(head.date), Durability::Later, write)?;
+        self.add(head, staged, &who)
+    }
+
+    /// Adds a staged message to its folder's batch (and index), flushing a full batch.
+    fn add(&mut self, head: Head, staged: Staged, who: &Identity) -> anyhow::Result<Ending> {
+        let target = self.targets.get_mut(&head.kind).expect("opened by `message`");
+        let id_reused = target.index.insert(who);
         self.counts.id_reused += u64::from(id_reused);
         self.counts.bytes += staged.size();
         self.staged_bytes += staged.size();
@@ -519,82 +366,59 @@ impl Replay<'_> {
     }
 }
 
-/// A message made durable and linked into new/.
-struct Published {
-    folder: FolderKind,
-    name: String,
-    meta: Meta,
-    size: u64,
+/// Takes the user's replay lock (`Folder::lock_for_replay` of the INBOX, which every user
+/// of mailkeep's has), saying so when it must wait.
+fn lock_user(cfg: &StoreConfig, wait: Duration) -> anyhow::Result<File> {
+    let inbox = Folder::open(&cfg.root, &cfg.user, FolderKind::Inbox, cfg.perms)?;
+    let lock = inbox.lock_for_replay(wait, |path| {
+        crate::log::stderr_line(&format!(
+            "replay: waiting up to {} s for another replay for {} to finish (lock {})",
+            wait.as_secs(),
+            cfg.user,
+            path.display()
+        ))
+    })?;
+    Ok(lock)
 }
 
-/// What the log line of a stored message says besides its file.
-struct Meta {
-    id: Option<String>,
-    source: DateSource,
-    id_reused: bool,
+/// Messages whose Message-ID the folder has are held in memory up to this size before
+/// they are staged (a rerun then writes nothing for what is there).
+const HOLD_BYTES: usize = 4 * 1024 * 1024;
+
+/// How far `hold` got.
+enum Held {
+    /// The whole message is held.
+    Whole,
+    /// Its first `HOLD_BYTES` are: the rest is still to be read.
+    Part,
+    /// It ended broken (or reading stopped): nothing was staged.
+    Broken(Ending),
 }
 
-/// A message staged in tmp/, waiting for its batch to be made durable.
-struct Pending {
-    staged: Staged,
-    meta: Meta,
-}
-
-type Batch = Vec<Pending>;
-
-/// What the publishing thread hands back for a batch: what it published, and the failure
-/// that stopped it.
-struct Done {
-    published: Vec<Published>,
-    failure: Option<MaildirError>,
-}
-
-/// The publishing thread: one for the whole run (its system calls are counted as one
-/// thread's by the fault-injection tests), publishing batches until the sender is gone.
-fn publish_all(jobs: Receiver<Vec<(Arc<Folder>, Batch)>>, done: SyncSender<Done>) {
-    let mut namer = Namer::new(); // for the names of links retried after EEXIST
-    for batch in jobs {
-        if done.send(publish_batches(&mut namer, batch)).is_err() {
-            return;
-        }
-    }
-}
-
-/// Makes each folder's batch durable with one syncfs, then publishes it (link into new/,
-/// one fsync of new/, unlink from tmp/). After the first failure the batches not yet
-/// published are removed from tmp/; what was published before it stays.
-fn publish_batches(namer: &mut Namer, jobs: Vec<(Arc<Folder>, Batch)>) -> Done {
-    let mut done = Done { published: Vec::new(), failure: None };
-    for (folder, batch) in jobs {
-        if done.failure.is_some() {
-            discard(&folder, batch);
-            continue;
-        }
-        if let Err(e) = folder.sync_filesystem() {
-            discard(&folder, batch);
-            done.failure = Some(e);
-            continue;
-        }
-        let (staged, meta): (Vec<Staged>, Vec<Meta>) = batch.into_iter().map(|p| (p.staged, p.meta)).unzip();
-        let sizes: Vec<u64> = staged.iter().map(Staged::size).collect();
-        // On failure `publish` itself leaves nothing of the batch in new/ or tmp/.
-        match folder.publish(namer, staged) {
-            Ok(names) => {
-                for ((name, meta), size) in names.into_iter().zip(meta).zip(sizes) {
-                    done.published.push(Published { folder: folder.kind(), name, meta, size });
-                }
+/// Reads a message's pieces into `held`, digesting them, until its end or `HOLD_BYTES`.
+fn hold(pieces: &mut Pieces, digest: &mut MessageDigest, held: &mut Vec<Vec<u8>>) -> anyhow::Result<Held> {
+    let mut bytes_held = 0;
+    while bytes_held < HOLD_BYTES {
+        match pieces.next() {
+            Some(Piece::Data(bytes)) => {
+                digest.update(&bytes);
+                bytes_held += bytes.len();
+                held.push(bytes);
             }
-            Err(e) => done.failure = Some(e),
+            Some(Piece::End) => return Ok(Held::Whole),
+            other => return end_of_message(other).map(Held::Broken),
         }
     }
-    done
+    Ok(Held::Part)
 }
 
-/// Removes a batch's files from tmp/: they will not be published.
-fn discard(folder: &Folder, batch: Batch) {
-    for pending in batch {
-        folder.discard(pending.staged);
+/// Writes a message's head (our header lines and its first bytes) and the pieces held.
+fn write_held(file: &mut File, head: &[u8], held: &[Vec<u8>]) -> io::Result<u64> {
+    file.write_all(head)?;
+    for piece in held {
+        file.write_all(piece)?;
     }
+    Ok((head.len() + held.iter().map(Vec::len).sum::<usize>()) as u64)
 }
 
 /// Takes the pieces of a message not stored, up to its end.
@@ -623,82 +447,5 @@ fn date_name(source: DateSource) -> &'static str {
         DateSource::FromLine => "from-line",
         DateSource::DateHeader => "date-header",
         DateSource::FileMtime => "file-mtime",
-    }
-}
-
-/// A progress bar on a terminal, a line per 10 000 messages elsewhere.
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
-    last_line: u64,
-}
-
-impl Progress {
-    fn new(total_bytes: u64) -> Progress {
-        let bar = io::stderr().is_terminal().then(|| {
-            let bar = indicatif::ProgressBar::new(total_bytes);
-            let style = indicatif::ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("a valid template");
-            bar.set_style(style);
-            bar
-        });
-        Progress { bar, last_line: 0 }
-    }
-
-    fn tick(&mut self, messages: u64, bytes: u64) {
-        match &self.bar {
-            Some(bar) => {
-                bar.set_position(bytes);
-                bar.set_message(format!("{messages} messages"));
-            }
-            None if messages >= self.last_line + PROGRESS_EVERY => {
-                self.last_line = messages - messages % PROGRESS_EVERY;
-                eprintln!("replay: {messages} messages, {bytes} bytes");
-            }
-            None => {}
-        }
-    }
-
-    /// A line for the operator; it may name a file, so it is escaped as every line is.
-    fn note(&self, text: &str) {
-        let text = crate::log::escape(text);
-        match &self.bar {
-            Some(bar) => bar.println(text),
-            None => eprintln!("{text}"),
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn our_header_lines_and_deliver_s_envelope_to_are_measured_exactly() {
-        let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y,\n z@w\nSubject: s\n\nbody\n";
-        let ours = our_header_lines_len(stored);
-        assert_eq!(&stored[ours..ours + 12], b"Envelope-To:");
-        assert_eq!(&stored[ours + envelope_to_len(&stored[ours..], FolderKind::Sent)..], b"Subject: s\n\nbody\n");
-        // `deliver` adds Envelope-To to Sent copies only: in the INBOX it is the message's own.
-        assert_eq!(envelope_to_len(&stored[ours..], FolderKind::Inbox), 0);
-        assert_eq!(our_header_lines_len(b"Subject: s\n"), 0);
-    }
-
-    #[test]
-    fn an_index_tells_a_reused_message_id_from_the_same_message() {
-        let mut index = Index::default();
-        let a = Identity::Id { id: "c@x".into(), body: sha256(b"planted\n") };
-        let b = Identity::Id { id: "c@x".into(), body: sha256(b"signed contract\n") };
-        assert!(!index.insert(&a));
-        assert!(index.contains(&a) && !index.contains(&b));
-        assert!(index.insert(&b), "the same ID with another body is a reused ID");
-        assert!(!index.contains(&Identity::Whole(sha256(b"planted\n"))));
     }
 }
