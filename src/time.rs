@@ -1,5 +1,15 @@
 //! Dates as mail carries them: the From_ line's two forms, turned into Unix seconds, so a
 //! replayed message keeps its received date as mtime and in its file name.
+//!
+//! The calendar (which days exist, days since 1970) and RFC 3339 output are the `time`
+//! crate's. The tokenizer of a From_ line's date stays ours: writers put the same fields in
+//! different orders and spacings (asctime's padded day, Takeout's offset before the year, a
+//! zone name, no seconds), and we must know whether every word was part of the date
+//! (`parse_exact_from_line_date` decides whether a line may split an mbox). A `time` format
+//! description matches one fixed layout and cannot say which words it skipped.
+
+use time::format_description::well_known::Rfc3339;
+use time::{Date, Month, OffsetDateTime};
 
 /// Seconds since the Unix epoch, UTC.
 pub type Timestamp = i64;
@@ -55,10 +65,9 @@ fn parse_date_words(text: &[u8]) -> Option<(Timestamp, bool)> {
         exact &= used;
     }
     let (y, mo, d, (h, mi, s)) = (year?, month?, day?, hms?);
-    if !(1..=31).contains(&d) {
-        return None;
-    }
-    Some((days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + s - offset, exact))
+    // Seconds added, not `time::Time`: a leap second (`23:59:60`) is read as the next day's
+    // first second, as before.
+    Some((days_from_civil(y, mo, d)? * 86400 + h * 3600 + mi * 60 + s - offset, exact))
 }
 
 /// `Wed`, or a zone's name as some writers put it in (`UTC`, `GMT`, `CEST`): the words of
@@ -98,33 +107,22 @@ pub fn now() -> Timestamp {
     system_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Days from 1970-01-01 to the given proleptic Gregorian date (Howard Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146097 + doe - 719468
+/// Days from 1970-01-01 to the given (proleptic Gregorian) date; `None` for a date that
+/// is not on the calendar (31 February, month 13) or outside the years -9999..=9999.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let month = Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date = Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?).ok()?;
+    Some(i64::from(date.to_julian_day() - OffsetDateTime::UNIX_EPOCH.date().to_julian_day()))
 }
 
-/// `2020-01-01T00:00:00Z` for Unix seconds.
-pub fn format_time(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
-    // Inverse of days_from_civil (Howard Hinnant's algorithm).
-    let z = days + 719468;
-    let era = z.div_euclid(146097);
-    let doe = z - era * 146097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    debug_assert_eq!(days_from_civil(y, m as u32, d as u32), days);
-    let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+/// `2020-01-01T00:00:00Z` for Unix seconds (RFC 3339, UTC). RFC 3339 has only the years
+/// 0000..=9999: a time outside them (a file's mtime may be anything) is written `@<seconds>`,
+/// as `date -d @<seconds>` reads it.
+pub fn format_time(t: Timestamp) -> String {
+    OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|time| time.format(&Rfc3339).ok())
+        .unwrap_or_else(|| format!("@{t}"))
 }
 
 #[cfg(test)]
@@ -175,6 +173,104 @@ mod tests {
     fn dates_before_1970_are_negative() {
         assert_eq!(parse_from_line_date(b"Wed Dec 31 23:59:59 1969"), Some(-1));
         assert_eq!(parse_from_line_date(b"Sat Dec 14 00:00:00 1901"), Some(-2147472000));
+    }
+
+    /// Issue 19: 31 February was read as 2 March (in 2024) and a date at all.
+    #[test]
+    fn a_day_the_month_does_not_have_is_no_date_issue_19() {
+        for bad in [&b"Sat Feb 31 00:00:00 2024"[..], b"Thu Feb 29 00:00:00 2023", b"Thu Apr 31 10:00:00 +0200 2025"] {
+            assert_eq!(parse_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
+            assert_eq!(parse_exact_from_line_date(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(days_from_civil(2024, 2, 31), None);
+        assert_eq!(days_from_civil(2024, 13, 1), None);
+        assert_eq!(days_from_civil(2024, 2, 29), Some(19782));
+        assert_eq!(days_from_civil(2100, 2, 29), None, "2100 is no leap year");
+        assert_eq!(days_from_civil(2000, 2, 29), Some(11016), "2000 is one");
+    }
+
+    /// The hand-written conversions the `time` crate replaced (issue 19): the reference the
+    /// crate must agree with on every valid date.
+    mod before_issue_19 {
+        pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+            let y = if m <= 2 { y - 1 } else { y };
+            let era = y.div_euclid(400);
+            let yoe = y - era * 400;
+            let mp = (i64::from(m) + 9) % 12;
+            let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+            let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+            era * 146097 + doe - 719468
+        }
+
+        pub fn format_time(t: i64) -> String {
+            let (days, secs) = (t.div_euclid(86400), t.rem_euclid(86400));
+            let z = days + 719468;
+            let era = z.div_euclid(146097);
+            let doe = z - era * 146097;
+            let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = yoe + era * 400 + i64::from(m <= 2);
+            let (h, mi, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+        }
+    }
+
+    fn month_len(y: i64, m: u32) -> u32 {
+        let leap = y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+        [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m as usize - 1]
+    }
+
+    #[test]
+    fn every_day_from_1901_to_2100_converts_as_before_issue_19() {
+        let mut days = 0;
+        for y in 1901..=2100 {
+            for m in 1..=12 {
+                for d in 1..=month_len(y, m) {
+                    let old = before_issue_19::days_from_civil(y, m, d);
+                    assert_eq!(days_from_civil(y, m, d), Some(old), "{y}-{m}-{d}");
+                    for secs in [0, 3661, 86399] {
+                        let t = old * 86400 + secs;
+                        assert_eq!(format_time(t), before_issue_19::format_time(t), "{t}");
+                    }
+                    days += 1;
+                }
+            }
+        }
+        assert_eq!(days, 73049, "200 years of days, 49 of them 29 February");
+    }
+
+    proptest::proptest! {
+        /// A From_ line's date, in each form and zone, gives the timestamp it gave before.
+        #[test]
+        fn from_line_dates_read_as_before_issue_19(
+            y in 1901i64..=2100, m in 1u32..=12, d in 1u32..=31,
+            h in 0i64..24, mi in 0i64..60, s in 0i64..61,
+            zone in -1400i64..=1400, form in 0..3usize,
+        ) {
+            let d = d.min(month_len(y, m));
+            let zone = zone / 100 * 100 + (zone % 100).abs() % 60 * zone.signum();
+            let sign = if zone < 0 { '-' } else { '+' };
+            let z = format!("{sign}{:04}", zone.abs());
+            let month = String::from_utf8_lossy(&MONTHS[m as usize - 1][..]).into_owned();
+            let line = match form {
+                0 => format!("Wed {month} {d:2} {h:02}:{mi:02}:{s:02} {y}"),
+                1 => format!("Wed {month} {d:02} {h:02}:{mi:02}:{s:02} {z} {y}"),
+                _ => format!("Wed {month} {d} {h:02}:{mi:02}:{s:02} {y} {z}"),
+            };
+            let offset = if form == 0 { 0 } else { (zone / 100) * 3600 + (zone % 100) * 60 };
+            let old = before_issue_19::days_from_civil(y, m, d) * 86400 + h * 3600 + mi * 60 + s - offset;
+            proptest::prop_assert_eq!(parse_exact_from_line_date(line.as_bytes()), Some(old), "{}", line);
+        }
+    }
+
+    #[test]
+    fn a_time_rfc_3339_cannot_write_is_given_in_seconds() {
+        assert_eq!(format_time(253402300799), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(253402300800), "@253402300800");
+        assert_eq!(format_time(i64::MIN), format!("@{}", i64::MIN));
     }
 
     #[test]

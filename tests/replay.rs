@@ -795,6 +795,39 @@ fn a_from_line_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
     assert_python_reads(&env, &expected);
 }
 
+/// Issue 19: `Sat Feb 31 ... 2024` was read as 2 March. A day the month does not have is
+/// no date: the message falls back to its Date header, as for any unreadable From_ date,
+/// and the line still separates (a blank line before it, a time of day in it).
+#[test]
+fn a_from_line_dated_31_february_takes_the_date_header_issue_19() {
+    let env = Env::new();
+    let mbox = env.dir.path().join("feb31.mbox");
+    let first = "Message-ID: <first@x>\nSubject: first\n\none\n";
+    let odd = "Message-ID: <feb31@x>\nDate: Fri, 1 Mar 2024 10:00:00 +0000\nSubject: odd\n\ntwo\n";
+    std::fs::write(
+        &mbox,
+        format!("From a@x Thu Feb 29 12:00:00 2024\n{first}\nFrom a@x Sat Feb 31 00:00:00 2024\n{odd}"),
+    )
+    .unwrap();
+    let out = replay(&env, &[], &[&mbox]);
+    assert_exit(&out, 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("stored=2 "), "expected both messages stored, got: {stderr}");
+    assert!(
+        stderr.contains("date-header=1") && stderr.contains("from-line=1"),
+        "expected one date of each, got: {stderr}"
+    );
+    let mut mtimes: Vec<i64> = env
+        .new_files("alice")
+        .iter()
+        .map(|f| std::os::unix::fs::MetadataExt::mtime(&std::fs::metadata(f).unwrap()))
+        .collect();
+    mtimes.sort();
+    // 2024-02-29T12:00:00Z from the first From_ line, 2024-03-01T10:00:00Z from the Date
+    // header (not 2024-03-02T00:00:00Z, 1709337600, from "Feb 31").
+    assert_eq!(mtimes, [1709208000, 1709287200], "expected (mtimes) vs got");
+}
+
 /// Issue 18 review: two `--direction auto` replays for one user, each first into one
 /// folder and then into the other, waited for each other crosswise until both gave up (75).
 /// One lock per user: the second waits for the first, then finds everything there.

@@ -68,7 +68,7 @@ fn parse_size(word: &str) -> Option<(i64, usize)> {
     let (date, n) = word.split_once('=')?;
     let mut ymd = date.splitn(3, '-').map(str::parse::<u32>);
     let (y, m, d) = (ymd.next()?.ok()?, ymd.next()?.ok()?, ymd.next()?.ok()?);
-    Some((crate::time::days_from_civil(i64::from(y), m, d), n.parse().ok()?))
+    Some((crate::time::days_from_civil(i64::from(y), m, d)?, n.parse().ok()?))
 }
 
 /// One entry a line, in the set's (sorted) order, after the comment line with the earlier sizes.
@@ -124,7 +124,7 @@ mod tests {
 
     #[test]
     fn sizes_round_trip_through_the_comment_line_that_lsearch_skips() {
-        let day = crate::time::days_from_civil(2026, 12, 4);
+        let day = crate::time::days_from_civil(2026, 12, 4).unwrap();
         let sizes = Sizes(vec![(day, 100), (day - 3, 120)]);
         let set: BTreeSet<String> = ["alice"].map(String::from).into();
         let bytes = render(&set, &sizes);
