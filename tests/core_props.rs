@@ -12,9 +12,8 @@ use std::path::{Component, Path};
 
 use proptest::prelude::*;
 
-use mailkeep::cli::MboxFormat;
 use mailkeep::envelope::{Sender, User, clean};
-use mailkeep::mbox::MboxReader;
+use mailkeep::mbox::{Format, MboxReader};
 use mailkeep::message::{FromLine, HeaderInfo, LfStream, Stamp, header_block_len, model_lf};
 
 fn config() -> ProptestConfig {
@@ -80,7 +79,7 @@ fn header_block() -> impl Strategy<Value = Vec<u8>> {
 }
 
 /// Reads every message of `file` in `format`.
-fn read_mbox(file: &[u8], format: MboxFormat) -> Vec<Vec<u8>> {
+fn read_mbox(file: &[u8], format: Format) -> Vec<Vec<u8>> {
     let (mut reader, _) = MboxReader::new(file, Path::new("p.mbox"), format).unwrap();
     let mut out = Vec::new();
     while let Some(_start) = reader.next_message().unwrap() {
@@ -197,10 +196,10 @@ proptest! {
             }
             file.push(b'\n');
         }
-        prop_assert_eq!(read_mbox(&file, MboxFormat::Mboxrd), msgs.clone());
+        prop_assert_eq!(read_mbox(&file, Format::Mboxrd), msgs.clone());
         // With CRLF line ends the same messages come back with LF.
         let crlf: Vec<u8> = file.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
-        prop_assert_eq!(read_mbox(&crlf, MboxFormat::Mboxrd), msgs);
+        prop_assert_eq!(read_mbox(&crlf, Format::Mboxrd), msgs);
     }
 
     /// As mblaze's `mexport` writes them: mboxrd with no blank line between messages. Only
@@ -226,8 +225,8 @@ proptest! {
             .iter()
             .map(|m| if m == b"\n" || m.ends_with(b"\n\n") { m[..m.len() - 1].to_vec() } else { m.clone() })
             .collect();
-        prop_assert_eq!(read_mbox(&file, MboxFormat::Mboxrd), want.clone());
-        prop_assert_eq!(read_mbox(&file, MboxFormat::Auto), want);
+        prop_assert_eq!(read_mbox(&file, Format::Mboxrd), want.clone());
+        prop_assert_eq!(read_mbox(&file, Format::Auto), want);
     }
 
     #[test]
@@ -242,12 +241,12 @@ proptest! {
             file.push(b'\n');
             want.push([&head[..], body].concat());
         }
-        prop_assert_eq!(read_mbox(&file, MboxFormat::Mboxcl2), want);
+        prop_assert_eq!(read_mbox(&file, Format::Mboxcl2), want);
     }
 
     #[test]
     fn mbox_reader_survives_any_bytes_in_every_format(file in tricky_bytes(80), sel in 0usize..4) {
-        let format = [MboxFormat::Auto, MboxFormat::Mboxo, MboxFormat::Mboxrd, MboxFormat::Mboxcl2][sel];
+        let format = [Format::Auto, Format::Mboxo, Format::Mboxrd, Format::Mboxcl2][sel];
         let data = [FROM, &file[..]].concat();
         let (mut reader, _) = MboxReader::new(&data[..], Path::new("p.mbox"), format).unwrap();
         let mut total = 0;
