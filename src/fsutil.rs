@@ -1,7 +1,8 @@
 //! What lies below the backup root, and the small files mailkeep writes elsewhere (a config,
 //! a password file, the accounts list), are opened here relative to directory descriptors:
 //! never through a symlink, never blocking on a FIFO, never taking a FIFO or device for a
-//! file; and a small file is replaced in one atomic step (`replace_file`).
+//! file; a small file is replaced in one atomic step (`replace_file`), a directory listed by
+//! one function (`list_dir`).
 //!
 //! Anyone who can write below the root (an IMAP server's uid, the shared group), or into a
 //! directory mailkeep writes a config into, can plant a symlink or a FIFO where mailkeep
@@ -119,10 +120,11 @@ pub fn create_dir<P: ?Sized + NixPath>(
     make_dir(parent, name, mode, owner, false)
 }
 
-/// 1. `mkdirat` (an existing name is an error unless `exist_ok`); 2. open it without
-/// following; 3. `fchown` to `owner` and `fchmod` to `mode` on the descriptor (the umask
-/// and mkdir's dropping of the setgid bit undone); 4. fsync `parent`, so the entry and the
-/// inode's owner and mode are durable together.
+/// 1. `mkdirat` (an existing name is an error unless `exist_ok`);
+/// 2. open it without following;
+/// 3. `fchown` to `owner` and `fchmod` to `mode` on the descriptor (the umask and mkdir's
+///    dropping of the setgid bit undone);
+/// 4. fsync `parent`, so the entry and the inode's owner and mode are durable together.
 fn make_dir<P: ?Sized + NixPath>(
     parent: BorrowedFd<'_>,
     name: &P,
@@ -151,7 +153,7 @@ fn make_dir<P: ?Sized + NixPath>(
 /// (`openat(dir, ".")`, not a `dup`, which would share and use up `dir`'s read position),
 /// so `dir` stays usable for `openat` and can be listed again. An entry that cannot be read
 /// is an `Err` item; the caller decides whether that ends the listing.
-pub fn list_dir(dir: BorrowedFd<'_>) -> nix::Result<impl Iterator<Item = nix::Result<nix::dir::Entry>>> {
+pub fn list_dir(dir: BorrowedFd<'_>) -> nix::Result<impl Iterator<Item = nix::Result<nix::dir::Entry>> + use<>> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let own = openat(dir, ".", flags, Mode::empty())?;
     let listing = nix::dir::Dir::from_fd(own)?;

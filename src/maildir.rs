@@ -471,10 +471,9 @@ impl Folder {
             if name.to_bytes().starts_with(b".") {
                 continue;
             }
-            if let Ok(st) = fstatat(self.tmp.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                if fsutil::file_type(&st) == SFlag::S_IFREG && (st.st_ctime as u64) < cutoff.as_secs() {
-                    old.push(name.to_owned());
-                }
+            let Ok(st) = fstatat(self.tmp.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+            if fsutil::file_type(&st) == SFlag::S_IFREG && (st.st_ctime as u64) < cutoff.as_secs() {
+                old.push(name.to_owned());
             }
         }
         old.iter().filter(|n| unlinkat(self.tmp.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()).count()
