@@ -78,6 +78,36 @@ fn header_block() -> impl Strategy<Value = Vec<u8>> {
     })
 }
 
+/// An envelope recipient: an address (sometimes with a comma at its end, which a fold
+/// also leaves) or any bytes.
+fn recipient() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        (
+            prop::sample::select(vec!["a", "bob.smith", "x+list", "a-very-long-local-part-of-thirty"]),
+            prop::sample::select(vec!["x.example", "mail.example.org"]),
+            any::<bool>(),
+        )
+            .prop_map(|(local, domain, comma)| format!("{local}@{domain}{}", if comma { "," } else { "" }).into_bytes()),
+        tricky_bytes(16),
+    ]
+}
+
+/// A message as `deliver` might get it: starting with lines that look like ours, with a
+/// space, or with anything, then any bytes.
+fn stored_message() -> impl Strategy<Value = Vec<u8>> {
+    let start = prop::sample::select(vec![
+        &b""[..],
+        b"Envelope-To: own@x.example,\n more@y.example\n",
+        b"Envelope-To:",
+        b" leading space\n",
+        b",\n next\n",
+        b"Return-Path: <x@y>\n",
+        b"Delivered-To: z@y\n",
+        b"Subject: s\n\nbody\n",
+    ]);
+    (start, tricky_bytes(30)).prop_map(|(start, rest)| [start, &rest[..]].concat())
+}
+
 /// Reads every message of `file` in `format`.
 fn read_mbox(file: &[u8], format: Format) -> Vec<Vec<u8>> {
     let (mut reader, _) = MboxReader::new(file, Path::new("p.mbox"), format).unwrap();
@@ -161,6 +191,25 @@ proptest! {
             [sep, l].concat()
         }).collect();
         prop_assert_eq!(unfolded.escape_ascii().to_string(), want.escape_ascii().to_string());
+    }
+
+    #[test]
+    fn stripping_our_header_lines_gives_back_the_message(
+        sender in tricky_bytes(8),
+        owner in tricky_bytes(8),
+        rcpts in prop::collection::vec(recipient(), 0..10),
+        sent in any::<bool>(),
+        message in stored_message(),
+    ) {
+        let s = Sender::from_bytes(&sender);
+        let lines = Stamp { sender: &s, owner: &owner, envelope_to: sent.then_some(&rcpts[..]) }.header_lines();
+        let with_envelope_to = sent && !rcpts.is_empty();
+        // The one case the stored form cannot tell (see `Stamp::lines_len`).
+        let last_ends_in_comma = rcpts.last().is_some_and(|r| r.ends_with(b","));
+        prop_assume!(!(with_envelope_to && last_ends_in_comma && message.starts_with(b" ")));
+        let stored = [&lines[..], &message].concat();
+        prop_assert_eq!(Stamp::lines_len(&stored, with_envelope_to), lines.len());
+        prop_assert_eq!(Stamp::strip(&stored, with_envelope_to).escape_ascii().to_string(), message.escape_ascii().to_string());
     }
 
     #[test]
