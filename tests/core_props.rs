@@ -1,10 +1,10 @@
 //! Property tests of the pure functions behind every delivery and replay (issue 8), in
 //! process so they can run many cases: the user-name check, the cleaning of envelope values
-//! and the header lines built from them, the CRLF stream cut at any point, and the mbox reader
-//! on any bytes and on what an mbox writer makes of any messages. tests/props.rs checks the
-//! same promises through the binary, with fewer cases.
+//! and the header lines built from them (and stripped off again), the CRLF stream cut at any
+//! point, and the mbox reader on any bytes and on what an mbox writer makes of any messages.
+//! tests/props.rs checks the same promises through the binary, with fewer cases.
 //!
-//! 12 500 cases per property (100 000 in all) unless PROPTEST_CASES says otherwise.
+//! 12 500 cases per property (137 500 in all) unless PROPTEST_CASES says otherwise.
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
