@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::{Classify, Exit};
+use crate::log::LogTarget;
+use crate::mbox;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -125,16 +127,6 @@ pub enum Direction {
     Out,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogTarget {
-    /// syslog, facility mail, ident mailkeep (falls back to stderr when no socket answers).
-    Syslog,
-    /// Standard error (Exim logs it with log_defer_output).
-    Stderr,
-    /// No per-message line; failures still print one line on stderr.
-    None,
-}
-
 /// Options every command that writes into the backup shares.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
@@ -219,18 +211,6 @@ pub enum ReplayDirection {
     Out,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MboxFormat {
-    /// Decide from the file (and say which).
-    Auto,
-    /// `>From ` escaping, one level only.
-    Mboxo,
-    /// `>+From ` escaping, every level reversible.
-    Mboxrd,
-    /// Content-Length headers mark message ends.
-    Mboxcl2,
-}
-
 #[derive(Debug, Args)]
 pub struct ReplayArgs {
     #[command(flatten)]
@@ -241,8 +221,8 @@ pub struct ReplayArgs {
     pub direction: ReplayDirection,
 
     /// The mbox dialect of the files.
-    #[arg(long, value_enum, default_value_t = MboxFormat::Auto)]
-    pub format: MboxFormat,
+    #[arg(long, value_enum, default_value_t = mbox::Format::Auto)]
+    pub format: mbox::Format,
 
     /// The mail domain, for the Delivered-To address (user@DOMAIN). Required with
     /// `--direction in` or `auto`: there the From_ line names the outside sender, whose

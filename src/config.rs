@@ -5,9 +5,10 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use crate::cli::{DeliverArgs, Direction, LogTarget, StoreArgs};
+use crate::cli::{DeliverArgs, Direction, StoreArgs};
 use crate::envelope::{Sender, User};
 use crate::exit::{Classify, Exit};
+use crate::log::LogTarget;
 use crate::maildir::{FolderKind, MaildirError, Perms};
 
 #[derive(Debug, thiserror::Error)]

@@ -1,7 +1,8 @@
 //! What lies below the backup root, and the small files mailkeep writes elsewhere (a config,
 //! a password file, the accounts list), are opened here relative to directory descriptors:
 //! never through a symlink, never blocking on a FIFO, never taking a FIFO or device for a
-//! file; and a small file is replaced in one atomic step (`replace_file`).
+//! file; a small file is replaced in one atomic step (`replace_file`), a directory listed by
+//! one function (`list_dir`).
 //!
 //! Anyone who can write below the root (an IMAP server's uid, the shared group), or into a
 //! directory mailkeep writes a config into, can plant a symlink or a FIFO where mailkeep
@@ -105,16 +106,60 @@ pub fn open_or_create_dir<P: ?Sized + NixPath>(
         Err(OpenError::Missing) => {}
         other => return other,
     }
+    make_dir(parent, name, mode, None, true)
+}
+
+/// Creates the directory `name` below `parent`, which must not exist yet, with exactly
+/// `mode` and, when given, `owner`; the creation is made durable with an fsync of `parent`.
+pub fn create_dir<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+    mode: Mode,
+    owner: Owner,
+) -> Result<OwnedFd, OpenError> {
+    make_dir(parent, name, mode, owner, false)
+}
+
+/// 1. `mkdirat` (an existing name is an error unless `exist_ok`);
+/// 2. open it without following;
+/// 3. `fchown` to `owner` and `fchmod` to `mode` on the descriptor (the umask and mkdir's
+///    dropping of the setgid bit undone);
+/// 4. fsync `parent`, so the entry and the inode's owner and mode are durable together.
+fn make_dir<P: ?Sized + NixPath>(
+    parent: BorrowedFd<'_>,
+    name: &P,
+    mode: Mode,
+    owner: Owner,
+    exist_ok: bool,
+) -> Result<OwnedFd, OpenError> {
     match mkdirat(parent, name, mode) {
-        Ok(()) | Err(Errno::EEXIST) => {}
+        Ok(()) => {}
+        Err(Errno::EEXIST) if exist_ok => {}
         Err(e) => return Err(OpenError::Io { op: "create directory", errno: e }),
     }
     let fd = open_dir(parent, name)?;
-    if mode.contains(Mode::S_ISGID) {
+    if let Some((uid, gid)) = owner {
+        fchown(fd.as_fd(), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(OpenError::io("chown"))?;
+    }
+    if owner.is_some() || mode.contains(Mode::S_ISGID) {
         fchmod(fd.as_fd(), mode).map_err(OpenError::io("chmod"))?;
     }
     fsync(parent).map_err(OpenError::io("fsync directory"))?;
     Ok(fd)
+}
+
+/// The entries of the directory `dir`, without `.` and `..`: each a name and, when the file
+/// system tells (d_type), a type. The directory is read through a descriptor of its own
+/// (`openat(dir, ".")`, not a `dup`, which would share and use up `dir`'s read position),
+/// so `dir` stays usable for `openat` and can be listed again. An entry that cannot be read
+/// is an `Err` item; the caller decides whether that ends the listing.
+pub fn list_dir(dir: BorrowedFd<'_>) -> nix::Result<impl Iterator<Item = nix::Result<nix::dir::Entry>> + use<>> {
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let own = openat(dir, ".", flags, Mode::empty())?;
+    let listing = nix::dir::Dir::from_fd(own)?;
+    let dots =
+        |e: &nix::Result<nix::dir::Entry>| matches!(e, Ok(e) if matches!(e.file_name().to_bytes(), b"." | b".."));
+    Ok(listing.into_iter().filter(move |e| !dots(e)))
 }
 
 /// Whether `name` below `dir` is a regular file (true) or missing (false); anything else is
@@ -300,6 +345,37 @@ mod tests {
         assert_eq!(read_small(d, "s", 10), Ok(Some(Vec::new())));
         open_or_create_dir(d, "sub", Mode::from_bits_truncate(0o700)).unwrap();
         assert!(t.path().join("sub").is_dir());
+    }
+
+    #[test]
+    fn a_directory_is_listed_whole_however_often_without_dots() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), "").unwrap();
+        std::fs::create_dir(t.path().join(".d")).unwrap();
+        let fd = dir_fd(t.path());
+        for _ in 0..2 {
+            let mut got: Vec<(Vec<u8>, Option<nix::dir::Type>)> = list_dir(fd.as_fd())
+                .unwrap()
+                .map(|e| e.map(|e| (e.file_name().to_bytes().to_vec(), e.file_type())).unwrap())
+                .collect();
+            got.sort_by(|a, b| a.0.cmp(&b.0));
+            assert_eq!(
+                got,
+                [(b".d".to_vec(), Some(nix::dir::Type::Directory)), (b"f".to_vec(), Some(nix::dir::Type::File))]
+            );
+        }
+        assert!(open_dir(fd.as_fd(), ".d").is_ok(), "the directory's own descriptor still works");
+    }
+
+    #[test]
+    fn create_dir_gives_the_mode_exactly_and_refuses_an_existing_name() {
+        let t = tempfile::tempdir().unwrap();
+        let fd = dir_fd(t.path());
+        let me = Some((nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw()));
+        create_dir(fd.as_fd(), "d", Mode::from_bits_truncate(0o2775), me).unwrap();
+        assert_eq!(std::fs::metadata(t.path().join("d")).unwrap().permissions().mode() & 0o7777, 0o2775);
+        let again = create_dir(fd.as_fd(), "d", Mode::from_bits_truncate(0o700), None);
+        assert_eq!(again.err(), Some(OpenError::Io { op: "create directory", errno: Errno::EEXIST }));
     }
 
     #[test]

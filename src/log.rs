@@ -9,7 +9,16 @@ use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
 
-use crate::cli::LogTarget;
+/// Where the one line per message goes (`--log`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogTarget {
+    /// syslog, facility mail, ident mailkeep (falls back to stderr when no socket answers).
+    Syslog,
+    /// Standard error (Exim logs it with log_defer_output).
+    Stderr,
+    /// No per-message line; failures still print one line on stderr.
+    None,
+}
 
 type Syslog = syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>;
 

@@ -4,9 +4,11 @@
 //! All paths below the root are opened relative to directory descriptors with O_NOFOLLOW,
 //! so a symlink planted as a user's directory or as `new/` is refused, not followed.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -268,17 +270,17 @@ impl Folder {
         self.kind
     }
 
-    /// The message files now in new/ and cur/ (what an IMAP server would show).
+    /// The message files now in new/ and cur/ (what an IMAP server would show). Neither is
+    /// followed if it is a symlink.
     pub fn message_paths(&self) -> Result<Vec<PathBuf>> {
+        let cur = open_dir(self.dir.as_fd(), &self.path.join("cur"))?;
         let mut out = Vec::new();
-        for sub in ["new", "cur"] {
+        for (sub, fd) in [("new", self.new.as_fd()), ("cur", cur.as_fd())] {
             let dir = self.path.join(sub);
-            let entries =
-                std::fs::read_dir(&dir).map_err(|err| MaildirError::Io { op: "read", path: dir.clone(), err })?;
-            for entry in entries {
-                let entry = entry.map_err(|err| MaildirError::Io { op: "read", path: dir.clone(), err })?;
-                if !entry.file_name().as_encoded_bytes().starts_with(b".") {
-                    out.push(entry.path());
+            for entry in fsutil::list_dir(fd).map_err(io_err("read", &dir))? {
+                let name = entry.map_err(io_err("read", &dir))?.file_name().to_bytes().to_vec();
+                if !name.starts_with(b".") {
+                    out.push(dir.join(OsStr::from_bytes(&name)));
                 }
             }
         }
@@ -458,25 +460,20 @@ impl Folder {
     /// Removes tmp/ files whose inode changed more than `TMP_MAX_AGE` ago: crashed
     /// deliveries. (ctime, not mtime: replay sets mtime to old dates on purpose.)
     pub fn sweep_tmp(&self) -> usize {
-        let Ok(fd) = self.tmp.try_clone() else {
-            return 0;
-        };
-        let Ok(mut dir) = nix::dir::Dir::from_fd(fd) else {
-            return 0;
-        };
         let cutoff = crate::time::system_now().checked_sub(TMP_MAX_AGE).and_then(|t| t.duration_since(UNIX_EPOCH).ok());
         let Some(cutoff) = cutoff else { return 0 };
+        let Ok(entries) = fsutil::list_dir(self.tmp.as_fd()) else {
+            return 0;
+        };
         let mut old = Vec::new();
-        for entry in dir.iter().flatten() {
-            let name = entry.file_name().to_owned();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
             if name.to_bytes().starts_with(b".") {
                 continue;
             }
-            if let Ok(st) = fstatat(self.tmp.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                let is_file = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-                if is_file && (st.st_ctime as u64) < cutoff.as_secs() {
-                    old.push(name);
-                }
+            let Ok(st) = fstatat(self.tmp.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
+            if fsutil::file_type(&st) == SFlag::S_IFREG && (st.st_ctime as u64) < cutoff.as_secs() {
+                old.push(name.to_owned());
             }
         }
         old.iter().filter(|n| unlinkat(self.tmp.as_fd(), n.as_c_str(), UnlinkatFlags::NoRemoveDir).is_ok()).count()
@@ -500,8 +497,9 @@ fn sync_dir(dir: BorrowedFd<'_>, path: &Path) -> Result<()> {
     fsync(dir).map_err(io_err("fsync directory", path))
 }
 
-/// Adds `line` to the small text file `name` in `dir` unless it is there already,
-/// atomically: a temp file with the whole new content, fsync, rename, fsync the directory.
+/// Adds `line` to the small text file `name` in `dir` unless it is there already, in one
+/// atomic replace (`fsutil::replace_file`: a temp file created with O_EXCL|O_NOFOLLOW,
+/// written, fsynced, renamed over `name`, the directory fsynced).
 fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, perms: Perms) -> Result<()> {
     let path = dir_path.join(name);
     // A FIFO planted here is refused at once instead of blocking the delivery.
@@ -514,27 +512,8 @@ fn ensure_line(dir: BorrowedFd<'_>, dir_path: &Path, name: &str, line: &str, per
     }
     current.extend_from_slice(line.as_bytes());
     current.push(b'\n');
-    let tmp_name = format!(".{name}.{}.tmp", std::process::id());
-    let tmp_path = dir_path.join(&tmp_name);
-    // Created exclusively: never through a symlink nor into a file (or hard link) already
-    // there. A leftover of a crashed run that had the same pid is removed first.
-    let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = match openat(dir, tmp_name.as_str(), flags, perms.file_mode()) {
-        Err(Errno::EEXIST) => {
-            let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-            openat(dir, tmp_name.as_str(), flags, perms.file_mode())
-        }
-        other => other,
-    }
-    .map_err(io_err("create", &tmp_path))?;
-    let mut file = File::from(fd);
-    let written = io::Write::write_all(&mut file, &current).and_then(|()| file.sync_all());
-    if let Err(err) = written {
-        let _ = unlinkat(dir, tmp_name.as_str(), UnlinkatFlags::NoRemoveDir);
-        return Err(MaildirError::Io { op: "write", path: tmp_path, err });
-    }
-    nix::fcntl::renameat(dir, tmp_name.as_str(), dir, name).map_err(io_err("rename into", &path))?;
-    sync_dir(dir, dir_path)
+    fsutil::replace_file(dir, OsStr::new(name), &current, perms.file_mode().bits(), None)
+        .map_err(|err| MaildirError::Io { op: "write", path, err })
 }
 
 #[cfg(test)]
@@ -582,6 +561,25 @@ mod tests {
         assert_eq!(std::fs::read_to_string(u.join("subscriptions")).unwrap(), "Sent\n");
         assert_eq!(std::fs::read_to_string(u.join("courierimapsubscribed")).unwrap(), "INBOX.Sent\n");
         assert_eq!(std::fs::read_dir(u.join(".Sent/new")).unwrap().count(), 2);
+        let mut names: Vec<_> = std::fs::read_dir(&u).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        let want = [".Sent", "courierimapsubscribed", "cur", "new", "subscriptions", "tmp"];
+        assert_eq!(names, want, "no temp file is left beside the subscriptions");
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(u.join("subscriptions")).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn message_paths_lists_new_and_cur_each_time() {
+        let root = tempfile::tempdir().unwrap();
+        let f = Folder::open(root.path(), &user("fay"), FolderKind::Inbox, PRIVATE).unwrap();
+        f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1)).unwrap();
+        std::fs::write(root.path().join("fay/cur/1.M1P1Q1.h:2,S"), "y").unwrap();
+        std::fs::write(root.path().join("fay/cur/.hidden"), "z").unwrap();
+        for _ in 0..2 {
+            assert_eq!(f.message_paths().unwrap().len(), 2);
+        }
     }
 
     #[test]

@@ -12,7 +12,6 @@
 use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use crate::cli::MboxFormat;
 use crate::exit::{Classify, Exit};
 use crate::message::{FromLine, LfStream, header_block_len};
 
@@ -26,16 +25,24 @@ const LINE_PIECE: usize = 64 * 1024;
 /// mboxcl2: how much of a header block is kept to find its Content-Length.
 const CL_HEADERS: usize = 1024 * 1024;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// An mbox dialect, as `replay --format` names it. `Auto` is a choice, not a dialect: a
+/// reader decides it from the file at once, and its `format()` is never `Auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
+    /// Decide from the file (and say which).
+    Auto,
+    /// `>From ` escaping, one level only.
     Mboxo,
+    /// `>+From ` escaping, every level reversible.
     Mboxrd,
+    /// Content-Length headers mark message ends.
     Mboxcl2,
 }
 
 impl Format {
     pub fn name(self) -> &'static str {
         match self {
+            Format::Auto => "auto",
             Format::Mboxo => "mboxo",
             Format::Mboxrd => "mboxrd",
             Format::Mboxcl2 => "mboxcl2",
@@ -173,17 +180,15 @@ fn unescape(format: Format, line: &[u8]) -> &[u8] {
 impl<R: BufRead> MboxReader<R> {
     /// Starts reading `input`; `choice` Auto sniffs the first MiB. Returns the reader and
     /// a text saying which format and why.
-    pub fn new(mut input: R, path: &Path, choice: MboxFormat) -> Result<(MboxReader<R>, String)> {
+    pub fn new(mut input: R, path: &Path, choice: Format) -> Result<(MboxReader<R>, String)> {
         let head = input.fill_buf().map_err(|err| MboxError::Io { path: path.to_path_buf(), err })?;
         let head = &head[..head.len().min(SNIFF)];
         let (format, why) = match choice {
-            MboxFormat::Auto => {
+            Format::Auto => {
                 let (f, why) = detect(head);
                 (f, format!("auto: {why}"))
             }
-            MboxFormat::Mboxo => (Format::Mboxo, "given".into()),
-            MboxFormat::Mboxrd => (Format::Mboxrd, "given".into()),
-            MboxFormat::Mboxcl2 => (Format::Mboxcl2, "given".into()),
+            given => (given, "given".into()),
         };
         let mut reader = MboxReader {
             input,
@@ -204,7 +209,7 @@ impl<R: BufRead> MboxReader<R> {
             headers: Vec::new(),
             body_left: None,
             lf: LfStream::new(false),
-            auto: choice == MboxFormat::Auto,
+            auto: choice == Format::Auto,
             note: None,
         };
         // The first line that is not blank must be a From_ line (an empty file has none).
@@ -445,7 +450,7 @@ impl<R: BufRead> MboxReader<R> {
 mod tests {
     use super::*;
 
-    fn read_all(data: &[u8], choice: MboxFormat) -> (Vec<(String, Vec<u8>)>, Format) {
+    fn read_all(data: &[u8], choice: Format) -> (Vec<(String, Vec<u8>)>, Format) {
         let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();
         let msgs = read_rest(&mut r);
         (msgs, r.format)
@@ -470,7 +475,7 @@ mod tests {
     const LOOSE: &str = "From c@x Fri Jan  3 00:00:00 2020 remote from uucp\n";
 
     /// Every message's From_ address, body and whether it began without a blank line.
-    fn read_starts(data: &[u8], choice: MboxFormat) -> Vec<(String, Vec<u8>, bool)> {
+    fn read_starts(data: &[u8], choice: Format) -> Vec<(String, Vec<u8>, bool)> {
         let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();
         let mut msgs = Vec::new();
         while let Some(start) = r.next_message().unwrap() {
@@ -487,7 +492,7 @@ mod tests {
         let data = format!(
             "{F1}Subject: 1\n\nbody\nFrom here on\nFrom 10:30 on, we meet\n{LOOSE}{F2}Subject: 2\n\nb2\n\n{LOOSE}S: 3\n\nb3\n"
         );
-        for format in [MboxFormat::Mboxo, MboxFormat::Mboxrd, MboxFormat::Auto] {
+        for format in [Format::Mboxo, Format::Mboxrd, Format::Auto] {
             let msgs = read_starts(data.as_bytes(), format);
             let want = [
                 ("a@x".into(), format!("Subject: 1\n\nbody\nFrom here on\nFrom 10:30 on, we meet\n{LOOSE}"), false),
@@ -504,7 +509,7 @@ mod tests {
     #[test]
     fn a_from_line_right_after_the_message_s_own_is_its_first_line() {
         let data = format!("{F1}{F1}Subject: 1\n\nbody\n\n{F2}S: 2\n\nb2\n");
-        for format in [MboxFormat::Mboxo, MboxFormat::Mboxrd] {
+        for format in [Format::Mboxo, Format::Mboxrd] {
             let msgs = read_starts(data.as_bytes(), format);
             let bodies: Vec<&[u8]> = msgs.iter().map(|m| &m.1[..]).collect();
             let first = format!("{F1}Subject: 1\n\nbody\n");
@@ -515,7 +520,7 @@ mod tests {
     #[test]
     fn mboxcl2_splits_only_after_a_blank_line_or_where_content_length_ends() {
         let data = format!("{F1}S: 1\n\nno Content-Length\n{F2}\n{F2}Content-Length: 2\n\nab{F1}S: 3\n\nc\n");
-        let msgs = read_starts(data.as_bytes(), MboxFormat::Mboxcl2);
+        let msgs = read_starts(data.as_bytes(), Format::Mboxcl2);
         let bodies: Vec<&[u8]> = msgs.iter().map(|m| &m.1[..]).collect();
         let first = format!("S: 1\n\nno Content-Length\n{F2}");
         assert_eq!(bodies, [first.as_bytes(), b"Content-Length: 2\n\nab", b"S: 3\n\nc\n"]);
@@ -525,9 +530,9 @@ mod tests {
     #[test]
     fn mboxrd_unescapes_every_level_by_one_and_mboxo_only_the_first() {
         let data = format!("{F1}S: x\n\n>From a\n>>From b\n>>>From c\n>Fromage\n\n");
-        let (rd, _) = read_all(data.as_bytes(), MboxFormat::Mboxrd);
+        let (rd, _) = read_all(data.as_bytes(), Format::Mboxrd);
         assert_eq!(rd[0].1, b"S: x\n\nFrom a\n>From b\n>>From c\n>Fromage\n");
-        let (o, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
+        let (o, _) = read_all(data.as_bytes(), Format::Mboxo);
         assert_eq!(o[0].1, b"S: x\n\nFrom a\n>>From b\n>>>From c\n>Fromage\n");
     }
 
@@ -535,7 +540,7 @@ mod tests {
     fn crlf_files_become_lf_and_last_message_without_newline_is_whole() {
         let data =
             format!("{F1}S: 1\r\n\r\nb1\r\n\r\n{F2}S: 2\r\n\r\nlast line").replace(F1, &F1.replace('\n', "\r\n"));
-        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Auto);
+        let (msgs, _) = read_all(data.as_bytes(), Format::Auto);
         assert_eq!(msgs[0].1, b"S: 1\n\nb1\n");
         assert_eq!(msgs[1].1, b"S: 2\n\nlast line");
     }
@@ -544,7 +549,7 @@ mod tests {
     fn mboxcl2_honours_content_length() {
         let body = "From inside the body\n\nFrom x Wed Jan  1 00:00:00 2020\n";
         let data = format!("{F1}Content-Length: {}\n\n{body}\n{F2}Content-Length: 3\n\nabc\n", body.len());
-        let (msgs, format) = read_all(data.as_bytes(), MboxFormat::Auto);
+        let (msgs, format) = read_all(data.as_bytes(), Format::Auto);
         assert_eq!(format, Format::Mboxcl2);
         assert_eq!(msgs.len(), 2);
         assert_eq!(msgs[0].1, format!("Content-Length: {}\n\n{body}", body.len()).as_bytes());
@@ -554,7 +559,7 @@ mod tests {
     #[test]
     fn bad_content_length_is_a_broken_message_with_its_place() {
         let data = format!("{F1}Content-Length: 2\n\nabc\n\n{F2}S: 2\n\nok\n");
-        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxcl2).unwrap();
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), Format::Mboxcl2).unwrap();
         r.next_message().unwrap();
         let mut out = Vec::new();
         let err = loop {
@@ -576,7 +581,7 @@ mod tests {
         // it already. (Right after its own, a From_ line is the message's first line.)
         for gap in ["\n"] {
             let data = format!("{F1}{gap}{F2}S: 2\n\nb2\n\n{F1}S: 3\n\nb3\n");
-            let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
+            let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), Format::Mboxo).unwrap();
             r.next_message().unwrap();
             let mut empty = Vec::new();
             while r.read_chunk(&mut empty).unwrap() {}
@@ -591,10 +596,10 @@ mod tests {
     fn auto_reads_mboxrd_from_the_first_double_quoted_from_line_even_past_the_first_mib() {
         let filler = format!("{}\n", "x".repeat(99)).repeat(11_000); // 1.1 MB
         let data = format!("{F1}S: 1\n\n{filler}\n{F2}S: 2\n\n>From y\n>>From x\n");
-        let (msgs, format) = read_all(data.as_bytes(), MboxFormat::Auto);
+        let (msgs, format) = read_all(data.as_bytes(), Format::Auto);
         assert_eq!(format, Format::Mboxrd);
         assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>From x\n");
-        let (msgs, _) = read_all(data.as_bytes(), MboxFormat::Mboxo);
+        let (msgs, _) = read_all(data.as_bytes(), Format::Mboxo);
         assert_eq!(msgs[1].1, b"S: 2\n\nFrom y\n>>From x\n", "a format given is kept");
     }
 
@@ -607,7 +612,7 @@ mod tests {
         let huge = "y".repeat(10 * LINE_PIECE + 7);
         let full = "z".repeat(LINE_PIECE);
         let data = format!("{F1}S: 1\r\n\r\n{x}\r\n{x}\ry\r\n{huge}\n{full}\n{LOOSE}\n{F2}S: 2\n\nb\n");
-        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Mboxo).unwrap();
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), Format::Mboxo).unwrap();
         let mut bodies = Vec::new();
         while r.next_message().unwrap().is_some() {
             let mut body = Vec::new();
@@ -637,7 +642,7 @@ mod tests {
 
     #[test]
     fn a_file_that_is_no_mbox_is_refused() {
-        let err = MboxReader::new(&b"Subject: hi\n\nbody\n"[..], Path::new("x.eml"), MboxFormat::Auto).err().unwrap();
+        let err = MboxReader::new(&b"Subject: hi\n\nbody\n"[..], Path::new("x.eml"), Format::Auto).err().unwrap();
         assert!(err.to_string().contains("x.eml: not an mbox file"), "{err}");
         assert_eq!(err.exit(), Exit::DataErr);
     }
@@ -645,7 +650,7 @@ mod tests {
     #[test]
     fn offsets_and_line_numbers_point_at_the_from_line() {
         let data = format!("{F1}S: 1\r\n\r\nb\r\n\r\n{F2}S: 2\n");
-        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), MboxFormat::Auto).unwrap();
+        let (mut r, _) = MboxReader::new(data.as_bytes(), Path::new("t"), Format::Auto).unwrap();
         r.next_message().unwrap();
         let second = r.next_message().unwrap().unwrap();
         assert_eq!(second.line, 6);

@@ -1,5 +1,6 @@
 //! What we read from and add to a message: the From_ line, the header block (Message-ID,
-//! Date), the header lines we prepend, and the CRLF-to-LF stream transform.
+//! Date), the header lines we prepend (and how to take them off again), and the CRLF-to-LF
+//! stream transform.
 //!
 //! Everything here works on bytes: a message's content (8-bit, NUL, broken headers) must
 //! never make a delivery fail or change.
@@ -277,6 +278,38 @@ impl Stamp<'_> {
         }
         out
     }
+
+    /// The length of the lines `header_lines` wrote at the start of `stored`: Return-Path
+    /// and Delivered-To, and with `envelope_to` (a Sent copy `deliver` stored) an
+    /// Envelope-To field. Each value is cleaned, so each line ends at its first LF; the
+    /// field is folded only where `fold_list` folds, after an item's comma and before a
+    /// space. (Only a last recipient that itself ends in a comma, before a message that
+    /// starts with a space, reads as folded when it was not.)
+    pub fn lines_len(stored: &[u8], envelope_to: bool) -> usize {
+        let line_end = |at: usize| find_byte(b'\n', &stored[at..]).map_or(stored.len(), |i| at + i + 1);
+        let mut len = 0;
+        for name in [&b"Return-Path: <"[..], b"Delivered-To: "] {
+            if stored[len..].starts_with(name) {
+                len = line_end(len);
+            }
+        }
+        if envelope_to && stored[len..].starts_with(b"Envelope-To:") {
+            loop {
+                let end = line_end(len);
+                let folded = stored[len..end].ends_with(b",\n") && stored[end..].starts_with(b" ");
+                len = end;
+                if !folded {
+                    break;
+                }
+            }
+        }
+        len
+    }
+
+    /// `stored` without the lines `header_lines` wrote (`lines_len`): the message as it came.
+    pub fn strip(stored: &[u8], envelope_to: bool) -> &[u8] {
+        &stored[Stamp::lines_len(stored, envelope_to)..]
+    }
 }
 
 /// `name item, item, ...` folded so that no line passes `width` columns unless one item
@@ -496,6 +529,17 @@ mod tests {
         let null = Sender::null();
         let s = Stamp { sender: &null, owner: b"b@y", envelope_to: None };
         assert_eq!(s.header_lines(), b"Return-Path: <>\nDelivered-To: b@y\n");
+    }
+
+    #[test]
+    fn our_lines_and_a_folded_envelope_to_are_measured_exactly() {
+        let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y,\n z@w\nSubject: s\n\nbody\n";
+        assert_eq!(Stamp::strip(stored, false), b"Envelope-To: x@y,\n z@w\nSubject: s\n\nbody\n");
+        assert_eq!(Stamp::strip(stored, true), b"Subject: s\n\nbody\n");
+        assert_eq!(Stamp::lines_len(b"Subject: s\n", true), 0);
+        // A message whose first line starts with a space is no fold of an unfolded field.
+        let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y\n odd first line\n\nbody\n";
+        assert_eq!(Stamp::strip(stored, true), b" odd first line\n\nbody\n");
     }
 
     #[test]

@@ -336,3 +336,55 @@ fn fifo_as_courierimapsubscribed_is_found_without_hanging_issue_18() {
 fn fifo_as_maildirfolder_is_found_without_hanging_issue_18() {
     assert_fifo_found("alice/.Sent/maildirfolder");
 }
+
+/// A repair run as root gives what it makes the owner and permission bits of the folder it
+/// is in (issue 19: repairs now write through fsutil's one small-file writer).
+#[test]
+fn repair_as_root_gives_what_it_makes_the_maildir_owner() {
+    if !is_root() {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, chown};
+    let env = backup();
+    let user = env.root().join("alice");
+    let mut todo = vec![user.clone()];
+    while let Some(path) = todo.pop() {
+        chown(&path, Some(65534), Some(65534)).unwrap();
+        let mode = if path.is_dir() { 0o2770 } else { 0o660 };
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+        if path.is_dir() {
+            todo.extend(fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    fs::remove_dir(user.join(".Sent/cur")).unwrap();
+    fs::remove_file(user.join(".Sent/maildirfolder")).unwrap();
+    fs::remove_file(user.join("courierimapsubscribed")).unwrap();
+    let (rc, text) = check(&env, &["--repair"]);
+    assert_eq!(rc, 0, "{text}");
+    for (made, mode) in [(".Sent/cur", 0o42770), (".Sent/maildirfolder", 0o100660), ("courierimapsubscribed", 0o100660)]
+    {
+        let m = fs::symlink_metadata(user.join(made)).unwrap();
+        let want = (65534, 65534, mode);
+        assert_eq!(
+            (m.uid(), m.gid(), m.mode()),
+            want,
+            "{made}: expected {want:?}, got {:?}",
+            (m.uid(), m.gid(), m.mode())
+        );
+    }
+    let hidden: Vec<_> = fs::read_dir(&user).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!hidden.iter().any(|n| n.to_string_lossy().contains("mailkeep-")), "a temp file is left: {hidden:?}");
+}
+
+/// A name below the root that is not mailkeep's is printed escaped, as every other line
+/// (issue 19: the "not mailkeep's" line printed a control byte as it was).
+#[test]
+fn a_foreign_name_with_a_control_byte_is_printed_escaped() {
+    let env = backup();
+    fs::create_dir(env.root().join("Odd\x1b[2Jname")).unwrap();
+    let (rc, text) = check(&env, &[]);
+    assert_eq!(rc, 0, "{text}");
+    let line = text.lines().find(|l| l.starts_with("not mailkeep's: ")).expect("a not-mailkeep's line");
+    assert!(!line.contains('\x1b'), "expected the ESC escaped, got {line:?}");
+    assert!(line.contains("Odd\\x1b[2Jname"), "expected the name escaped, got {line:?}");
+}

@@ -5,12 +5,11 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mailkeep_fuzz::cli::MboxFormat;
-use mailkeep_fuzz::mbox::MboxReader;
+use mailkeep_fuzz::mbox::{Format, MboxReader};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, file)) = data.split_first() else { return };
-    let format = [MboxFormat::Auto, MboxFormat::Mboxo, MboxFormat::Mboxrd, MboxFormat::Mboxcl2][usize::from(sel % 4)];
+    let format = [Format::Auto, Format::Mboxo, Format::Mboxrd, Format::Mboxcl2][usize::from(sel % 4)];
     let Ok((mut reader, _why)) = MboxReader::new(file, Path::new("fuzz.mbox"), format) else { return };
     let mut total = 0usize;
     let mut messages = 0usize;

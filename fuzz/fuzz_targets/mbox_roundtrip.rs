@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use mailkeep_fuzz::cli::MboxFormat;
-use mailkeep_fuzz::mbox::MboxReader;
+use mailkeep_fuzz::mbox::{Format, MboxReader};
 
 fuzz_target!(|data: &[u8]| {
     // Messages are separated by 0xFF in the input; CRs are dropped (the reader makes CRLF
@@ -35,7 +34,7 @@ fuzz_target!(|data: &[u8]| {
         }
         file.push(b'\n');
     }
-    let (mut reader, _) = MboxReader::new(&file[..], Path::new("rt.mbox"), MboxFormat::Mboxrd).unwrap();
+    let (mut reader, _) = MboxReader::new(&file[..], Path::new("rt.mbox"), Format::Mboxrd).unwrap();
     let mut got = Vec::new();
     while let Some(_start) = reader.next_message().unwrap() {
         let mut body = Vec::new();

@@ -15,7 +15,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::maildir::FolderKind;
-use crate::message::{BodyDigest, Digest, HeaderInfo, header_part, holds_header_part, sha256};
+use crate::message::{BodyDigest, Digest, HeaderInfo, Stamp, header_part, holds_header_part, sha256};
 
 /// How a message is known to an `Index`.
 pub enum Identity {
@@ -159,7 +159,7 @@ fn read_head(file: &mut File) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     loop {
         let n = (&mut *file).take(64 * 1024).read_to_end(&mut bytes)?;
-        if n == 0 || holds_header_part(&bytes[our_header_lines_len(&bytes)..]) {
+        if n == 0 || holds_header_part(Stamp::strip(&bytes, false)) {
             return Ok(bytes);
         }
     }
@@ -167,7 +167,7 @@ fn read_head(file: &mut File) -> io::Result<Vec<u8>> {
 
 fn stored_message_id(path: &Path) -> io::Result<Option<String>> {
     let head = read_head(&mut open_stored(path)?)?;
-    Ok(HeaderInfo::parse(header_part(&head[our_header_lines_len(&head)..])).message_id)
+    Ok(HeaderInfo::parse(header_part(Stamp::strip(&head, false))).message_id)
 }
 
 /// The body digest of a stored message, as `deliver` and replay digest an incoming one.
@@ -175,7 +175,7 @@ fn stored_body_digest(path: &Path) -> io::Result<Digest> {
     let mut file = open_stored(path)?;
     let head = read_head(&mut file)?;
     let mut body = BodyDigest::default();
-    body.update(&head[our_header_lines_len(&head)..]);
+    body.update(Stamp::strip(&head, false));
     read_rest(&mut file, |piece| body.update(piece))?;
     Ok(body.finish())
 }
@@ -188,17 +188,19 @@ fn stored_body_digest(path: &Path) -> io::Result<Digest> {
 fn stored_whole_digests(path: &Path, kind: FolderKind) -> io::Result<Vec<Digest>> {
     let mut file = open_stored(path)?;
     let head = read_head(&mut file)?;
-    let message = &head[our_header_lines_len(&head)..];
+    // `deliver` adds Envelope-To to Sent copies only: in the INBOX such a line is the message's own.
+    let message = Stamp::strip(&head, false);
+    let without_envelope_to = if kind == FolderKind::Inbox { message } else { Stamp::strip(&head, true) };
     let sha256 = || ring::digest::Context::new(&ring::digest::SHA256);
     let (mut whole, mut without) = (sha256(), sha256());
     whole.update(message);
-    let envelope_to = envelope_to_len(message, kind);
-    without.update(&message[envelope_to..]);
+    without.update(without_envelope_to);
     read_rest(&mut file, |piece| {
         whole.update(piece);
         without.update(piece);
     })?;
-    Ok(if envelope_to > 0 { vec![finish(whole), finish(without)] } else { vec![finish(whole)] })
+    let had_one = without_envelope_to.len() < message.len();
+    Ok(if had_one { vec![finish(whole), finish(without)] } else { vec![finish(whole)] })
 }
 
 /// Feeds the rest of `file` to `take`, a buffer at a time.
@@ -214,47 +216,9 @@ fn read_rest(file: &mut File, mut take: impl FnMut(&[u8])) -> io::Result<()> {
     }
 }
 
-/// The length of the lines mailkeep prepends to every stored file, Return-Path and
-/// Delivered-To (`Stamp::header_lines`), at the start of `stored`.
-fn our_header_lines_len(stored: &[u8]) -> usize {
-    let mut len = 0;
-    for name in [&b"Return-Path: <"[..], b"Delivered-To: "] {
-        if stored[len..].starts_with(name) {
-            len += stored[len..].iter().position(|&b| b == b'\n').map_or(stored.len() - len, |i| i + 1);
-        }
-    }
-    len
-}
-
-/// The length of a folded Envelope-To field at the start of `message`, in a folder other
-/// than the INBOX (where `deliver` adds one to Sent copies); 0 if there is none.
-fn envelope_to_len(message: &[u8], kind: FolderKind) -> usize {
-    if kind == FolderKind::Inbox || !message.starts_with(b"Envelope-To:") {
-        return 0;
-    }
-    let mut len = 0;
-    loop {
-        len += message[len..].iter().position(|&b| b == b'\n').map_or(message.len() - len, |i| i + 1);
-        if !message[len..].starts_with(b" ") {
-            return len;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn our_header_lines_and_deliver_s_envelope_to_are_measured_exactly() {
-        let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y,\n z@w\nSubject: s\n\nbody\n";
-        let ours = our_header_lines_len(stored);
-        assert_eq!(&stored[ours..ours + 12], b"Envelope-To:");
-        assert_eq!(&stored[ours + envelope_to_len(&stored[ours..], FolderKind::Sent)..], b"Subject: s\n\nbody\n");
-        // `deliver` adds Envelope-To to Sent copies only: in the INBOX it is the message's own.
-        assert_eq!(envelope_to_len(&stored[ours..], FolderKind::Inbox), 0);
-        assert_eq!(our_header_lines_len(b"Subject: s\n"), 0);
-    }
 
     #[test]
     fn an_index_tells_a_reused_message_id_from_the_same_message() {

@@ -53,7 +53,7 @@ pub enum Piece {
 /// so that a read blocked on a silent stdin cannot hold the exit.
 pub struct Options {
     pub files: Vec<std::path::PathBuf>,
-    pub format: crate::cli::MboxFormat,
+    pub format: Format,
     pub direction: ReplayDirection,
     pub domain: Option<String>,
     pub continue_on_error: bool,
