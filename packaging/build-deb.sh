@@ -1,20 +1,30 @@
 #!/bin/bash
-# Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary,
-# man pages and completions generated from the CLI definition, the Exim snippets as
-# examples, and maintainer scripts that create the unprivileged user and the backup root.
+# Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
+# (without the test hooks: no --features), man pages and completions generated from the CLI
+# definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
+# and maintainer scripts that create the unprivileged user and the backup root.
+# tests/package/run-e2e.sh checks it with lintian (no errors) and installs it.
 # usage: packaging/build-deb.sh      (prints the path of the .deb as its last line)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=packaging
 BIN=$(packaging/cargo-static.sh build --quiet | tail -n 1)
 VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+# A native package: its version is Cargo.toml's, and the changelog's top entry names it.
+LOGGED=$(sed -n '1s/^mailkeep (\([^)]*\)).*/\1/p' "$HERE/changelog")
+if [ "$LOGGED" != "$VERSION" ]; then
+    echo "build-deb: $HERE/changelog's top entry is for '$LOGGED', Cargo.toml's version is $VERSION: add an entry" >&2
+    exit 65
+fi
 ARCH=$(dpkg --print-architecture)
 STAGE=target/debian/stage
 rm -rf "$STAGE"
 install -d "$STAGE/DEBIAN" "$STAGE/usr/bin" "$STAGE/usr/share/man/man1" \
     "$STAGE/usr/share/bash-completion/completions" "$STAGE/usr/share/zsh/vendor-completions" \
-    "$STAGE/usr/share/doc/mailkeep/examples"
-install -m 0755 -s "$BIN" "$STAGE/usr/bin/mailkeep"
+    "$STAGE/usr/share/doc/mailkeep/examples" "$STAGE/usr/share/lintian/overrides"
+install -m 0755 "$BIN" "$STAGE/usr/bin/mailkeep"
+# Stripped as dh_strip would: the symbols, and the .comment and .note sections nothing reads.
+strip --remove-section=.comment --remove-section=.note "$STAGE/usr/bin/mailkeep"
 "$BIN" generate man "$STAGE/usr/share/man/man1"
 gzip -9n "$STAGE"/usr/share/man/man1/*.1
 gen=$(mktemp -d); trap 'rm -rf "$gen"' EXIT
@@ -26,6 +36,9 @@ find "$STAGE/usr/share/doc/mailkeep/examples" -type f -exec chmod 0644 {} +
 find "$STAGE/usr/share/doc/mailkeep/examples" -name '*.sh' -exec chmod 0755 {} +
 install -m 0644 README.md "$STAGE/usr/share/doc/mailkeep/README.md"
 install -m 0644 "$HERE/copyright" "$STAGE/usr/share/doc/mailkeep/copyright"
+gzip -9nc "$HERE/changelog" > "$STAGE/usr/share/doc/mailkeep/changelog.gz"
+chmod 0644 "$STAGE/usr/share/doc/mailkeep/changelog.gz"
+install -m 0644 "$HERE/lintian-overrides" "$STAGE/usr/share/lintian/overrides/mailkeep"
 for s in postinst postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" "$HERE/control.in" > "$STAGE/DEBIAN/control"

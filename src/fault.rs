@@ -1,13 +1,17 @@
 //! Named failure points for the crash tests: with `MAILKEEP_FAULT=<name>` in the
 //! environment the process aborts there, as a SIGKILL or power cut would stop it; with
 //! `MAILKEEP_FAULT=clock+<seconds>` its clock runs that far ahead (a clock that jumped).
-//! Exim clears the environment of pipe commands, so production runs never see it.
+//!
+//! Test hooks only: they exist with the cargo feature `fault-injection` (which
+//! tests/run-all.sh turns on), and without it, as in the package's binary, `point` and
+//! `clock_skew` are empty and the variable is never read: no environment can crash or age
+//! the binary Exim runs.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Aborts the process if the test asked for a crash at `name`, or panics if it asked for
 /// `panic-<name>` (to prove a panic still ends as "try again later").
+#[cfg(feature = "fault-injection")]
 pub fn point(name: &str) {
     let Some(asked) = std::env::var_os("MAILKEEP_FAULT") else { return };
     if asked == name {
@@ -18,13 +22,27 @@ pub fn point(name: &str) {
     }
 }
 
+/// Without the test hooks a failure point is nothing at all.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub fn point(_name: &str) {}
+
 /// How far `MAILKEEP_FAULT=clock+<seconds>` puts the clock ahead (zero without it). The tests
 /// age tmp/ files this way: they age by ctime, which no test can set, and the shipped binary
 /// is static, so faketime's LD_PRELOAD cannot reach it.
+#[cfg(feature = "fault-injection")]
 pub fn clock_skew() -> Duration {
+    use std::sync::OnceLock;
     static SKEW: OnceLock<Duration> = OnceLock::new();
     *SKEW.get_or_init(|| {
         let asked = std::env::var("MAILKEEP_FAULT").ok();
         asked.and_then(|v| v.strip_prefix("clock+")?.parse().ok()).map_or(Duration::ZERO, Duration::from_secs)
     })
+}
+
+/// Without the test hooks the clock is the clock.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub const fn clock_skew() -> Duration {
+    Duration::ZERO
 }

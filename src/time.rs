@@ -97,7 +97,7 @@ fn digits(tok: &[u8]) -> Option<i64> {
     Some(tok.iter().fold(0i64, |n, &b| n * 10 + i64::from(b - b'0')))
 }
 
-/// The wall clock, every use of it (a fault test may put it ahead: `fault::clock_skew`).
+/// The wall clock, every use of it (a test build may put it ahead: `fault::clock_skew`).
 pub fn system_now() -> std::time::SystemTime {
     std::time::SystemTime::now() + crate::fault::clock_skew()
 }

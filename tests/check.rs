@@ -102,6 +102,7 @@ fn crlf_file_is_found() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn old_tmp_file_is_found_and_swept() {
     let env = backup();
     let tmp = env.root().join("alice/tmp/1.M1P1Q1.crashed");
@@ -268,6 +269,7 @@ fn symlinked_store_file_is_a_problem_and_nothing_is_made_beside_its_target_issue
 /// otherwise, dot-directories without `maildirfolder`) are listed, never swept or filled
 /// in; a folder an IMAP server marked with `maildirfolder` is checked and repaired.
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn repair_touches_only_what_mailkeep_makes_and_lists_the_rest_issue_18() {
     let env = backup();
     let root = env.root();

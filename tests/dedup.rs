@@ -102,6 +102,7 @@ fn without_dedup_every_copy_is_stored() {
 }
 
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn crash_between_store_and_commit_keeps_the_message_and_retry_adds_at_most_one() {
     let env = Env::new();
     let crashed = env.deliver(args("alice", "out"), &[("MAILKEEP_FAULT", "after-store")], &msg("crash@x"));

@@ -308,6 +308,7 @@ fn json_str(s: &str) -> String {
 }
 
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn a_panic_exits_75_with_one_line_on_stderr() {
     let env = Env::new();
     let out = env.deliver(in_args("alice"), &[("MAILKEEP_FAULT", "panic-before-store")], MSG);

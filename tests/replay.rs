@@ -288,6 +288,7 @@ fn a_broken_message_already_stored_counts_as_failed_only() {
 /// A panic on the staging thread, while the publishing thread waits for a batch, must still
 /// end the run with 75 (a bug; run it again), not leave it hanging on that thread.
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn a_panic_in_replay_exits_75_instead_of_hanging() {
     let env = Env::new();
     let mbox = env.dir.path().join("two.mbox");
@@ -452,6 +453,7 @@ fn contents(env: &Env, folder: &str) -> Vec<(std::time::SystemTime, Vec<u8>)> {
 }
 
 #[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn later_delivery_sweeps_tmp_leftovers_older_than_36_hours() {
     let env = Env::new();
     assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], b"Subject: a\n\nb\n"), 0);

@@ -1,6 +1,7 @@
 #!/bin/bash
-# The Debian package, installed for real: build it, dpkg -i it on this machine, check its
-# files and maintainer scripts, run the real-Exim end-to-end test against the installed
+# The Debian package, installed for real: build it, check it with lintian (no errors),
+# dpkg -i it on this machine, check its files, that its binary has no test hooks, and its
+# maintainer scripts, run the real-Exim end-to-end test against the installed
 # /usr/bin/mailkeep with the installed snippets, then purge it and check that the backup
 # root and its mail are still there. Run as root (CI does); last line "N passed, M failed".
 set -uo pipefail
@@ -20,6 +21,16 @@ DEB=$("$REPO/packaging/build-deb.sh" | tail -1)
 check "package built ($DEB)" test -f "$REPO/$DEB"
 check "lintian-free basics: control has Depends and Description" bash -c "dpkg-deb -f '$REPO/$DEB' Depends Description | grep -q libc6"
 
+echo "== lintian"
+if command -v lintian >/dev/null; then
+    LINT=$(lintian --tag-display-limit 0 "$REPO/$DEB" 2>&1); lint_rc=$?
+    [ -n "$LINT" ] && sed 's/^/    /' <<<"$LINT"
+    expect "lintian finds no errors (E: lines)" 0 "$(grep -c '^E: ' <<<"$LINT")"
+    expect "lintian exits 0" 0 "$lint_rc"
+else
+    bad "lintian is not installed (tests/install-deps.sh installs it)"
+fi
+
 echo "== install"
 check "dpkg -i" dpkg -i "$REPO/$DEB"
 expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
@@ -31,6 +42,13 @@ check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
 check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/mailkeep
 check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
+check "changelog and copyright in /usr/share/doc/mailkeep" test -s /usr/share/doc/mailkeep/changelog.gz -a -s /usr/share/doc/mailkeep/copyright
+# The test hooks (cargo feature fault-injection, src/fault.rs) must not be in the binary Exim runs.
+if command -v strings >/dev/null; then
+    expect "no test hooks in the installed binary: strings finds no MAILKEEP_FAULT" 0 "$(strings /usr/bin/mailkeep | grep -c MAILKEEP_FAULT)"
+else
+    bad "strings is not installed (binutils; tests/install-deps.sh installs it)"
+fi
 check "the user mailbackup exists after install (postinst creates it when absent)" getent passwd mailbackup
 expect "postinst created the backup root" "mailbackup:mailbackup 750" "$(stat -c '%U:%G %a' "$ROOT")"
 
