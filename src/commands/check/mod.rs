@@ -37,8 +37,9 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, unlinkat};
 
 use crate::cli::{CheckArgs, UsageError};
+use crate::commands::Error;
 use crate::envelope::User;
-use crate::exit::Exit;
+use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError, file_type};
 use crate::maildir::FolderKind;
 use crate::time::format_time;
@@ -56,6 +57,20 @@ pub enum CheckError {
     Root { path: PathBuf, err: io::Error },
     #[error("cannot write the report: {0}")]
     Output(io::Error),
+}
+
+impl Classify for CheckError {
+    fn exit(&self) -> Exit {
+        match self {
+            // A root that is not there is the admin's to fix; anything else may pass.
+            CheckError::Root { err, .. }
+                if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+            {
+                Exit::Config
+            }
+            CheckError::Root { .. } | CheckError::Output(_) => Exit::TempFail,
+        }
+    }
 }
 
 /// What is wrong with one path.
@@ -162,7 +177,7 @@ impl Report {
     }
 }
 
-pub fn run(args: &CheckArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
     let only = match &args.user {
         Some(u) => Some(User::parse(u).map_err(|e| UsageError(e.to_string()))?),
         None => None,
