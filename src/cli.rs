@@ -4,11 +4,12 @@
 //! it does, its default and its environment variable.
 
 use std::ffi::OsString;
+use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::exit::{Classify, Exit};
+use crate::exit::{Classify, Exit, Family};
 use crate::log::LogTarget;
 use crate::mbox;
 
@@ -17,8 +18,7 @@ use crate::mbox;
     name = "mailkeep",
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MAILKEEP_COMMIT"), ")"),
     about = "Keep a durable, IMAP-servable Maildir copy of every mail an Exim relay passes",
-    after_help = "Exit status: 0 stored, 64 usage, 65 data, 67 unknown user, 73/75 temporary \
-                  (Exim retries), 78 configuration."
+    after_help = Family::footer_of_all()
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -28,21 +28,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Store one message read on stdin into a user's Maildir (run by Exim's pipe transport).
+    #[command(after_help = Family::Delivery.footer())]
     Deliver(DeliverArgs),
     /// Store every message of mbox files (Google Takeout, older systems) into a user's Maildir.
+    #[command(after_help = Family::Delivery.footer())]
     Replay(ReplayArgs),
     /// Admin commands for the Message-ID dedup store.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = Family::Admin.footer())]
     Dedup(DedupCommand),
     /// Check that the backup is whole and servable; report every problem found.
+    #[command(after_help = Family::Admin.footer())]
     Check(CheckArgs),
     /// Write a ready configuration for serving the backup with an IMAP server.
+    #[command(after_help = Family::Admin.footer())]
     ServeConfig(ServeConfigArgs),
     /// Keep the accounts file current from the mail provider's directory.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = Family::Admin.footer())]
     Accounts(AccountsCommand),
     /// Write the man pages or shell completions generated from this command line (packaging).
-    #[command(hide = true)]
+    #[command(hide = true, after_help = Family::Admin.footer())]
     Generate(GenerateArgs),
 }
 
@@ -66,12 +70,13 @@ pub struct GenerateArgs {
 pub enum AccountsCommand {
     /// Rewrite the accounts file from Google Workspace's Directory API (service account with
     /// domain-wide delegation; no user password is ever used).
+    #[command(after_help = Family::Admin.footer())]
     Sync(AccountsSyncArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct AccountsSyncArgs {
-    /// The service account's JSON key file; must not be readable by others (else exit 78).
+    /// The service account's JSON key file; must not be readable by others (else exit 2).
     #[arg(long, value_name = "FILE")]
     pub google_key: PathBuf,
 
@@ -253,8 +258,10 @@ pub struct ReplayArgs {
 #[derive(Debug, Subcommand)]
 pub enum DedupCommand {
     /// Print the number of keys per user and folder, and the oldest and newest.
+    #[command(after_help = Family::Admin.footer())]
     Stats(DedupAdminArgs),
     /// Remove keys older than the window now (deliveries also prune as they go).
+    #[command(after_help = Family::Admin.footer())]
     Prune(DedupAdminArgs),
 }
 
@@ -318,23 +325,76 @@ pub struct ServeConfigArgs {
     pub port: u16,
 }
 
+/// Parses the command line `args`; on failure (or a request for help) says so and gives
+/// the outcome: one line on stderr for a usage error, whatever clap names; help and version
+/// on stdout and `Exit::Ok`, except in `deliver`.
+///
+/// In `deliver` no help or version flag ever exits 0: a delivery may exit 0 only once the
+/// message is stored, and a help request would leave it unstored. `mailkeep deliver --help`
+/// on its own prints deliver's help on stderr and exits with usage (64); a help or version
+/// flag among a delivery's arguments is the usage error clap names. `mailkeep help deliver`
+/// is not a delivery and prints the same help with status 0.
+pub fn parse(args: Vec<OsString>) -> Result<Cli, Exit> {
+    let in_deliver = args.get(1).is_some_and(|a| a == "deliver");
+    if in_deliver && args.len() == 3 && matches!(args[2].to_str(), Some("-h" | "--help")) {
+        if let Err(help) = Cli::try_parse_from(["mailkeep", "deliver", "--help"]) {
+            let _ = write!(std::io::stderr(), "{help}");
+        }
+        crate::log::stderr_line("usage: deliver exits 64 after --help, never 0: 'mailkeep help deliver' exits 0");
+        return Err(Exit::Usage);
+    }
+    parse_from(args).map_err(|e| match e.kind() {
+        clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            Exit::Ok
+        }
+        // `mailkeep` or `mailkeep dedup` alone: the help is the message.
+        clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            Exit::Usage
+        }
+        _ => {
+            crate::log::stderr_line(&one_line(&e));
+            Exit::Usage
+        }
+    })
+}
+
+/// A clap error on one line, without the usage block: "the following required arguments
+/// were not provided: --root <DIR>, --direction <DIRECTION>".
+pub fn one_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let mut out = String::new();
+    for line in text.lines().take_while(|l| !l.starts_with("Usage:")) {
+        let line = line.trim();
+        let line = line.strip_prefix("error: ").unwrap_or(line);
+        if line.is_empty() || line.starts_with("For more information") {
+            continue;
+        }
+        let sep = match () {
+            () if out.is_empty() => "",
+            () if out.ends_with(':') || line.starts_with('[') => " ",
+            // The rest of a list after "...: --root <DIR>".
+            () if line.starts_with('-') || line.starts_with('<') => ", ",
+            () => "; ",
+        };
+        out.push_str(sep);
+        out.push_str(line);
+    }
+    if out.is_empty() { "bad usage".into() } else { out }
+}
+
 /// Parses the command line `args`. `deliver` runs once per message (Exim starts a process
 /// for every copy), so its command line goes to a command that holds only the `deliver`
 /// subcommand: the full one makes clap build every subcommand's arguments and help text
-/// first, about a tenth of a delivery's start-up. Help and version requests (before any
-/// `--`) take the full path, so what they print is the same.
+/// first, about a tenth of a delivery's start-up.
 ///
 /// The `deliver` command has no help or version flag: printing help exits 0, and a delivery
 /// must exit 0 only once the message is stored. An envelope address like `-hr@example.org`
-/// passed without `--` is then a usage error, never a help request.
+/// passed without `--`, or a stray `-h`, is then a usage error, never a help request.
 pub fn parse_from(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     use clap::FromArgMatches;
-    let asks_for_text = args
-        .iter()
-        .skip(2)
-        .take_while(|a| *a != "--")
-        .any(|a| matches!(a.to_str(), Some("-h" | "--help" | "-V" | "--version")));
-    if args.get(1).is_some_and(|a| a == "deliver") && !asks_for_text {
+    if args.get(1).is_some_and(|a| a == "deliver") {
         let deliver = DeliverArgs::augment_args(clap::Command::new("deliver")).disable_help_flag(true);
         let mut cmd = clap::Command::new("mailkeep")
             .subcommand(deliver)
@@ -395,23 +455,32 @@ mod tests {
             let full = parse_full(case);
             match (&fast, &full) {
                 (Ok(a), Ok(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{case:?}"),
-                // `main` prints an error's first line only; the full parser's ends with a tip
-                // about --help, which `deliver` does not have.
+                // What `parse` prints: the whole error on one line, without the usage block
+                // (and without the full parser's pointer to --help).
                 (Err(a), Err(b)) => {
                     assert_eq!(a.kind(), b.kind(), "{case:?}");
-                    let first = |e: &clap::Error| e.to_string().lines().next().unwrap_or_default().to_string();
-                    assert_eq!(first(a), first(b), "{case:?}");
+                    assert_eq!(one_line(a), one_line(b), "{case:?}");
                 }
                 _ => panic!("{case:?}: expected {full:?}, got {fast:?}"),
             }
         }
     }
 
-    /// Help exits 0; a delivery may exit 0 only once the message is stored.
+    /// Help exits 0; a delivery may exit 0 only once the message is stored (issue 19: `-h`
+    /// after `--rcpt x` printed help and exited 0, the message unstored).
     #[test]
     fn an_address_like_a_short_option_is_never_a_help_request_in_deliver() {
         let base = ["mailkeep", "deliver", "--root", "/r", "--user", "a", "--direction", "out"];
-        for tail in [&["--rcpt", "bob@x", "-hr@partner.example"][..], &["--rcpt", "-Vip@x"], &["-h@x"]] {
+        let tails: [&[&str]; 7] = [
+            &["--rcpt", "bob@x", "-hr@partner.example"],
+            &["--rcpt", "-Vip@x"],
+            &["-h@x"],
+            &["--rcpt", "x", "-h"],
+            &["--rcpt", "x", "--help"],
+            &["-V", "--rcpt", "x"],
+            &["--version"],
+        ];
+        for tail in tails {
             let args: Vec<OsString> = base.iter().chain(tail).map(OsString::from).collect();
             let err = parse_from(args).expect_err("must not parse");
             assert!(err.use_stderr(), "{tail:?} was taken as a request for help or version: {err}");
@@ -425,6 +494,37 @@ mod tests {
             panic!("not deliver")
         };
         assert_eq!(d.store.user, "-bob");
+    }
+
+    #[test]
+    fn a_help_flag_in_deliver_is_a_usage_error_even_alone() {
+        for flag in ["-h", "--help", "-V", "--version"] {
+            let args = ["mailkeep", "deliver", flag].map(OsString::from).to_vec();
+            assert_eq!(parse(args).err(), Some(Exit::Usage), "{flag}");
+        }
+        let args = ["mailkeep", "help", "deliver"].map(OsString::from).to_vec();
+        assert_eq!(parse(args).err(), Some(Exit::Ok), "help deliver is no delivery");
+    }
+
+    #[test]
+    fn a_usage_error_is_one_line_naming_what_is_missing() {
+        let err = parse_from(["mailkeep", "deliver", "--user", "a"].map(OsString::from).to_vec()).unwrap_err();
+        assert_eq!(
+            one_line(&err),
+            "the following required arguments were not provided: --root <DIR>, --direction <DIRECTION>"
+        );
+        let err = Cli::try_parse_from(["mailkeep", "check", "--root", "/r", "--bogus"]).unwrap_err();
+        assert_eq!(one_line(&err), "unexpected argument '--bogus' found");
+    }
+
+    /// Every command has a family (`exit.rs`): a new one must be placed in one.
+    #[test]
+    fn every_subcommand_has_an_exit_status_family() {
+        for sub in Cli::command().get_subcommands() {
+            let name = sub.get_name();
+            let listed = Family::ALL.iter().filter(|f| f.commands().contains(&name)).count();
+            assert_eq!(listed, 1, "{name} is in {listed} families");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 use crate::cli::{DeliverArgs, Direction, StoreArgs};
+use crate::commands::Error;
 use crate::envelope::{Sender, User};
 use crate::exit::{Classify, Exit};
 use crate::log::LogTarget;
@@ -33,7 +34,7 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    pub fn resolve(args: &StoreArgs) -> anyhow::Result<StoreConfig> {
+    pub fn resolve(args: &StoreArgs) -> Result<StoreConfig, Error> {
         if nix::unistd::geteuid().is_root() && !args.allow_root {
             return Err(ConfigError::RunningAsRoot.into());
         }
@@ -67,7 +68,7 @@ pub struct DeliverConfig {
 }
 
 impl DeliverConfig {
-    pub fn resolve(args: &DeliverArgs) -> anyhow::Result<DeliverConfig> {
+    pub fn resolve(args: &DeliverArgs) -> Result<DeliverConfig, Error> {
         let store = StoreConfig::resolve(&args.store)?;
         let env = |name: &str| std::env::var_os(name);
         let sender = args.sender.clone().or_else(|| env("SENDER")).map(|s| Sender::from_bytes(s.as_bytes()));

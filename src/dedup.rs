@@ -58,6 +58,9 @@ pub enum DedupError {
     NotAFile(PathBuf),
     #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
     Busy { path: PathBuf, msgid: String },
+    /// For the admin commands: there is nothing to show or prune.
+    #[error("no dedup store at {} (no delivery with --dedup yet)", .0.display())]
+    NoStore(PathBuf),
 }
 
 impl Classify for DedupError {
@@ -65,7 +68,10 @@ impl Classify for DedupError {
     fn exit(&self) -> Exit {
         match self {
             DedupError::Symlink(_) => Exit::CantCreate,
-            _ => Exit::TempFail,
+            DedupError::NoStore(_) => Exit::Config,
+            DedupError::Sqlite { .. } | DedupError::Dir { .. } | DedupError::NotAFile(_) | DedupError::Busy { .. } => {
+                Exit::TempFail
+            }
         }
     }
 }

@@ -1,30 +1,79 @@
-//! The exit-status contract with Exim: which failures defer (75/73) and which bounce.
+//! The exit-status contract: which failure ends with which status, in one table that the
+//! `--help` footer, the man pages' EXIT STATUS and the README's tables are made from.
 //!
-//! Exim's pipe transport treats 75 and 73 (`temp_errors`) as "try again later" and every
-//! other non-zero status as a permanent failure that bounces to the original sender, an
-//! outside party. So anything not certainly permanent must end as `TempFail`.
+//! An error says what kind of failure it is (an `Exit` class, each error type's own
+//! exhaustive `match`); the command's `Family` says which number that class is.
+//! - `deliver` and `replay` speak sysexits(3), as Exim's pipe transport needs: it treats 75
+//!   and 73 (`temp_errors`) as "try again later" and every other non-zero status as a
+//!   permanent failure that bounces to the original sender, an outside party. So anything
+//!   not certainly permanent must end as `TempFail`.
+//! - The admin commands speak what restic and borg users script against: 0 ok, 1 problems
+//!   found, 2 usage or configuration (run again only after fixing something), and 75
+//!   where running again may help. 75 rather than borg's or restic's 3: it is the one "try
+//!   again" status every mailkeep command uses, sysexits and systemd know it, and 3 means
+//!   UNKNOWN to the monitoring plugins a status check would speak to.
 
-use std::process::ExitCode;
-
-/// sysexits(3) codes mailkeep uses.
+/// What kind of outcome a command had; `code` turns it into a number for its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
-    Ok = 0,
-    /// Findings were reported (used by `check`): not a delivery status.
-    Problems = 1,
-    Usage = 64,
-    DataErr = 65,
+    Ok,
+    /// Findings were reported (`check`), or a result refused (`accounts sync`).
+    Problems,
+    Usage,
+    DataErr,
     /// An input file named on the command line is missing or unreadable (`replay`).
-    NoInput = 66,
-    NoUser = 67,
-    CantCreate = 73,
-    TempFail = 75,
-    Config = 78,
+    NoInput,
+    NoUser,
+    CantCreate,
+    TempFail,
+    Config,
+}
+
+/// Which convention a command's exit status follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// sysexits(3), for Exim: `deliver`, `replay`.
+    Delivery,
+    /// restic/borg style: every other command.
+    Admin,
 }
 
 impl Exit {
-    pub fn code(self) -> u8 {
-        self as u8
+    pub const ALL: [Exit; 9] = [
+        Exit::Ok,
+        Exit::Problems,
+        Exit::Usage,
+        Exit::DataErr,
+        Exit::NoInput,
+        Exit::NoUser,
+        Exit::CantCreate,
+        Exit::TempFail,
+        Exit::Config,
+    ];
+
+    /// The process's exit status for this outcome of a command of `family`.
+    pub fn code(self, family: Family) -> u8 {
+        match family {
+            Family::Delivery => match self {
+                Exit::Ok => 0,
+                // Neither deliver nor replay reports findings; 1 is no sysexits code.
+                Exit::Problems => 1,
+                Exit::Usage => 64,
+                Exit::DataErr => 65,
+                Exit::NoInput => 66,
+                Exit::NoUser => 67,
+                Exit::CantCreate => 73,
+                Exit::TempFail => 75,
+                Exit::Config => 78,
+            },
+            Family::Admin => match self {
+                Exit::Ok => 0,
+                Exit::Problems => 1,
+                // Whatever the admin must change before a second run can do better.
+                Exit::Usage | Exit::DataErr | Exit::NoInput | Exit::NoUser | Exit::CantCreate | Exit::Config => 2,
+                Exit::TempFail => 75,
+            },
+        }
     }
 
     /// True when Exim keeps the message queued and retries on this status.
@@ -33,38 +82,164 @@ impl Exit {
     }
 }
 
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> ExitCode {
-        ExitCode::from(e.code())
-    }
-}
-
-/// Errors that know which exit status they deserve. Everything else maps to `TempFail`
-/// (`classify` in main.rs, which knows every error type).
+/// Errors that know which kind of failure they are: each error type's own exhaustive
+/// `match`, and `commands::Error`'s over all of them.
 pub trait Classify {
     fn exit(&self) -> Exit;
 }
 
-/// The status for an error chain: the first error in it that classifies itself wins;
-/// an error nobody classified is unknown, and unknown means temporary.
-pub fn classify(err: &anyhow::Error) -> Exit {
-    macro_rules! first_of {
-        ($cause:ident: $($t:ty),+) => { $(if let Some(e) = $cause.downcast_ref::<$t>() { return e.exit(); })+ };
+/// One documented exit status.
+#[derive(Debug)]
+pub struct Row {
+    pub code: u8,
+    /// For the one-line `--help` footer.
+    pub short: &'static str,
+    /// For the man page and the README.
+    pub meaning: &'static str,
+}
+
+const fn row(code: u8, short: &'static str, meaning: &'static str) -> Row {
+    Row { code, short, meaning }
+}
+
+const DELIVERY: &[Row] = &[
+    row(
+        0,
+        "stored",
+        "stored and durable (deliver, after the last fsync); every message stored or already there (replay)",
+    ),
+    row(64, "usage", "bad usage: an unknown option, a missing argument, a help or version flag in deliver"),
+    row(65, "data", "bad data: an empty message, a file that is not an mbox, a broken message"),
+    row(66, "no input", "a file named to replay is missing, unreadable or a directory (nothing is stored)"),
+    row(67, "unknown user", "unsafe user name, or one not listed in --accounts"),
+    row(73, "temporary (Exim retries)", "a path below the root is a symlink or not a directory"),
+    row(
+        75,
+        "temporary (Exim retries)",
+        "anything temporary or unknown: I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
+    ),
+    row(78, "configuration", "configuration: root missing, run as root without --allow-root"),
+];
+
+const ADMIN: &[Row] = &[
+    row(0, "ok", "done: the backup is clean or repaired (check), the file is written or unchanged (accounts sync)"),
+    row(
+        1,
+        "problems found",
+        "problems found: check found some it did not repair; accounts sync refused to shrink the file",
+    ),
+    row(
+        2,
+        "usage or configuration",
+        "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
+         a symlink where mailkeep keeps a directory, a key file others can read",
+    ),
+    row(
+        75,
+        "temporary",
+        "anything temporary or unknown, where running again may help: I/O error, full disk, the directory API failing, a bug",
+    ),
+];
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::Delivery, Family::Admin];
+
+    /// The family of the subcommand named `name` (the process's first argument).
+    pub fn of(name: Option<&std::ffi::OsStr>) -> Family {
+        match name.and_then(|n| n.to_str()) {
+            Some(n) if Family::Delivery.commands().contains(&n) => Family::Delivery,
+            _ => Family::Admin,
+        }
     }
-    for cause in err.chain() {
-        first_of!(cause:
-            crate::envelope::EnvelopeError,
-            crate::maildir::MaildirError,
-            crate::commands::deliver::DeliverError,
-            crate::cli::UsageError,
-            crate::dedup::DedupError,
-            crate::mbox::MboxError,
-            crate::commands::serve_config::ServeError,
-            crate::commands::accounts::AccountsError,
-            crate::config::ConfigError
-        );
+
+    /// The subcommands of this family.
+    pub fn commands(self) -> &'static [&'static str] {
+        match self {
+            Family::Delivery => &["deliver", "replay"],
+            Family::Admin => &["check", "dedup", "serve-config", "accounts", "generate"],
+        }
     }
-    Exit::TempFail
+
+    /// Its commands as a reader names them.
+    pub fn title(self) -> &'static str {
+        match self {
+            Family::Delivery => "deliver and replay (sysexits, for Exim)",
+            Family::Admin => "check, dedup stats and prune, serve-config, accounts sync, generate",
+        }
+    }
+
+    /// The documented statuses, in order.
+    pub fn rows(self) -> &'static [Row] {
+        match self {
+            Family::Delivery => DELIVERY,
+            Family::Admin => ADMIN,
+        }
+    }
+
+    /// The `--help` footer of a subcommand of this family.
+    pub fn footer(self) -> String {
+        format!("Exit status: {}.", self.statuses())
+    }
+
+    /// The `--help` footer of `mailkeep` itself: both families.
+    pub fn footer_of_all() -> String {
+        let (delivery, admin) = (Family::Delivery.statuses(), Family::Admin.statuses());
+        format!("Exit status of deliver and replay: {delivery}.\nOf the other commands: {admin}.")
+    }
+
+    /// The statuses on one line: "0 stored, 64 usage, ..., 73/75 temporary (Exim retries), ...".
+    fn statuses(self) -> String {
+        let mut parts: Vec<(String, &str)> = Vec::new();
+        for r in self.rows() {
+            match parts.last_mut() {
+                Some((codes, short)) if *short == r.short => codes.push_str(&format!("/{}", r.code)),
+                _ => parts.push((r.code.to_string(), r.short)),
+            }
+        }
+        let parts: Vec<String> = parts.iter().map(|(codes, short)| format!("{codes} {short}")).collect();
+        parts.join(", ")
+    }
+
+    /// The README's table for this family.
+    pub fn markdown(self) -> String {
+        let mut out = String::new();
+        match self {
+            Family::Delivery => out.push_str("| status | meaning | what Exim does |\n|---|---|---|\n"),
+            Family::Admin => out.push_str("| status | meaning |\n|---|---|\n"),
+        }
+        for r in self.rows() {
+            out.push_str(&format!("| {} | {} |", r.code, r.meaning));
+            if self == Family::Delivery {
+                out.push_str(&format!(" {} |", exim_does(r.code)));
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The man page's EXIT STATUS paragraphs (roff) for this family.
+    pub fn roff(self) -> String {
+        let mut out = String::new();
+        for r in self.rows() {
+            let exim = if self == Family::Delivery { format!(". Exim: {}", exim_does(r.code)) } else { String::new() };
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", r.code, roff_escape(r.meaning), roff_escape(&exim)));
+        }
+        out
+    }
+}
+
+/// What Exim's pipe transport does with a delivery's status (`temp_errors = 75:73`).
+fn exim_does(code: u8) -> &'static str {
+    match code {
+        0 => "delivered",
+        73 | 75 => "defers, retries",
+        _ => "bounces (to errors_to)",
+    }
+}
+
+/// `text` as roff text: backslashes and hyphens escaped.
+pub fn roff_escape(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
 }
 
 #[cfg(test)]
@@ -73,19 +248,30 @@ mod tests {
 
     #[test]
     fn sysexits_values_are_the_ones_exim_expects() {
-        assert_eq!(Exit::Usage.code(), 64);
-        assert_eq!(Exit::DataErr.code(), 65);
-        assert_eq!(Exit::NoInput.code(), 66);
-        assert_eq!(Exit::NoUser.code(), 67);
-        assert_eq!(Exit::CantCreate.code(), 73);
-        assert_eq!(Exit::TempFail.code(), 75);
-        assert_eq!(Exit::Config.code(), 78);
+        let code = |e: Exit| e.code(Family::Delivery);
+        assert_eq!(code(Exit::Ok), 0);
+        assert_eq!(code(Exit::Usage), 64);
+        assert_eq!(code(Exit::DataErr), 65);
+        assert_eq!(code(Exit::NoInput), 66);
+        assert_eq!(code(Exit::NoUser), 67);
+        assert_eq!(code(Exit::CantCreate), 73);
+        assert_eq!(code(Exit::TempFail), 75);
+        assert_eq!(code(Exit::Config), 78);
+    }
+
+    /// The panic hook and a failed start-up use 75 before the command is known.
+    #[test]
+    fn temporary_is_75_in_every_family() {
+        for family in Family::ALL {
+            assert_eq!(Exit::TempFail.code(family), 75, "{family:?}");
+        }
     }
 
     #[test]
-    fn unknown_errors_are_temporary() {
-        let e = anyhow::anyhow!("something nobody classified");
-        assert_eq!(classify(&e), Exit::TempFail);
+    fn admin_commands_use_0_1_2_and_75() {
+        for e in Exit::ALL {
+            assert!([0, 1, 2, 75].contains(&e.code(Family::Admin)), "{e:?}");
+        }
     }
 
     #[test]
@@ -94,5 +280,43 @@ mod tests {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());
+        assert_eq!(exim_does(Exit::CantCreate.code(Family::Delivery)), "defers, retries");
+    }
+
+    /// Every status a command of the family can end with is documented, and nothing else.
+    #[test]
+    fn the_table_documents_exactly_the_codes_used() {
+        for family in Family::ALL {
+            // Neither deliver nor replay reports findings.
+            let used = Exit::ALL.iter().filter(|e| !(family == Family::Delivery && **e == Exit::Problems));
+            let mut codes: Vec<u8> = used.map(|e| e.code(family)).collect();
+            codes.sort();
+            codes.dedup();
+            let documented: Vec<u8> = family.rows().iter().map(|r| r.code).collect();
+            assert_eq!(codes, documented, "{family:?}");
+        }
+    }
+
+    #[test]
+    fn help_footer_names_every_code_of_the_family() {
+        assert_eq!(
+            Family::Delivery.footer(),
+            "Exit status: 0 stored, 64 usage, 65 data, 66 no input, 67 unknown user, 73/75 temporary (Exim retries), \
+             78 configuration."
+        );
+        assert_eq!(
+            Family::Admin.footer(),
+            "Exit status: 0 ok, 1 problems found, 2 usage or configuration, 75 temporary."
+        );
+    }
+
+    #[test]
+    fn the_first_argument_decides_the_family() {
+        let of = |s: &str| Family::of(Some(std::ffi::OsStr::new(s)));
+        assert_eq!(of("deliver"), Family::Delivery);
+        assert_eq!(of("replay"), Family::Delivery);
+        assert_eq!(of("check"), Family::Admin);
+        assert_eq!(of("--help"), Family::Admin);
+        assert_eq!(Family::of(None), Family::Admin);
     }
 }

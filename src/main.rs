@@ -4,28 +4,20 @@
 
 use std::ffi::OsString;
 
-use mailkeep::exit::{Exit, classify};
+use mailkeep::exit::{Classify, Family};
 use mailkeep::{cli, commands, log};
 
-/// Parses the command line and runs the command: one result, one exit status.
-fn entry(args: Vec<OsString>) -> Exit {
-    let cli = match cli::parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return Exit::Ok;
-        }
-        Err(e) => {
-            let text = e.to_string();
-            let first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or("bad usage");
-            log::stderr_line(first.trim_start_matches("error: "));
-            return Exit::Usage;
-        }
-    };
-    commands::run(cli.command).unwrap_or_else(|e| {
-        log::stderr_line(&format!("{e:#}"));
-        classify(&e)
-    })
+/// Parses the command line and runs the command: one result, one exit status, in the
+/// convention of the command's family (sysexits for deliver and replay, `exit.rs`).
+fn entry(args: Vec<OsString>) -> u8 {
+    let family = Family::of(args.get(1).map(OsString::as_os_str));
+    let outcome = cli::parse(args).and_then(|cli| {
+        commands::run(cli.command).map_err(|e| {
+            log::stderr_line(&e.to_string());
+            e.exit()
+        })
+    });
+    outcome.unwrap_or_else(|exit| exit).code(family)
 }
 
 /// The process entry, in place of Rust's own start-up (`mailkeep::start`).

@@ -10,13 +10,15 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::exit::Exit;
+use crate::exit::{Exit, Family};
 
 /// Runs `entry` on the process's arguments as the C `main` of the binary, and returns the
-/// process's exit status.
-pub fn main(entry: fn(Vec<OsString>) -> Exit) -> libc::c_int {
+/// process's exit status (`entry`'s).
+pub fn main(entry: fn(Vec<OsString>) -> u8) -> libc::c_int {
+    // Before (or without) a command: 75, which every family reads as "try again".
+    let temporary = Exit::TempFail.code(Family::Delivery);
     if !start_like_std() {
-        return Exit::TempFail.code().into();
+        return temporary.into();
     }
     // A panic is a bug, but it must still end as "try again later", never as a bounce; and
     // like every failure it is one line on stderr (Exim logs the first line).
@@ -27,7 +29,7 @@ pub fn main(entry: fn(Vec<OsString>) -> Exit) -> libc::c_int {
     }));
     let status = panic::catch_unwind(AssertUnwindSafe(|| entry(std::env::args_os().collect())));
     let _ = std::io::stdout().flush();
-    status.unwrap_or(Exit::TempFail).code().into()
+    status.unwrap_or(temporary).into()
 }
 
 /// What Rust's start-up does that we need: descriptors 0 to 2 open (else the first file we

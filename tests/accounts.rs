@@ -65,15 +65,15 @@ impl Drop for Fake {
 }
 
 /// A temp dir with a key the fake trusts, the fake serving `scenario`, and an accounts file path.
-struct World {
+pub(crate) struct World {
     env: Env,
     fake: Fake,
-    key: PathBuf,
-    out: PathBuf,
+    pub(crate) key: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 impl World {
-    fn new(scenario: Value) -> World {
+    pub(crate) fn new(scenario: Value) -> World {
         let env = Env::new();
         let dir = env.dir.path();
         let key = dir.join("key.json");
@@ -102,7 +102,7 @@ impl World {
         World { env, fake: Fake { child, port }, key, out }
     }
 
-    fn sync(&self, extra: &[&str]) -> Output {
+    pub(crate) fn sync(&self, extra: &[&str]) -> Output {
         self.sync_env(extra, &[("MAILKEEP_HTTP_TIMEOUT_SECS", "10")])
     }
 
@@ -145,7 +145,7 @@ fn group(email: &str, aliases: &[&str]) -> Value {
 
 /// Three pages of users (one suspended, one of another domain, aliases in and out of the
 /// domain, mixed case) and two pages of groups; `fault` is merged in.
-fn company(fault: Value) -> Value {
+pub(crate) fn company(fault: Value) -> Value {
     let mut s = json!({
         "admin": ADMIN,
         "domain": "example.com",
@@ -357,11 +357,11 @@ fn dry_run_prints_the_changes_and_writes_nothing() {
 }
 
 #[test]
-fn world_readable_key_exits_78_before_any_request() {
+fn world_readable_key_exits_2_before_any_request() {
     let w = World::new(company(json!({})));
     std::fs::set_permissions(&w.key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = w.sync(&[]);
-    assert_exit(&out, 78);
+    assert_exit(&out, 2);
     assert!(stderr(&out).contains("readable by others (mode 0644)"), "{}", stderr(&out));
     assert!(w.requests().is_empty(), "no request with an exposed key");
     assert_eq!(w.etc(), Vec::<String>::new());
@@ -395,14 +395,14 @@ fn unchanged_directory_leaves_the_file_alone() {
 }
 
 #[test]
-fn bad_settings_exit_64_without_a_request() {
+fn bad_settings_exit_2_without_a_request() {
     let w = World::new(company(json!({})));
-    assert_exit(&w.sync(&["--max-shrink", "ten"]), 64);
-    assert_exit(&w.sync_env(&[], &[("MAILKEEP_HTTP_TIMEOUT_SECS", "0")]), 64);
+    assert_exit(&w.sync(&["--max-shrink", "ten"]), 2);
+    assert_exit(&w.sync_env(&[], &[("MAILKEEP_HTTP_TIMEOUT_SECS", "0")]), 2);
     let (key, out) = (w.key.to_str().unwrap(), w.out.to_str().unwrap());
     let args = ["accounts", "sync", "--google-key", key, "--admin", ADMIN, "--domain", "example.com", "--out", out];
     let plain = w.env.run(args.iter().chain(&["--api-base", "http://directory.example.com"]), &[], b"");
-    assert_exit(&plain, 64);
+    assert_exit(&plain, 2);
     assert!(stderr(&plain).contains("only allowed to 127.0.0.1"), "{}", stderr(&plain));
     assert!(w.requests().is_empty());
 }

@@ -187,15 +187,15 @@ fn user_option_limits_the_check_and_names_a_missing_user() {
     let (rc, text) = check(&env, &["--user", "carol"]);
     assert_eq!(rc, 1);
     assert!(text.contains("no such user"), "{text}");
-    assert_eq!(check(&env, &["--user", "../etc"]).0, 64);
+    assert_eq!(check(&env, &["--user", "../etc"]).0, 2);
 }
 
 #[test]
-fn unreadable_root_exits_75() {
+fn missing_root_exits_2_not_75_issue_19() {
     let env = Env::new();
     let missing = env.root().join("nope");
     let out = env.run(["check", "--root", missing.to_str().unwrap()], &[], b"");
-    assert_exit(&out, 75);
+    assert_exit(&out, 2);
     assert!(stderr(&out).contains(&*missing.to_string_lossy()), "{}", stderr(&out));
 }
 

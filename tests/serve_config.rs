@@ -62,7 +62,7 @@ fn out_that_is_a_symlink_is_refused_with_one_line_issue_18() {
     std::fs::create_dir(&elsewhere).unwrap();
     std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
     let got = serve_config(&env, &out);
-    assert_exit(&got, 78);
+    assert_exit(&got, 2);
     let err = stderr(&got);
     assert!(err.contains("is a symbolic link"), "expected a line naming the symlink, got: {err}");
     assert_eq!(err.lines().count(), 1, "one line on stderr, got: {err}");
@@ -76,7 +76,7 @@ fn a_dangling_symlink_at_out_is_refused_not_created_through_issue_18() {
     let out = backup(&env);
     let target = env.dir.path().join("made-through-link");
     std::os::unix::fs::symlink(&target, &out).unwrap();
-    assert_exit(&serve_config(&env, &out), 78);
+    assert_exit(&serve_config(&env, &out), 2);
     assert!(!target.exists(), "the link's target was created");
 }
 

@@ -9,6 +9,7 @@ mod core_props;
 mod dedup;
 mod deliver;
 mod escape;
+mod exit_codes;
 mod faults;
 mod props;
 mod replay;

@@ -1,28 +1,40 @@
 //! `mailkeep dedup stats|prune`: what the admin sees of the Message-ID store of `--dedup`.
 
+use std::io::Write;
+
 use crate::cli::DedupCommand;
-use crate::dedup::{FolderKeys, Store};
+use crate::commands::Error;
+use crate::dedup::{DedupError, FolderKeys, Store};
 use crate::exit::Exit;
 use crate::log::escape;
+use crate::maildir::MaildirError;
 
-pub fn run(cmd: &DedupCommand) -> anyhow::Result<Exit> {
+pub fn run(cmd: &DedupCommand) -> Result<Exit, Error> {
     let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
+    if !args.root.is_dir() {
+        return Err(MaildirError::RootMissing(args.root.clone()).into());
+    }
     let path = Store::path(&args.root);
     let Some(store) = Store::open_existing(&args.root, args.dedup_window)? else {
-        anyhow::bail!("no dedup store at {} (no delivery with --dedup yet)", path.display());
+        return Err(DedupError::NoStore(path).into());
     };
+    let mut text = String::new();
     match cmd {
-        DedupCommand::Prune(_) => println!("pruned {} keys older than {} days", store.prune_all()?, args.dedup_window),
+        DedupCommand::Prune(_) => {
+            text = format!("pruned {} keys older than {} days\n", store.prune_all()?, args.dedup_window);
+        }
         DedupCommand::Stats(_) => {
             let rows = store.stats()?;
             for FolderKeys { user, folder, keys, oldest, newest } in &rows {
                 let (user, folder) = (escape(user), escape(folder));
-                println!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}");
+                text += &format!("user={user} folder={folder} keys={keys} oldest={oldest} newest={newest}\n");
             }
             let total: i64 = rows.iter().map(|r| r.keys).sum();
             let bytes = store.file_size();
-            println!("total keys={total} file={} bytes={bytes}", escape(&path.display().to_string()));
+            text += &format!("total keys={total} file={} bytes={bytes}\n", escape(&path.display().to_string()));
         }
     }
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(Error::Stdout)?;
     Ok(Exit::Ok)
 }

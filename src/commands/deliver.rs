@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{self, Read, Write};
 
+use crate::commands::Error;
 use crate::config::DeliverConfig;
 use crate::dedup::{self, Claim};
 use crate::envelope::Sender;
@@ -144,7 +145,7 @@ enum Done {
 }
 
 /// `mailkeep deliver`: the settings, then one delivery of the message on stdin.
-pub fn run_args(args: &crate::cli::DeliverArgs) -> anyhow::Result<Exit> {
+pub fn run_args(args: &crate::cli::DeliverArgs) -> Result<Exit, Error> {
     let cfg = DeliverConfig::resolve(args)?;
     let logger = Logger::new(cfg.store.log);
     run(&cfg, &mut std::io::stdin().lock(), &logger)?;
@@ -152,14 +153,14 @@ pub fn run_args(args: &crate::cli::DeliverArgs) -> anyhow::Result<Exit> {
 }
 
 /// Runs one delivery and logs its one line.
-pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyhow::Result<()> {
+pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> Result<(), Error> {
     let head = Head::read(input).map_err(DeliverError::ReadInput);
     let msgid = head.as_ref().ok().and_then(|h| h.info.message_id.clone());
-    let result = head.map_err(anyhow::Error::from).and_then(|head| deliver(cfg, head, input));
+    let result = head.map_err(Error::from).and_then(|head| deliver(cfg, head, input));
     let (outcome, extra) = match &result {
         Ok(Done::Stored { file, size, note }) => (Outcome::Stored { file, size: *size }, note.as_str()),
         Ok(Done::Duplicate { of }) => (Outcome::Duplicate { of }, ""),
-        Err(e) => (Outcome::Failed { reason: &format!("{e:#}") }, ""),
+        Err(e) => (Outcome::Failed { reason: &e.to_string() }, ""),
     };
     let record =
         Record { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: msgid.as_deref(), outcome, extra };
@@ -171,7 +172,7 @@ pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> anyho
 /// (Message-ID and body digest), publish it into new/, commit the key. A copy already
 /// stored (same ID, same body) is removed from tmp/, never shown. Without a Message-ID
 /// nothing can be folded: the message is stored.
-fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<Done> {
+fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> Result<Done, Error> {
     let (Some(window), Some(msgid)) = (cfg.dedup_window, head.info.message_id.clone()) else {
         let note = if cfg.dedup_window.is_some() { "dedup=no-id" } else { "" };
         let (file, size) = store(cfg, head, input)?;
@@ -216,7 +217,7 @@ fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Re
 
 /// The whole Maildir write (`Folder::store`'s numbered steps) of the message with our
 /// header lines.
-fn store(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> anyhow::Result<(String, u64)> {
+fn store(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> Result<(String, u64), Error> {
     let (folder, writing) = prepare(cfg, head, input)?;
     let mut scratch = Vec::new();
     let stored =
@@ -232,7 +233,7 @@ fn stage(
     head: Head,
     input: &mut impl Read,
     digest: &mut BodyDigest,
-) -> anyhow::Result<(Folder, Staged)> {
+) -> Result<(Folder, Staged), Error> {
     let (folder, writing) = prepare(cfg, head, input)?;
     let mut scratch = Vec::new();
     let write = |file: &mut File| write_message(file, &writing, input, &mut scratch, Some(digest));
@@ -241,7 +242,7 @@ fn stage(
 }
 
 /// The header lines, the folder and what to write, before anything is written.
-fn prepare(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow::Result<(Folder, Writing)> {
+fn prepare(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> Result<(Folder, Writing), Error> {
     // Nothing after the From_ line but (with Exim's default suffix) one newline: look
     // for one more byte before calling the message empty.
     let suffix_only = head.from_line.is_some() && matches!(&head.bytes[..], b"\n" | b"\r\n");
@@ -269,7 +270,7 @@ fn prepare(cfg: &DeliverConfig, mut head: Head, input: &mut impl Read) -> anyhow
 
 /// Steps 4 to 6 (`Folder::store`): link into new/, fsync new/, unlink from tmp/; then
 /// sweep tmp/ of crashed deliveries' leftovers.
-fn publish(folder: &Folder, staged: Staged) -> anyhow::Result<String> {
+fn publish(folder: &Folder, staged: Staged) -> Result<String, Error> {
     let mut names = folder.publish(&mut Namer::new(), vec![staged])?;
     folder.sweep_tmp();
     Ok(names.pop().expect("one staged file gives one name"))

@@ -1,89 +1,199 @@
 //! Man pages and shell completions generated from the clap definition, so they can never
 //! drift from `--help`; the sections clap does not know (EXIT STATUS, FILES, EXAMPLES,
-//! SEE ALSO) are written here once.
+//! SEE ALSO) are written here once, EXIT STATUS from `exit.rs`'s table.
+//!
+//! A page is named as man-db finds it for the command people type: `man mailkeep deliver`
+//! opens mailkeep-deliver(1), whose NAME and SYNOPSIS say `mailkeep deliver`.
 
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 
 use clap::CommandFactory;
 use clap_complete::Shell;
 
 use crate::cli::{Cli, GenerateArgs, Generated};
-use crate::exit::Exit;
+use crate::exit::{Classify, Exit, Family};
 
-const EXIT_STATUS: &str = "\
-.TP\n\\fB0\\fR\nthe message is stored and durable (deliver, replay); the backup is clean (check)\n\
-.TP\n\\fB1\\fR\ncheck found problems; accounts sync refused to shrink the file\n\
-.TP\n\\fB64\\fR\nbad usage\n\
-.TP\n\\fB65\\fR\nbad data: an empty message, a file that is not an mbox, a broken message\n\
-.TP\n\\fB66\\fR\nan input file of replay is missing, unreadable or a directory (nothing is stored)\n\
-.TP\n\\fB67\\fR\nunknown or unsafe user\n\
-.TP\n\\fB73\\fR\na path below the root is a symlink or not a directory (Exim retries)\n\
-.TP\n\\fB75\\fR\nanything temporary or unknown: I/O error, full disk, quota, dedup store busy, a bug (Exim retries)\n\
-.TP\n\\fB78\\fR\nconfiguration: root missing, run as root without \\-\\-allow\\-root, key file readable by others\n";
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {err}", path.display())]
+pub struct GenerateError {
+    path: PathBuf,
+    err: io::Error,
+}
 
-const FILES: &str = "\
-.TP\n\\fIROOT\\fR/\\fIuser\\fR/{cur,new,tmp}\nthe user's INBOX (Maildir)\n\
-.TP\n\\fIROOT\\fR/\\fIuser\\fR/.Sent/\nthe Maildir++ folder of sent mail; .Chats/ for replayed chats\n\
-.TP\n\\fIROOT\\fR/\\fIuser\\fR/subscriptions, courierimapsubscribed\nthe folders Dovecot and Courier show as subscribed\n\
-.TP\n\\fIROOT\\fR/.mailkeep/dedup.sqlite3\nthe Message-ID store of \\-\\-dedup\n\
-.TP\n/usr/share/doc/mailkeep/examples/\nExim router and transport snippets\n";
+impl Classify for GenerateError {
+    /// A directory that cannot be made or written is the admin's to fix; the rest may pass.
+    fn exit(&self) -> Exit {
+        use io::ErrorKind::*;
+        match self.err.kind() {
+            NotFound | NotADirectory | IsADirectory | AlreadyExists | PermissionDenied | ReadOnlyFilesystem => {
+                Exit::Config
+            }
+            _ => Exit::TempFail,
+        }
+    }
+}
 
-const EXAMPLES: &str = "\
-The Exim pipe transport for the inbound copy (see /usr/share/doc/mailkeep/examples/):\n\
-.PP\n.nf\n\
-backup_pipe_in:\n\
-  driver         = pipe\n\
-  command        = /usr/bin/mailkeep deliver \\-\\-root /var/lib/mailkeep \\e\n\
-                   \\-\\-user ${lc:${lookup{$local_part}lsearch,ret=key{/etc/exim4/mailkeep/accounts}}} \\e\n\
-                   \\-\\-direction in \\-\\-rcpt $pipe_addresses\n\
-  user           = mailbackup\n\
-  message_prefix =\n\
-  message_suffix =\n\
-  temp_errors    = 75:73\n\
-  timeout_defer\n\
-.fi\n\
-.PP\n\
-Load a Google Takeout export:\n\
-.PP\n.nf\n\
-mailkeep replay \\-\\-root /var/lib/mailkeep \\-\\-user alice \\-\\-domain example.com All\\e mail.mbox\n\
-.fi\n";
+const FILES: &str = r"
+.TP
+\fIROOT\fR/\fIuser\fR/{cur,new,tmp}
+the user's INBOX (Maildir)
+.TP
+\fIROOT\fR/\fIuser\fR/.Sent/
+the Maildir++ folder of sent mail; .Chats/ for replayed chats
+.TP
+\fIROOT\fR/\fIuser\fR/subscriptions, courierimapsubscribed
+the folders Dovecot and Courier show as subscribed
+.TP
+\fIROOT\fR/.mailkeep/dedup.sqlite3
+the Message\-ID store of \-\-dedup
+.TP
+/usr/share/doc/mailkeep/examples/
+Exim router and transport snippets
+";
+
+/// The inbound transport of exim-snippets/exim4.conf.example, its macros filled in. The
+/// recipients go after `--`: a local part may start with `-` and must never be an option.
+const EXAMPLES: &str = r"
+The Exim pipe transport for the inbound copy (the whole set is in /usr/share/doc/mailkeep/examples/):
+.PP
+.nf
+mailkeep_inbox:
+  driver         = pipe
+  command        = /usr/bin/mailkeep deliver \-\-root /var/lib/mailkeep \e
+                   \-\-accounts /etc/exim4/mailkeep/accounts \e
+                   \-\-user ${lc:${lookup{$local_part}lsearch,ret=key{/etc/exim4/mailkeep/accounts}}} \e
+                   \-\-direction in \-\- $pipe_addresses
+  user           = mailbackup
+  message_prefix =
+  message_suffix =
+  temp_errors    = 75:73
+  timeout        = 5m
+  timeout_defer
+  freeze_exec_fail
+  freeze_signal
+  log_defer_output
+  log_fail_output
+.fi
+.PP
+Load a Google Takeout export:
+.PP
+.nf
+mailkeep replay \-\-root /var/lib/mailkeep \-\-user alice \-\-domain example.com All\e mail.mbox
+.fi
+";
 
 const SEE_ALSO: &str = "\\fBexim4\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
 
-pub fn generate(args: &GenerateArgs) -> anyhow::Result<Exit> {
-    fs::create_dir_all(&args.dir)?;
+pub fn generate(args: &GenerateArgs) -> Result<Exit, crate::commands::Error> {
+    let dir = &args.dir;
+    let failed = |err| GenerateError { path: dir.clone(), err };
+    fs::create_dir_all(dir).map_err(failed)?;
     match args.what {
-        Generated::Man => man_pages(&args.dir)?,
+        Generated::Man => man_pages(dir, &["mailkeep"], Cli::command())?,
         Generated::Completions => {
             for shell in [Shell::Bash, Shell::Zsh] {
-                clap_complete::generate_to(shell, &mut Cli::command(), "mailkeep", &args.dir)?;
+                clap_complete::generate_to(shell, &mut Cli::command(), "mailkeep", dir).map_err(failed)?;
             }
         }
     }
     Ok(Exit::Ok)
 }
 
-/// mailkeep.1, and mailkeep-<sub>.1 for every visible subcommand.
-fn man_pages(dir: &Path) -> anyhow::Result<()> {
-    let root = Cli::command();
-    write_page(dir, "mailkeep", root.clone())?;
-    for sub in root.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("mailkeep-{}", sub.get_name());
-        write_page(dir, &name, sub.clone().name(name.clone()))?;
+/// The page of the command `words` (`mailkeep dedup`), mailkeep-dedup.1, and one for each
+/// of its visible subcommands.
+fn man_pages(dir: &Path, words: &[&str], cmd: clap::Command) -> Result<(), GenerateError> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        man_pages(dir, &[words, &[sub.get_name()]].concat(), sub.clone())?;
     }
-    Ok(())
+    let path = dir.join(format!("{}.1", words.join("-")));
+    fs::write(&path, page(words, cmd)).map_err(|err| GenerateError { path, err })
 }
 
-fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> anyhow::Result<()> {
+/// The roff text of the page of the command `words`.
+fn page(words: &[&str], cmd: clap::Command) -> Vec<u8> {
+    let (title, shown) = (words.join("-"), words.join(" "));
+    // NAME gives the page's name first: whatis (lexgrog) takes no name with a space.
+    let name = if words.len() > 1 { format!("{title}, {shown}") } else { title.clone() };
+    let subs: Vec<String> = cmd.get_subcommands().map(|s| s.get_name().to_string()).collect();
+    // The footer is this page's EXIT STATUS; the help subcommand has no page.
+    let cmd = cmd.display_name(&name).bin_name(&shown).after_help(None).disable_help_subcommand(true);
+    let man = clap_mangen::Man::new(cmd)
+        .title(&title)
+        .section("1")
+        .source(format!("mailkeep {}", env!("CARGO_PKG_VERSION")))
+        .manual("mailkeep");
     let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).section("1").manual("mailkeep").render(&mut out)?;
-    for (title, body) in
-        [("EXIT STATUS", EXIT_STATUS), ("FILES", FILES), ("EXAMPLES", EXAMPLES), ("SEE ALSO", SEE_ALSO)]
-    {
-        write!(out, ".SH \"{title}\"\n{body}")?;
+    man.render(&mut out).expect("rendering into memory does not fail");
+    // clap_mangen names a subcommand's page "<NAME>-<sub>", from our NAME line; the page is
+    // "<title>-<sub>".
+    let mut text = String::from_utf8(out).expect("clap_mangen writes UTF-8");
+    for sub in subs {
+        let wrong = format!("{}\\-{}(1)", name.replace('-', "\\-"), sub.replace('-', "\\-"));
+        text = text.replace(&wrong, &format!("{}\\-{}(1)", title.replace('-', "\\-"), sub.replace('-', "\\-")));
     }
-    fs::write(dir.join(format!("{name}.1")), out)?;
-    Ok(())
+    text.push_str(&format!(".SH \"EXIT STATUS\"\n{}", exit_status(words.get(1).copied())));
+    for (heading, body) in [("FILES", FILES), ("EXAMPLES", EXAMPLES), ("SEE ALSO", SEE_ALSO)] {
+        text.push_str(&format!(".SH \"{heading}\"{}{body}", if body.starts_with('\n') { "" } else { "\n" }));
+    }
+    text.into_bytes()
+}
+
+/// EXIT STATUS of the subcommand `sub`'s page (its family's table), or of mailkeep(1) (both).
+fn exit_status(sub: Option<&str>) -> String {
+    match sub {
+        Some(name) => Family::of(Some(name.as_ref())).roff(),
+        None => Family::ALL
+            .iter()
+            .map(|f| format!(".SS \"{}\"\n{}", crate::exit::roff_escape(f.title()), f.roff()))
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(words: &[&str]) -> String {
+        let mut cmd = Cli::command();
+        for w in &words[1..] {
+            cmd = cmd.find_subcommand(w).expect("a subcommand").clone();
+        }
+        String::from_utf8(page(words, cmd)).unwrap()
+    }
+
+    #[test]
+    fn a_subcommand_page_is_named_as_the_command_people_type() {
+        let text = render(&["mailkeep", "deliver"]);
+        assert!(text.contains(".TH mailkeep-deliver 1"), "{text}");
+        assert!(text.contains(".SH NAME\nmailkeep\\-deliver, mailkeep deliver \\- Store one message"), "{text}");
+        assert!(text.contains("\\fBmailkeep deliver\\fR"), "synopsis: {text}");
+    }
+
+    #[test]
+    fn nested_subcommands_point_at_their_pages() {
+        let text = render(&["mailkeep", "dedup"]);
+        assert!(text.contains("\nmailkeep\\-dedup\\-stats(1)\n"), "{text}");
+        assert!(!text.contains("help(1)"), "{text}");
+    }
+
+    #[test]
+    fn example_transport_passes_recipients_after_the_double_dash_and_keeps_its_indentation() {
+        let text = render(&["mailkeep", "deliver"]);
+        assert!(text.contains("\\-\\-direction in \\-\\- $pipe_addresses\n"), "{text}");
+        assert!(text.contains("\n  driver         = pipe\n"), "{text}");
+        assert!(!text.contains("\\-\\-rcpt $pipe_addresses"), "{text}");
+    }
+
+    #[test]
+    fn exit_status_is_the_family_table() {
+        assert!(render(&["mailkeep", "deliver"]).contains(&Family::Delivery.roff()));
+        let check = render(&["mailkeep", "check"]);
+        assert!(check.contains(&Family::Admin.roff()) && !check.contains("\\fB64\\fR"), "{check}");
+        let dedup_stats = render(&["mailkeep", "dedup", "stats"]);
+        assert!(dedup_stats.contains(&Family::Admin.roff()), "{dedup_stats}");
+        let top = render(&["mailkeep"]);
+        assert!(top.contains(&Family::Delivery.roff()) && top.contains(&Family::Admin.roff()), "{top}");
+    }
 }

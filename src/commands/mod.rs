@@ -5,15 +5,17 @@ pub mod accounts;
 pub mod check;
 pub mod dedup;
 pub mod deliver;
+mod error;
 pub mod generate;
 pub mod replay;
 pub mod serve_config;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;
+pub use error::Error;
 
-/// Runs the command the command line names.
-pub fn run(command: Command) -> anyhow::Result<Exit> {
+/// Runs the command the command line names: its outcome, or the error it ended with.
+pub fn run(command: Command) -> Result<Exit, Error> {
     match command {
         Command::Deliver(args) => deliver::run_args(&args),
         Command::Replay(args) => replay::run(&args),

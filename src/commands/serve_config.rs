@@ -25,6 +25,7 @@ use ring::digest::{SHA512, digest};
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::cli::{ImapServer, ServeConfigArgs, UsageError};
+use crate::commands::Error;
 use crate::envelope::User;
 use crate::exit::Exit;
 use crate::fsutil;
@@ -65,6 +66,12 @@ impl crate::exit::Classify for ServeError {
             | ServeError::UnsafePath { .. }
             | ServeError::OutTooLong(_)
             | ServeError::OutSymlink(_) => Exit::Config,
+            // A root that is not there is the admin's to fix; anything else may pass.
+            ServeError::Root { err, .. }
+                if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+            {
+                Exit::Config
+            }
             ServeError::Root { .. } | ServeError::Write { .. } | ServeError::Random => Exit::TempFail,
         }
     }
@@ -84,7 +91,7 @@ pub struct Plan {
     pub users: Vec<String>,
 }
 
-pub fn run(args: &ServeConfigArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &ServeConfigArgs) -> Result<Exit, Error> {
     let ImapServer::Dovecot = args.server;
     let listen: IpAddr =
         args.listen.parse().map_err(|_| UsageError(format!("--listen \"{}\" is not an IP address", args.listen)))?;
@@ -121,7 +128,9 @@ pub fn run(args: &ServeConfigArgs) -> anyhow::Result<Exit> {
         plan.gid,
         plan.listen,
         plan.port,
-    )?;
+    )
+    .and_then(|()| out.flush())
+    .map_err(Error::Stdout)?;
     Ok(Exit::Ok)
 }
 

@@ -38,7 +38,7 @@ for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-se
     check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
 done
 check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
-    "zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'EXIT STATUS' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'SEE ALSO' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q '^backup_pipe_in:'"
+    "zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'EXIT STATUS' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q 'SEE ALSO' && zcat /usr/share/man/man1/mailkeep-deliver.1.gz | grep -q '^mailkeep_inbox:'"
 check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/mailkeep
 check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example

@@ -2,11 +2,12 @@
 //! from Google Workspace's Directory API, because Exim copies mail only for the local parts
 //! listed there and a new employee missing from it means their mail is not backed up.
 //!
-//! Exit status: 0 written (or nothing to change, or `--dry-run`); 1 refused, the result would
-//! remove more than `--max-shrink` of the entries, or be that much smaller than the file was
-//! at any time in the last 30 days (so that a list shrinking a little each run is caught too);
-//! 64 bad usage; 75 the directory could not be read whole, or had more than `--max-pages`
-//! pages (the file is left as it was); 78 the key file is unusable or readable by others.
+//! Exit status (the admin family, `exit.rs`): 0 written (or nothing to change, or
+//! `--dry-run`); 1 refused, the result would remove more than `--max-shrink` of the entries,
+//! or be that much smaller than the file was at any time in the last 30 days (so that a list
+//! shrinking a little each run is caught too); 2 bad usage, or the key file is unusable or
+//! readable by others; 75 the directory could not be read whole, or had more than
+//! `--max-pages` pages (the file is left as it was).
 
 mod directory;
 mod file;
@@ -62,7 +63,7 @@ impl Classify for AccountsError {
 }
 
 /// Runs the sync; `main` turns a failure into its one line and exit status.
-pub fn sync(args: &AccountsSyncArgs) -> anyhow::Result<Exit> {
+pub fn sync(args: &AccountsSyncArgs) -> Result<Exit, crate::commands::Error> {
     Ok(run(args)?)
 }
 

@@ -42,8 +42,9 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use crate::cli::{CheckArgs, UsageError};
+use crate::commands::Error;
 use crate::envelope::User;
-use crate::exit::Exit;
+use crate::exit::{Classify, Exit};
 
 pub use report::{Fault, FolderStats, Foreign, Problem, Report};
 pub use walk::{HEAD_SCAN, size_in_name};
@@ -56,7 +57,21 @@ pub enum CheckError {
     Output(io::Error),
 }
 
-pub fn run(args: &CheckArgs) -> anyhow::Result<Exit> {
+impl Classify for CheckError {
+    fn exit(&self) -> Exit {
+        match self {
+            // A root that is not there is the admin's to fix; anything else may pass.
+            CheckError::Root { err, .. }
+                if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) =>
+            {
+                Exit::Config
+            }
+            CheckError::Root { .. } | CheckError::Output(_) => Exit::TempFail,
+        }
+    }
+}
+
+pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
     let only = match &args.user {
         Some(u) => Some(User::parse(u).map_err(|e| UsageError(e.to_string()))?),
         None => None,

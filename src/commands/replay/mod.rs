@@ -28,6 +28,7 @@ use std::sync::mpsc::{Receiver, sync_channel};
 use std::time::{Duration, Instant};
 
 use crate::cli::{ReplayArgs, ReplayDirection, UsageError};
+use crate::commands::Error;
 use crate::config::StoreConfig;
 use crate::exit::Exit;
 use crate::log::{Logger, Outcome, Record};
@@ -63,7 +64,7 @@ struct Target {
 }
 
 impl Target {
-    fn open(cfg: &StoreConfig, kind: FolderKind) -> anyhow::Result<Target> {
+    fn open(cfg: &StoreConfig, kind: FolderKind) -> Result<Target, Error> {
         let folder = Folder::open(&cfg.root, &cfg.user, kind, cfg.perms)?;
         folder.sweep_tmp();
         let index = Index::new(kind, folder.message_paths()?);
@@ -110,7 +111,7 @@ enum Ending {
     Broken(crate::mbox::MboxError),
 }
 
-pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
+pub fn run(args: &ReplayArgs) -> Result<Exit, Error> {
     // Received mail's From_ line names the outside sender: its domain would make the
     // Delivered-To address `alice@outside.example` (issue 18).
     if args.domain.is_none() && args.direction != ReplayDirection::Out {
@@ -169,14 +170,14 @@ pub fn run(args: &ReplayArgs) -> anyhow::Result<Exit> {
     match (result, flushed) {
         // Not storing what was read outranks why reading stopped (a broken message, 65):
         // the status must say 75, or the operator would take everything before it as stored.
-        (Err(stop), Err(e)) => Err(e.context(format!("{stop:#}; and what was read before it is not stored"))),
+        (Err(stop), Err(e)) => Err(e.context(format!("{stop}; and what was read before it is not stored"))),
         (result, flushed) => result.and(flushed).map(|()| Exit::Ok),
     }
 }
 
 impl Replay<'_> {
     /// Stores the reader's messages until it is done or a fatal error.
-    fn write(&mut self, mut pieces: Pieces) -> anyhow::Result<()> {
+    fn write(&mut self, mut pieces: Pieces) -> Result<(), Error> {
         while let Some(piece) = pieces.next() {
             match piece {
                 Piece::Done => return Ok(()),
@@ -187,11 +188,11 @@ impl Replay<'_> {
                 },
                 Piece::Broken(e) => self.skipped(e),
                 Piece::Fatal(e) => return Err(e.into()),
-                Piece::Data(_) | Piece::End => anyhow::bail!("replay: message data without a start (a bug)"),
+                Piece::Data(_) | Piece::End => return Err(Error::Bug("replay: message data without a start")),
             }
             self.progress.tick(self.counts.messages, self.counts.bytes);
         }
-        anyhow::bail!("replay: the mbox reader stopped before the end (a bug)")
+        Err(Error::Bug("replay: the mbox reader stopped before the end"))
     }
 
     fn skipped(&mut self, broken: crate::mbox::MboxError) {
@@ -201,7 +202,7 @@ impl Replay<'_> {
 
     /// Stages one message into its folder, unless the folder already holds it; takes the
     /// pieces up to the message's end.
-    fn message(&mut self, head: Head, pieces: &mut Pieces) -> anyhow::Result<Ending> {
+    fn message(&mut self, head: Head, pieces: &mut Pieces) -> Result<Ending, Error> {
         self.counts.messages += 1;
         self.counts.split_without_blank += u64::from(head.without_blank);
         *self.counts.dates.entry(date_name(head.source)).or_default() += 1;
@@ -258,7 +259,7 @@ impl Replay<'_> {
     }
 
     /// A message held whole in memory: counted present, or staged.
-    fn decide_held(&mut self, head: Head, held: Vec<Vec<u8>>, who: Identity) -> anyhow::Result<Ending> {
+    fn decide_held(&mut self, head: Head, held: Vec<Vec<u8>>, who: Identity) -> Result<Ending, Error> {
         let target = self.targets.get_mut(&head.kind).expect("opened by `message`");
         if target.index.contains(&who) {
             self.counts.present += 1;
@@ -270,7 +271,7 @@ impl Replay<'_> {
     }
 
     /// Adds a staged message to its folder's batch (and index), flushing a full batch.
-    fn add(&mut self, head: Head, staged: Staged, who: &Identity) -> anyhow::Result<Ending> {
+    fn add(&mut self, head: Head, staged: Staged, who: &Identity) -> Result<Ending, Error> {
         let target = self.targets.get_mut(&head.kind).expect("opened by `message`");
         let id_reused = target.index.insert(who);
         self.counts.id_reused += u64::from(id_reused);
@@ -293,7 +294,7 @@ impl Replay<'_> {
     /// run ends with 75; run it again). A failed syncfs may have taken the report of a write
     /// error that concerned a file of the next batch, written meanwhile: syncfs reports an
     /// error once per open directory, and the next one would return 0.
-    fn flush(&mut self) -> anyhow::Result<()> {
+    fn flush(&mut self) -> Result<(), Error> {
         let previous = self.wait_published();
         self.publish_failed |= previous.is_err();
         self.staged_bytes = 0;
@@ -310,18 +311,18 @@ impl Replay<'_> {
         }
         if !jobs.is_empty() {
             let publisher = self.publisher.as_mut().expect("the publishing thread runs until the end");
-            publisher.jobs.send(jobs).map_err(|_| anyhow::anyhow!("replay: the publishing thread stopped (a bug)"))?;
+            publisher.jobs.send(jobs).map_err(|_| Error::Bug("replay: the publishing thread stopped"))?;
             publisher.busy = true;
         }
         previous
     }
 
     /// Waits for the batch being published, then logs a line per message stored.
-    fn wait_published(&mut self) -> anyhow::Result<()> {
+    fn wait_published(&mut self) -> Result<(), Error> {
         let Some(publisher) = self.publisher.as_mut().filter(|p| p.busy) else { return Ok(()) };
         publisher.busy = false;
         let Ok(done) = publisher.done.recv() else {
-            anyhow::bail!("replay: the publishing thread stopped (a bug)");
+            return Err(Error::Bug("replay: the publishing thread stopped"));
         };
         for p in &done.published {
             self.counts.stored += 1;
@@ -368,7 +369,7 @@ impl Replay<'_> {
 
 /// Takes the user's replay lock (`Folder::lock_for_replay` of the INBOX, which every user
 /// of mailkeep's has), saying so when it must wait.
-fn lock_user(cfg: &StoreConfig, wait: Duration) -> anyhow::Result<File> {
+fn lock_user(cfg: &StoreConfig, wait: Duration) -> Result<File, Error> {
     let inbox = Folder::open(&cfg.root, &cfg.user, FolderKind::Inbox, cfg.perms)?;
     let lock = inbox.lock_for_replay(wait, |path| {
         crate::log::stderr_line(&format!(
@@ -396,7 +397,7 @@ enum Held {
 }
 
 /// Reads a message's pieces into `held`, digesting them, until its end or `HOLD_BYTES`.
-fn hold(pieces: &mut Pieces, digest: &mut MessageDigest, held: &mut Vec<Vec<u8>>) -> anyhow::Result<Held> {
+fn hold(pieces: &mut Pieces, digest: &mut MessageDigest, held: &mut Vec<Vec<u8>>) -> Result<Held, Error> {
     let mut bytes_held = 0;
     while bytes_held < HOLD_BYTES {
         match pieces.next() {
@@ -422,7 +423,7 @@ fn write_held(file: &mut File, head: &[u8], held: &[Vec<u8>]) -> io::Result<u64>
 }
 
 /// Takes the pieces of a message not stored, up to its end.
-fn skip_rest(pieces: &mut Pieces) -> anyhow::Result<Ending> {
+fn skip_rest(pieces: &mut Pieces) -> Result<Ending, Error> {
     loop {
         match pieces.next() {
             Some(Piece::Data(_)) => {}
@@ -433,12 +434,12 @@ fn skip_rest(pieces: &mut Pieces) -> anyhow::Result<Ending> {
 
 /// What the piece after a message's data means: its end, a broken message, a fatal error,
 /// or (anything else, or no piece) a reader that stopped inside it.
-fn end_of_message(piece: Option<Piece>) -> anyhow::Result<Ending> {
+fn end_of_message(piece: Option<Piece>) -> Result<Ending, Error> {
     match piece {
         Some(Piece::End) => Ok(Ending::Whole),
         Some(Piece::Broken(e)) => Ok(Ending::Broken(e)),
         Some(Piece::Fatal(e)) => Err(e.into()),
-        _ => anyhow::bail!("replay: the mbox reader stopped inside a message (a bug)"),
+        _ => Err(Error::Bug("replay: the mbox reader stopped inside a message")),
     }
 }
 
