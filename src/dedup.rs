@@ -58,6 +58,9 @@ pub enum DedupError {
     NotAFile(PathBuf),
     #[error("dedup store {}: another delivery of Message-ID <{msgid}> is still running after {}s", path.display(), WAIT.as_secs())]
     Busy { path: PathBuf, msgid: String },
+    /// The store is opened through /proc/self/fd (see `connect`).
+    #[error("cannot open the dedup store: /proc is not mounted (mailkeep opens the store through /proc/self/fd)")]
+    NoProc,
     /// For the admin commands: there is nothing to show or prune.
     #[error("no dedup store at {} (no delivery with --dedup yet)", .0.display())]
     NoStore(PathBuf),
@@ -69,9 +72,11 @@ impl Classify for DedupError {
         match self {
             DedupError::Symlink(_) => Exit::CantCreate,
             DedupError::NoStore(_) => Exit::Config,
-            DedupError::Sqlite { .. } | DedupError::Dir { .. } | DedupError::NotAFile(_) | DedupError::Busy { .. } => {
-                Exit::TempFail
-            }
+            DedupError::Sqlite { .. }
+            | DedupError::Dir { .. }
+            | DedupError::NotAFile(_)
+            | DedupError::Busy { .. }
+            | DedupError::NoProc => Exit::TempFail,
         }
     }
 }
@@ -419,13 +424,16 @@ fn open_store_dir(root: &Path, create: Option<Perms>) -> Result<Option<OwnedFd>>
 /// step left out. What is in the directory is looked at first: the three files must each
 /// be a regular file or missing (a symlink is refused with 73, a FIFO with 75).
 pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Connection> {
-    for name in [STORE_FILE, "dedup.sqlite3-wal", "dedup.sqlite3-shm"] {
+    for name in [STORE_FILE, "dedup.sqlite3-wal", "dedup.sqlite3-shm", "dedup.sqlite3-journal"] {
         let path = root.join(STORE_DIR).join(name);
         fsutil::regular_or_missing(dir, name).map_err(refused(&path, false))?;
     }
     let path = Store::path(root);
     let sql = |err| DedupError::Sqlite { path: path.clone(), err };
     let by_fd = format!("/proc/self/fd/{}/{STORE_FILE}", dir.as_raw_fd());
+    if !Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).is_dir() {
+        return Err(DedupError::NoProc);
+    }
     Connection::open_with_flags_and_vfs(by_fd, flags, fd_vfs().map_err(sql)?).map_err(sql)
 }
 
@@ -453,13 +461,58 @@ fn fd_vfs() -> rusqlite::Result<&'static CStr> {
         vfs.zName = NAME.as_ptr();
         vfs.pNext = std::ptr::null_mut();
         vfs.xFullPathname = Some(full_pathname_as_given);
-        ffi::sqlite3_vfs_register(Box::leak(Box::new(vfs)), 0)
+        let vfs = Box::leak(Box::new(vfs));
+        // The unix VFS's system calls are one table for the process (mailkeep opens no
+        // other SQLite database): its `open` becomes `open_file_or_dir`.
+        let Some(set_syscall) = vfs.xSetSystemCall else { return ffi::SQLITE_ERROR };
+        // SAFETY: SQLite calls the "open" entry as `int (*)(const char *, int, int)`, the
+        // signature of `open_file_or_dir`; the generic pointer type only carries it.
+        let open: unsafe extern "C" fn() =
+            std::mem::transmute(open_file_or_dir as unsafe extern "C" fn(*const c_char, c_int, c_int) -> c_int);
+        let rc = set_syscall(vfs, c"open".as_ptr(), Some(open));
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        ffi::sqlite3_vfs_register(vfs, 0)
     });
     match rc {
         ffi::SQLITE_OK => Ok(NAME),
         rc => {
             Err(rusqlite::Error::SqliteFailure(ffi::Error::new(rc), Some("cannot register the mailkeep-fd VFS".into())))
         }
+    }
+}
+
+/// The `open` SQLite's unix VFS calls for every file of the store (the database, its
+/// `-wal`, `-shm` and `-journal`, which SQLite looks for even in WAL mode, and the
+/// directory it fsyncs). Anyone who can write into `ROOT/.mailkeep` could plant a FIFO under
+/// one of those names, on which a plain open would block for good: each is opened with
+/// O_NONBLOCK, and whatever is neither a regular file nor a directory is refused (ENXIO;
+/// SQLite then reports it cannot open the store, and a delivery exits 75). Checking before
+/// SQLite opens would leave a gap to swap the FIFO in; this is the open itself.
+unsafe extern "C" fn open_file_or_dir(path: *const c_char, flags: c_int, mode: c_int) -> c_int {
+    // SAFETY: `path` is SQLite's NUL-terminated file name; `st` is written by fstat before
+    // it is read; every descriptor opened here is returned or closed.
+    unsafe {
+        let fd = libc::open(path, flags | libc::O_NONBLOCK | libc::O_CLOEXEC, mode as libc::c_uint);
+        if fd < 0 {
+            return fd;
+        }
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        let kind = match libc::fstat(fd, st.as_mut_ptr()) {
+            0 => st.assume_init().st_mode & libc::S_IFMT,
+            _ => 0,
+        };
+        if kind != libc::S_IFREG && kind != libc::S_IFDIR {
+            libc::close(fd);
+            *libc::__errno_location() = libc::ENXIO;
+            return -1;
+        }
+        if flags & libc::O_NONBLOCK == 0 {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK);
+        }
+        fd
     }
 }
 

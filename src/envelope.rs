@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 
 use crate::exit::{Classify, Exit};
 
+/// An accounts file is read up to this size (a million accounts of 60 bytes).
+pub const ACCOUNTS_MAX: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeError {
     #[error("unsafe user name '{0}': want 1 to 64 of [a-z0-9.-_+=], not starting with '.'")]
@@ -55,8 +58,8 @@ impl User {
 
     /// Refuses the user unless `accounts` (Exim lsearch format) lists it.
     pub fn check_listed(&self, accounts: &Path) -> Result<(), EnvelopeError> {
-        let text =
-            std::fs::read(accounts).map_err(|err| EnvelopeError::Accounts { path: accounts.to_path_buf(), err })?;
+        let text = crate::fsutil::read_config_file(accounts, ACCOUNTS_MAX)
+            .map_err(|err| EnvelopeError::Accounts { path: accounts.to_path_buf(), err })?;
         if lsearch_keys(&text).any(|k| k.eq_ignore_ascii_case(self.0.as_bytes())) {
             Ok(())
         } else {

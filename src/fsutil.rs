@@ -193,6 +193,24 @@ pub fn ensure_file<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P, mode: Mod
     Err(OpenError::Io { op: "create", errno: Errno::EEXIST })
 }
 
+/// Reads the admin's file `path` (the accounts list: a symlink to it is followed, as Exim
+/// follows it), at most `limit` bytes; only a regular file, opened without blocking, so that
+/// a FIFO put in its place fails at once instead of hanging a delivery or a sync.
+pub fn read_config_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = File::options().read(true).custom_flags(libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    // Never a part of it: a name past the part would read as missing.
+    if bytes.len() as u64 > limit {
+        return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
 /// Reads the small regular file `name` below `dir`, at most `limit` bytes; `None` when it is
 /// missing. A FIFO or device is refused without waiting for a writer.
 pub fn read_small<P: ?Sized + NixPath>(

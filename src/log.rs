@@ -129,6 +129,27 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// JSON text fit to be printed: the characters `escape` would escape and JSON leaves raw
+/// (DEL, C1 controls, the bidi and line-separator marks) become `\uXXXX` escapes, which every
+/// JSON reader reads back as the same characters. Only for text serde_json wrote: outside
+/// strings JSON has no such characters, so each one found is inside a string.
+pub fn escape_json(json: String) -> String {
+    // JSON escapes C0 controls, `"` and `\\` itself; the rest it leaves raw.
+    let left_raw = |c: char| c >= ' ' && c != '\\' && needs_escape(c);
+    if !json.chars().any(left_raw) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if left_raw(c) {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\'
         || c.is_control()

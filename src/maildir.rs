@@ -392,8 +392,24 @@ impl Folder {
     /// following a symlink and without blocking on a FIFO, and must be a regular file.
     pub fn lock_for_replay(&self, wait: Duration, waiting: impl FnOnce(&Path)) -> Result<File> {
         let path = self.path.join(REPLAY_LOCK);
-        let flags = OFlag::O_CREAT | OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        let file = match openat(self.dir.as_fd(), REPLAY_LOCK, flags, Mode::from_bits_truncate(0o644)) {
+        // Made with O_EXCL, so that only a file made here is made readable by all (a lock
+        // file of root's must still serve the backup's user); one that is there is opened
+        // as it is, never chmodded (it could be a hard link to someone else's file).
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let opened = match openat(
+            self.dir.as_fd(),
+            REPLAY_LOCK,
+            flags | OFlag::O_CREAT | OFlag::O_EXCL,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            Ok(fd) => {
+                let _ = nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(0o644));
+                Ok(fd)
+            }
+            Err(Errno::EEXIST) => openat(self.dir.as_fd(), REPLAY_LOCK, flags, Mode::empty()),
+            Err(e) => Err(e),
+        };
+        let file = match opened {
             Ok(fd) => File::from(fd),
             Err(Errno::ELOOP) => return Err(MaildirError::Symlink(path)),
             Err(e) => return Err(io_err("open", &path)(e)),
@@ -401,11 +417,6 @@ impl Folder {
         let meta = file.metadata().map_err(|err| MaildirError::Io { op: "stat", path: path.clone(), err })?;
         if !meta.is_file() {
             return Err(MaildirError::NotAFile(path));
-        }
-        // Readable by all (the umask took that away): an empty file, whose only use is to
-        // be locked by whoever replays next, root or the backup's user.
-        if std::os::unix::fs::MetadataExt::uid(&meta) == nix::unistd::geteuid().as_raw() {
-            let _ = nix::sys::stat::fchmod(file.as_fd(), Mode::from_bits_truncate(0o644));
         }
         // No deadline past what an Instant can hold: wait as long as it takes.
         let deadline = std::time::Instant::now().checked_add(wait);

@@ -390,3 +390,19 @@ fn a_foreign_name_with_a_control_byte_is_printed_escaped() {
     assert!(!line.contains('\x1b'), "expected the ESC escaped, got {line:?}");
     assert!(line.contains("Odd\\x1b[2Jname"), "expected the name escaped, got {line:?}");
 }
+
+/// Issue 18 review: JSON escapes only C0 controls; DEL, C1 controls and bidi overrides in a
+/// name reached the JSON report raw. They are `\uXXXX` escapes now, read back as the name.
+#[test]
+fn check_json_has_no_raw_control_or_bidi_characters() {
+    let env = backup();
+    let name = "ev\x1b[31mil\x7f\u{9b}\u{202e}x";
+    fs::create_dir(env.root().join(name)).unwrap();
+    let out = env.run(["check", "--root", env.root().to_str().unwrap(), "--json"], &[], b"");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let raw: Vec<char> = text.chars().filter(|&c| (c.is_control() && c != '\n') || c == '\u{202e}').collect();
+    assert!(raw.is_empty(), "raw characters {raw:?} in: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let paths: Vec<&str> = v["foreign"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert!(paths.iter().any(|p| p.ends_with(name)), "the name reads back whole: {paths:?}");
+}

@@ -290,3 +290,27 @@ fn a_message_digested_whole_is_no_duplicate_of_one_whose_body_it_is() {
     assert_exit(&env.deliver(&a, &[], inner), 0);
     assert_eq!(env.new_files("alice").len(), 2);
 }
+
+/// Issue 18 review: SQLite looks for a `-journal` beside the store even in WAL mode and
+/// opens it read-only, which blocks for good on a FIFO. Every store file SQLite opens is
+/// opened without blocking, and a FIFO among them is refused: deliver exits 75 at once,
+/// check reports it, dedup stats fails; none hangs.
+#[test]
+fn a_fifo_as_any_file_of_the_store_hangs_nothing() {
+    let limit = std::time::Duration::from_secs(10);
+    for name in ["dedup.sqlite3-journal", "dedup.sqlite3-wal", "dedup.sqlite3-shm"] {
+        let env = Env::new();
+        assert_exit(&env.deliver(args("alice", "in"), &[], &msg("first@x")), 0);
+        let fifo = env.root().join(".mailkeep").join(name);
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let out = env.deliver_within(limit, args("alice", "in"), &[], &msg("second@x"));
+        assert_exit(&out, 75);
+        assert!(stderr(&out).contains(name), "{name}: the line names it: {}", stderr(&out));
+        let root = env.root();
+        let check = env.run_within(limit, ["check", "--root", root.to_str().unwrap()], &[], b"");
+        assert_exit(&check, 1);
+        let stats = env.run_within(limit, ["dedup", "stats", "--root", root.to_str().unwrap()], &[], b"");
+        assert_ne!(code(&stats), 0, "{name}");
+    }
+}

@@ -901,3 +901,21 @@ fn the_replay_lock_file_is_readable_by_the_next_replay_whoever_made_it() {
     let mode = std::fs::metadata(env.root().join("alice/mailkeep-replay.lock")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
 }
+
+/// Issue 18 review: a lock file that is there (say, a hard link planted to someone else's
+/// file) is used as it is, never chmodded: only a lock file a replay makes is made
+/// readable by all.
+#[test]
+fn a_lock_file_that_is_there_is_never_chmodded() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let mbox = env.dir.path().join("one.mbox");
+    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    std::fs::create_dir(env.root().join("alice")).unwrap();
+    let victim = env.root().join("alice/secret");
+    std::fs::write(&victim, "secret").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::hard_link(&victim, env.root().join("alice/mailkeep-replay.lock")).unwrap();
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -131,3 +131,36 @@ fn the_passwd_file_is_never_readable_by_others_issue_18() {
     }
     assert!(!trace.lines().any(|l| l.contains("chmod(\"")), "a chmod by path:\n{trace}");
 }
+
+/// Issue 18 review: the kernel follows a symlink named with a trailing `/` (or `/.`), which
+/// O_NOFOLLOW then does not see: `--out LINK/` made root write passwd where LINK pointed.
+#[test]
+fn out_given_as_a_symlink_with_a_trailing_slash_is_refused_too() {
+    let env = Env::new();
+    let out = backup(&env);
+    let elsewhere = env.dir.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+    for spelled in ["/", "/."] {
+        let mut with = out.clone().into_os_string();
+        with.push(spelled);
+        let got = serve_config(&env, Path::new(&with));
+        assert_exit(&got, 2);
+        assert!(stderr(&got).contains("is a symbolic link"), "{spelled}: {}", stderr(&got));
+        assert_eq!(std::fs::read_dir(&elsewhere).unwrap().count(), 0, "{spelled}: nothing written through the link");
+    }
+    let got = serve_config(&env, &out.join(".."));
+    assert_exit(&got, 2);
+}
+
+/// Issue 18 review: an OUT that cannot go into a Dovecot configuration is refused before
+/// anything is made, not after making it.
+#[test]
+fn a_refused_out_leaves_nothing_behind() {
+    let env = Env::new();
+    backup(&env);
+    let out = env.dir.path().join("o\u{1b}x y").join("deep");
+    let got = serve_config(&env, &out);
+    assert_exit(&got, 2);
+    assert!(!env.dir.path().join("o\u{1b}x y").exists(), "OUT's parent was made");
+}

@@ -49,6 +49,8 @@ pub enum ServeError {
     UnsafePath { path: PathBuf, ch: char },
     #[error("--out {} is too long: Dovecot's sockets below it need paths under 108 bytes", .0.display())]
     OutTooLong(PathBuf),
+    #[error("--out {} must end in a directory's name (not '..' or '/')", .0.display())]
+    OutNotAName(PathBuf),
     #[error("--out {} is a symbolic link: give the directory itself (as root, serve-config follows no link at OUT)", .0.display())]
     OutSymlink(PathBuf),
     #[error("cannot write {}: {err}", path.display())]
@@ -65,6 +67,7 @@ impl crate::exit::Classify for ServeError {
             | ServeError::NoUsers(_)
             | ServeError::UnsafePath { .. }
             | ServeError::OutTooLong(_)
+            | ServeError::OutNotAName(_)
             | ServeError::OutSymlink(_) => Exit::Config,
             // A root that is not there is the admin's to fix; anything else may pass.
             ServeError::Root { err, .. }
@@ -171,6 +174,8 @@ pub fn plan(root: &Path, out: &Path, listen: IpAddr, port: u16) -> Result<Plan, 
         return Err(ServeError::NoUsers(root));
     }
     users.sort();
+    // Checked before anything is made: a refused OUT leaves nothing behind.
+    config_safe(out)?;
     let out_dir = open_out(out)?;
     let out = fs::canonicalize(out).map_err(|err| ServeError::Write { path: out.to_path_buf(), err })?;
     for p in [&root, &out] {
@@ -182,8 +187,16 @@ pub fn plan(root: &Path, out: &Path, listen: IpAddr, port: u16) -> Result<Plan, 
     Ok(Plan { root, out, out_dir, listen, port, uid: meta.uid(), gid: meta.gid(), users })
 }
 
-/// Opens OUT, making it (0755) when missing; a symlink at OUT is refused.
+/// Opens OUT, making it (0755) when missing; a symlink at OUT is refused. OUT is taken by
+/// its components: the kernel follows a symlink named with a trailing `/` (or `/.`), which
+/// O_NOFOLLOW would then not see, and a last component `..` is refused.
 fn open_out(out: &Path) -> Result<OwnedFd, ServeError> {
+    let last_is_a_name = matches!(out.components().next_back(), Some(std::path::Component::Normal(_)));
+    if !last_is_a_name {
+        return Err(ServeError::OutNotAName(out.to_path_buf()));
+    }
+    let out: PathBuf = out.components().collect();
+    let out = out.as_path();
     fsutil::create_dir_all(out, 0o755).map_err(|err| {
         let is_link = fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink());
         if is_link {

@@ -14,7 +14,7 @@ use crate::envelope::lsearch_keys;
 
 /// The file's bytes (`None` when it does not exist yet) and its keys, lower-cased.
 pub fn read_current(path: &Path) -> Result<(Option<Vec<u8>>, BTreeSet<String>), AccountsError> {
-    match std::fs::read(path) {
+    match crate::fsutil::read_config_file(path, crate::envelope::ACCOUNTS_MAX) {
         Ok(bytes) => {
             let keys = lsearch_keys(&bytes).map(|k| String::from_utf8_lossy(k).to_ascii_lowercase()).collect();
             Ok((Some(bytes), keys))
@@ -28,6 +28,11 @@ pub fn read_current(path: &Path) -> Result<(Option<Vec<u8>>, BTreeSet<String>), 
 const SIZES: &str = "# mailkeep accounts sync, sizes before (for --max-shrink):";
 /// How long an earlier size counts for the shrink check.
 pub const SIZES_DAYS: i64 = 30;
+
+/// Whether `day` is one of the last `SIZES_DAYS` days up to `today`.
+fn recent(today: i64, day: i64) -> bool {
+    (0..=SIZES_DAYS).contains(&(today - day))
+}
 
 /// Earlier sizes of the file: `(day, entries)`, the day (since 1970) a list of that many
 /// entries was replaced by a smaller one; newest first.
@@ -43,9 +48,10 @@ impl Sizes {
     }
 
     /// The largest size of the last `SIZES_DAYS` days before `today` (a day `SIZES_DAYS` ago
-    /// counts, one day older does not), with its day.
+    /// counts, one day older does not), with its day. A day after today (a clock that was
+    /// wrong) does not count: it would never age out.
     pub fn largest_since(&self, today: i64) -> Option<(i64, usize)> {
-        self.0.iter().copied().filter(|&(day, _)| today - day <= SIZES_DAYS).max_by_key(|&(day, n)| (n, day))
+        self.0.iter().copied().filter(|&(day, _)| recent(today, day)).max_by_key(|&(day, n)| (n, day))
     }
 
     /// The sizes to keep once a list of `new` entries replaces one of `old` today: a larger
@@ -53,7 +59,7 @@ impl Sizes {
     /// add nothing (a later, larger size is already listed).
     pub fn after(&self, today: i64, old: usize, new: usize) -> Sizes {
         let mut kept: Vec<(i64, usize)> =
-            self.0.iter().copied().filter(|&(day, n)| today - day <= SIZES_DAYS && n > new).collect();
+            self.0.iter().copied().filter(|&(day, n)| recent(today, day) && n > new).collect();
         if old > new {
             kept.push((today, old));
         }
@@ -144,6 +150,20 @@ mod tests {
         assert_eq!(sizes.after(today, 95, 90), Sizes(vec![(today, 95), (today - 30, 100)]));
         // Growing past every earlier size leaves none.
         assert_eq!(sizes.after(today, 95, 150), Sizes::default());
+        // A day after today (a wrong clock) neither counts nor is kept: it would never age.
+        let future = Sizes(vec![(today + 400, 500)]);
+        assert_eq!(future.largest_since(today), None);
+        assert_eq!(future.after(today, 95, 90), Sizes(vec![(today, 95)]));
+    }
+
+    /// Issue 18 review: a FIFO as the accounts file hung `accounts sync` (and a delivery
+    /// with `--accounts`); it is refused at once.
+    #[test]
+    fn a_fifo_as_the_accounts_file_is_refused_without_waiting() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(read_current(&path), Err(AccountsError::Read { .. })));
     }
 
     #[test]

@@ -62,7 +62,7 @@ impl std::fmt::Display for Fault {
                 write!(f, "no line {line:?} in {file}: LSUB does not show the folder")
             }
             Fault::NoSuchUser => f.write_str("no such user directory"),
-            Fault::Dedup(why) => write!(f, "dedup store fails SQLite's integrity check: {why}"),
+            Fault::Dedup(why) => write!(f, "dedup store is not usable (SQLite's integrity check): {why}"),
         }
     }
 }
@@ -171,8 +171,8 @@ impl Report {
             bytes,
             unrepaired: self.unrepaired(),
         };
-        serde_json::to_writer_pretty(&mut *out, &doc)?;
-        writeln!(out)
+        let json = serde_json::to_string_pretty(&doc).map_err(io::Error::other)?;
+        writeln!(out, "{}", crate::log::escape_json(json))
     }
 }
 

@@ -28,7 +28,7 @@ const SMALL_FILE_MAX: u64 = 1 << 20;
 
 /// The dedup store's directory below the root, and its files.
 const STORE_DIR: &str = ".mailkeep";
-const STORE_FILES: [&str; 3] = ["dedup.sqlite3", "dedup.sqlite3-wal", "dedup.sqlite3-shm"];
+const STORE_FILES: [&str; 4] = ["dedup.sqlite3", "dedup.sqlite3-wal", "dedup.sqlite3-shm", "dedup.sqlite3-journal"];
 
 /// True when `deliver --user NAME` would use exactly `name` as the user's directory.
 fn is_user_name(name: &[u8]) -> bool {
@@ -466,7 +466,7 @@ fn integrity(dir: BorrowedFd<'_>, root: &Path) -> Result<(), String> {
     use rusqlite::OpenFlags;
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = crate::dedup::connect(dir, root, flags).map_err(|e| match e {
-        crate::dedup::DedupError::Sqlite { err, .. } => err.to_string(),
+        crate::dedup::DedupError::Sqlite { err, .. } => format!("cannot be opened: {err}"),
         other => other.to_string(),
     })?;
     let mut stmt = conn.prepare("PRAGMA integrity_check").map_err(|e| e.to_string())?;
