@@ -126,8 +126,11 @@ fn a_reused_message_id_with_another_body_is_stored_not_counted_present() {
 #[test]
 fn messages_without_message_id_fold_by_digest() {
     let env = Env::new();
-    let mbox = env.dir.path().join("noid.mbox");
-    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nsame\n\nFrom a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nother\n\n").unwrap();
+    let mbox = write_mbox(
+        &env,
+        "noid.mbox",
+        "From a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nsame\n\nFrom a@x Wed Jan  1 00:00:00 2020\nSubject: no id\n\nother\n\n",
+    );
     assert_exit(&replay(&env, &[], &[&mbox]), 0);
     let out = replay(&env, &[], &[&mbox]);
     assert!(stderr(&out).contains("stored=0 already-present=2"), "{}", stderr(&out));
@@ -161,8 +164,7 @@ fn a_second_run_finds_messages_with_long_header_blocks_and_their_own_envelope_to
 #[test]
 fn a_missing_or_unreadable_input_exits_66_before_storing_anything() {
     let env = Env::new();
-    let good = env.dir.path().join("good.mbox");
-    std::fs::write(&good, "From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <g@x>\n\nab\n").unwrap();
+    let good = write_mbox(&env, "good.mbox", "From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <g@x>\n\nab\n");
     for bad in [env.dir.path().join("no-such.mbox"), env.dir.path().to_path_buf()] {
         let out = replay(&env, &[], &[&good, &bad]);
         assert_exit(&out, 66);
@@ -200,8 +202,7 @@ fn stdin_is_read_for_dash() {
 #[test]
 fn a_file_that_is_no_mbox_exits_65_naming_it() {
     let env = Env::new();
-    let eml = env.dir.path().join("message.eml");
-    std::fs::write(&eml, "Subject: hi\n\nbody\n").unwrap();
+    let eml = write_mbox(&env, "message.eml", "Subject: hi\n\nbody\n");
     let out = replay(&env, &[], &[&eml]);
     assert_exit(&out, 65);
     assert!(stderr(&out).contains("message.eml: not an mbox file"), "{}", stderr(&out));
@@ -268,8 +269,7 @@ fn an_empty_message_skipped_on_error_does_not_take_the_next_one_with_it() {
 #[test]
 fn a_broken_message_already_stored_counts_as_failed_only() {
     let env = Env::new();
-    let good = env.dir.path().join("good.mbox");
-    std::fs::write(&good, "From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <b2@x>\n\nab\n").unwrap();
+    let good = write_mbox(&env, "good.mbox", "From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <b2@x>\n\nab\n");
     assert_exit(&replay(&env, &[], &[&good]), 0);
     let body = format!("{}\n", "x".repeat(99)).repeat(1000);
     let broken = env.dir.path().join("late-broken.mbox");
@@ -291,13 +291,12 @@ fn a_broken_message_already_stored_counts_as_failed_only() {
 #[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
 fn a_panic_in_replay_exits_75_instead_of_hanging() {
     let env = Env::new();
-    let mbox = env.dir.path().join("two.mbox");
-    std::fs::write(
-        &mbox,
+    let mbox = write_mbox(
+        &env,
+        "two.mbox",
         "From a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <p1@x>\n\none\n\n\
                            From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <p2@x>\n\ntwo\n",
-    )
-    .unwrap();
+    );
     let mut child = spawn_replay(&env, &mbox, &[("MAILKEEP_FAULT", "panic-replay-flush")]);
     let (status, err) = exit_within_a_minute(&mut child);
     assert_eq!(status.code(), Some(75), "expected exit 75, got {status}: {err}");
@@ -568,8 +567,7 @@ fn two_replays_of_one_mbox_at_once_store_each_message_once() {
 #[test]
 fn a_replay_that_waits_too_long_for_the_folder_lock_exits_75() {
     let env = Env::new();
-    let mbox = env.dir.path().join("one.mbox");
-    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let mbox = write_mbox(&env, "one.mbox", "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
     let first = replay(&env, &[], &[&mbox]);
     assert_exit(&first, 0);
     let lock = std::fs::File::open(env.root().join("alice/mailkeep-replay.lock")).unwrap();
@@ -591,9 +589,11 @@ fn a_replay_that_waits_too_long_for_the_folder_lock_exits_75() {
 #[test]
 fn an_id_less_sent_message_with_its_own_envelope_to_is_found_on_a_rerun() {
     let env = Env::new();
-    let mbox = env.dir.path().join("sent.mbox");
-    std::fs::write(&mbox, "From alice@example.com Wed Jan  1 00:00:00 2020\nEnvelope-To: bob@x\nSubject: s\n\nbody\n")
-        .unwrap();
+    let mbox = write_mbox(
+        &env,
+        "sent.mbox",
+        "From alice@example.com Wed Jan  1 00:00:00 2020\nEnvelope-To: bob@x\nSubject: s\n\nbody\n",
+    );
     for run in 0..3 {
         let out = replay_bare(&env, &["--direction", "out", "--log", "none"], &mbox);
         assert_exit(&out, 0);
@@ -607,8 +607,7 @@ fn an_id_less_sent_message_with_its_own_envelope_to_is_found_on_a_rerun() {
 #[test]
 fn replay_without_domain_exits_64_for_received_mail_and_takes_the_senders_for_sent_mail() {
     let env = Env::new();
-    let mbox = env.dir.path().join("d.mbox");
-    std::fs::write(&mbox, "From alice@example.com Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let mbox = write_mbox(&env, "d.mbox", "From alice@example.com Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
     for direction in ["in", "auto"] {
         let out = replay_bare(&env, &["--direction", direction], &mbox);
         assert_exit(&out, 64);
@@ -666,13 +665,12 @@ fn stored_messages(env: &Env) -> Vec<Vec<u8>> {
 #[test]
 fn a_complete_from_line_starts_a_message_without_a_blank_line_before_it() {
     let env = Env::new();
-    let mbox = env.dir.path().join("two.mbox");
-    std::fs::write(
-        &mbox,
+    let mbox = write_mbox(
+        &env,
+        "two.mbox",
         "From a@example.org Mon Jan  1 00:00:00 2024\nSubject: one\n\nbody one\n\
          From b@example.org Tue Jan  2 00:00:00 2024\nSubject: two\n\nbody two\n",
-    )
-    .unwrap();
+    );
     let out = replay(&env, &[], &[&mbox]);
     assert_exit(&out, 0);
     let err = stderr(&out);
@@ -727,8 +725,7 @@ fn an_mbox_written_by_mblaze_mexport_is_replayed_message_for_message() {
         .output()
         .expect("mexport (Debian package mblaze, installed by tests/install-deps.sh) must be installed");
     assert!(exported.status.success(), "mexport failed: {}", String::from_utf8_lossy(&exported.stderr));
-    let mbox = env.dir.path().join("exported.mbox");
-    std::fs::write(&mbox, &exported.stdout).unwrap();
+    let mbox = write_mbox(&env, "exported.mbox", &exported.stdout);
     let text = String::from_utf8_lossy(&exported.stdout);
     assert_eq!(text.matches("\nFrom ").count(), originals.len() - 1, "mexport's file:\n{text}");
     assert!(!text.contains("\n\nFrom "), "mexport writes no blank line before a From_ line:\n{text}");
@@ -866,13 +863,12 @@ fn two_auto_replays_into_crossed_folders_do_not_wait_for_each_other_crosswise() 
 #[test]
 fn a_from_line_right_after_another_is_part_of_the_message() {
     let env = Env::new();
-    let mbox = env.dir.path().join("dup.mbox");
-    std::fs::write(
-        &mbox,
+    let mbox = write_mbox(
+        &env,
+        "dup.mbox",
         "From a@x Wed Jan  1 00:00:00 2020\nFrom a@x Wed Jan  1 00:00:00 2020\nMessage-ID: <dd@x>\nSubject: s\n\n\
          body\n\nFrom b@x Wed Jan  1 00:00:00 2020\nMessage-ID: <dd2@x>\n\nb2\n",
-    )
-    .unwrap();
+    );
     let out = replay(&env, &[], &[&mbox]);
     assert_exit(&out, 0);
     assert_eq!(env.new_files("alice").len(), 2, "{}", stderr(&out));
@@ -883,8 +879,7 @@ fn a_from_line_right_after_another_is_part_of_the_message() {
 #[test]
 fn a_huge_lock_timeout_is_no_panic() {
     let env = Env::new();
-    let mbox = env.dir.path().join("one.mbox");
-    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let mbox = write_mbox(&env, "one.mbox", "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
     let out = replay(&env, &["--lock-timeout", "18446744073709551615"], &[&mbox]);
     assert_exit(&out, 0);
 }
@@ -895,8 +890,7 @@ fn a_huge_lock_timeout_is_no_panic() {
 fn the_replay_lock_file_is_readable_by_the_next_replay_whoever_made_it() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let mbox = env.dir.path().join("one.mbox");
-    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let mbox = write_mbox(&env, "one.mbox", "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
     assert_exit(&replay(&env, &[], &[&mbox]), 0);
     let mode = std::fs::metadata(env.root().join("alice/mailkeep-replay.lock")).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o644);
@@ -909,8 +903,7 @@ fn the_replay_lock_file_is_readable_by_the_next_replay_whoever_made_it() {
 fn a_lock_file_that_is_there_is_never_chmodded() {
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let mbox = env.dir.path().join("one.mbox");
-    std::fs::write(&mbox, "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n").unwrap();
+    let mbox = write_mbox(&env, "one.mbox", "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
     std::fs::create_dir(env.root().join("alice")).unwrap();
     let victim = env.root().join("alice/secret");
     std::fs::write(&victim, "secret").unwrap();
@@ -918,4 +911,11 @@ fn a_lock_file_that_is_there_is_never_chmodded() {
     std::fs::hard_link(&victim, env.root().join("alice/mailkeep-replay.lock")).unwrap();
     assert_exit(&replay(&env, &[], &[&mbox]), 0);
     assert_eq!(std::fs::metadata(&victim).unwrap().permissions().mode() & 0o777, 0o600);
+}
+
+/// Writes `text` as the file `name` in the test's directory and returns its path.
+fn write_mbox(env: &Env, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
