@@ -4,7 +4,6 @@
 //! it does, its default and its environment variable.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -331,16 +330,15 @@ pub struct ServeConfigArgs {
 ///
 /// In `deliver` no help or version flag ever exits 0: a delivery may exit 0 only once the
 /// message is stored, and a help request would leave it unstored. `mailkeep deliver --help`
-/// on its own prints deliver's help on stderr and exits with usage (64); a help or version
-/// flag among a delivery's arguments is the usage error clap names. `mailkeep help deliver`
-/// is not a delivery and prints the same help with status 0.
+/// on its own says, in one line, to run `mailkeep help deliver`, and exits with usage (64);
+/// a help or version flag among a delivery's arguments is the usage error clap names.
+/// `mailkeep help deliver` is not a delivery and prints the help with status 0.
 pub fn parse(args: Vec<OsString>) -> Result<Cli, Exit> {
     let in_deliver = args.get(1).is_some_and(|a| a == "deliver");
     if in_deliver && args.len() == 3 && matches!(args[2].to_str(), Some("-h" | "--help")) {
-        if let Err(help) = Cli::try_parse_from(["mailkeep", "deliver", "--help"]) {
-            let _ = write!(std::io::stderr(), "{help}");
-        }
-        crate::log::stderr_line("usage: deliver exits 64 after --help, never 0: 'mailkeep help deliver' exits 0");
+        crate::log::stderr_line(
+            "usage: deliver has no --help (it exits 0 only once a message is stored): run 'mailkeep help deliver'",
+        );
         return Err(Exit::Usage);
     }
     parse_from(args).map_err(|e| match e.kind() {

@@ -74,10 +74,11 @@ impl fmt::Display for User {
     }
 }
 
-/// A byte string for an error message: as UTF-8, an invalid byte as U+FFFD. Control bytes
-/// stay: whatever prints the message escapes them (`log::escape`), once.
+/// A byte string for an error message. Control bytes and bytes that are not UTF-8 stay as
+/// they are: whatever prints the message escapes them (`log::escape`), once, each byte that
+/// is not UTF-8 as `\xNN`.
 pub fn show_bytes(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    crate::log::raw_bytes_as_text(bytes)
 }
 
 /// The keys of an Exim lsearch file: the text before the first colon or white space of each

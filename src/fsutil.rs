@@ -211,6 +211,40 @@ pub fn read_config_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// The `io::Error` of a read or write as an `Errno`, for the callers that speak `Errno`.
+pub fn errno_of(e: io::Error) -> Errno {
+    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Opens `name` below `dir` for reading: never through a symlink (ELOOP), never blocking on
+/// a FIFO, and without updating its access time where that is allowed. What it is (fstat)
+/// is the caller's to check; `open_regular` takes only a regular file.
+pub fn open_for_reading<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> nix::Result<File> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
+    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
+        // O_NOATIME is for the file's owner (or root) only.
+        Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
+        other => other,
+    }
+    .map(File::from)
+}
+
+/// `open_for_reading`, and only a regular file: a message, a small file mailkeep wrote.
+/// A relative `name` with `dir` = `nix::fcntl::AT_FDCWD` opens a path.
+pub fn open_regular<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> Result<File, OpenError> {
+    let file = match open_for_reading(dir, name) {
+        Ok(file) => file,
+        Err(Errno::ENOENT) => return Err(OpenError::Missing),
+        Err(Errno::ELOOP) => return Err(OpenError::Symlink),
+        Err(e) => return Err(OpenError::Io { op: "open", errno: e }),
+    };
+    let st = fstat(file.as_fd()).map_err(OpenError::io("stat"))?;
+    if file_type(&st) != SFlag::S_IFREG {
+        return Err(OpenError::WrongType);
+    }
+    Ok(file)
+}
+
 /// Reads the small regular file `name` below `dir`, at most `limit` bytes; `None` when it is
 /// missing. A FIFO or device is refused without waiting for a writer.
 pub fn read_small<P: ?Sized + NixPath>(
@@ -218,20 +252,13 @@ pub fn read_small<P: ?Sized + NixPath>(
     name: &P,
     limit: u64,
 ) -> Result<Option<Vec<u8>>, OpenError> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let fd = match openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => return Err(OpenError::Symlink),
-        Err(e) => return Err(OpenError::Io { op: "open", errno: e }),
+    let file = match open_regular(dir, name) {
+        Ok(file) => file,
+        Err(OpenError::Missing) => return Ok(None),
+        Err(e) => return Err(e),
     };
-    let st = fstat(fd.as_fd()).map_err(OpenError::io("stat"))?;
-    if file_type(&st) != SFlag::S_IFREG {
-        return Err(OpenError::WrongType);
-    }
     let mut bytes = Vec::new();
-    let errno = |e: std::io::Error| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO));
-    File::from(fd).take(limit).read_to_end(&mut bytes).map_err(|e| OpenError::Io { op: "read", errno: errno(e) })?;
+    file.take(limit).read_to_end(&mut bytes).map_err(|e| OpenError::Io { op: "read", errno: errno_of(e) })?;
     Ok(Some(bytes))
 }
 

@@ -122,6 +122,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         match c {
             '\\' => out.push_str("\\\\"),
             c if c.is_ascii_control() => out.push_str(&format!("\\x{:02x}", u32::from(c))),
+            c if RAW_BYTES.contains(&c) => out.push_str(&format!("\\x{:02x}", u32::from(c) - 0xf700)),
             c if needs_escape(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
             c => out.push(c),
         }
@@ -150,8 +151,24 @@ pub fn escape_json(json: String) -> String {
     out
 }
 
+/// Where `raw_bytes_as_text` puts the bytes of a byte string that are not UTF-8 (a range of
+/// the Private Use Area), so that `escape` prints each as the byte it was, `\xNN`.
+const RAW_BYTES: std::ops::RangeInclusive<char> = '\u{f780}'..='\u{f7ff}';
+
+/// A byte string as text for a message that `escape` prints: UTF-8 as it is, and each byte
+/// that is not UTF-8 (only 0x80 to 0xff can be) as itself, `\xNN`, once printed.
+pub fn raw_bytes_as_text(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.extend(chunk.invalid().iter().map(|&b| char::from_u32(0xf700 + u32::from(b)).unwrap_or('\u{fffd}')));
+    }
+    out
+}
+
 fn needs_escape(c: char) -> bool {
     c == '\\'
+        || RAW_BYTES.contains(&c)
         || c.is_control()
         || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
@@ -178,6 +195,12 @@ impl Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_print_as_themselves() {
+        let text = raw_bytes_as_text(b"\xffa\xe2\x80\xae\x1b\\");
+        assert_eq!(escape(&text), "\\xffa\\u{202e}\\x1b\\\\");
+    }
 
     #[test]
     fn stored_line_has_the_documented_fields() {

@@ -244,13 +244,20 @@ impl BodyDigest {
 
     pub fn finish(self) -> Digest {
         let ctx = self.whole.unwrap_or(self.body);
-        ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+        digest_of(ctx)
     }
+}
+
+/// The digest a SHA-256 context ends with.
+pub fn digest_of(ctx: ring::digest::Context) -> Digest {
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Digest {
-    ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().try_into().expect("SHA-256 is 32 bytes")
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(bytes);
+    digest_of(ctx)
 }
 
 /// Who the copy is for, as the header lines we prepend record it.

@@ -105,7 +105,7 @@ fn deliver_exit_codes() {
         &run(&env, &deliver(&root, "bob", &["--rcpt", "x", "-h"]), MSG, false, false),
     );
     c.expect_one_line(64, "--version", &run(&env, &deliver(&root, "bob", &["--version"]), MSG, false, false));
-    c.expect(64, "deliver --help alone", &run(&env, &args(&[&"deliver", &"--help"]), MSG, false, false));
+    c.expect_one_line(64, "deliver --help alone", &run(&env, &args(&[&"deliver", &"--help"]), MSG, false, false));
     c.expect_one_line(65, "an empty message", &run(&env, &deliver(&root, "bob", &[]), b"", false, false));
     c.expect_one_line(67, "an unsafe user", &run(&env, &deliver(&root, "../bob", &[]), MSG, false, false));
     c.expect_one_line(

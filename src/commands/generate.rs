@@ -53,36 +53,47 @@ the Message\-ID store of \-\-dedup
 Exim router and transport snippets
 ";
 
-/// The inbound transport of exim-snippets/exim4.conf.example, its macros filled in. The
-/// recipients go after `--`: a local part may start with `-` and must never be an option.
-const EXAMPLES: &str = r"
-The Exim pipe transport for the inbound copy (the whole set is in /usr/share/doc/mailkeep/examples/):
-.PP
-.nf
-mailkeep_inbox:
-  driver         = pipe
-  command        = /usr/bin/mailkeep deliver \-\-root /var/lib/mailkeep \e
-                   \-\-accounts /etc/exim4/mailkeep/accounts \e
-                   \-\-user ${lc:${lookup{$local_part}lsearch,ret=key{/etc/exim4/mailkeep/accounts}}} \e
-                   \-\-direction in \-\- $pipe_addresses
-  user           = mailbackup
-  message_prefix =
-  message_suffix =
-  temp_errors    = 75:73
-  timeout        = 5m
-  timeout_defer
-  freeze_exec_fail
-  freeze_signal
-  log_defer_output
-  log_fail_output
-.fi
-.PP
-Load a Google Takeout export:
-.PP
-.nf
-mailkeep replay \-\-root /var/lib/mailkeep \-\-user alice \-\-domain example.com All\e mail.mbox
-.fi
-";
+/// The snippets' inbound transport, the one the package ships, read at build time: the man
+/// page shows the very text an admin installs. The recipients go after `--`: a local part
+/// may start with `-` and must never be an option.
+const TRANSPORTS: &str = include_str!("../../exim-snippets/debian/conf.d/transport/30_mailkeep_pipes");
+
+/// The macros of the snippets, as the package's defaults fill them in.
+const MACROS: [(&str, &str); 5] = [
+    (" MAILKEEP_OPTIONS", ""),
+    ("MAILKEEP_BIN", "/usr/bin/mailkeep"),
+    ("MAILKEEP_ROOT", "/var/lib/mailkeep"),
+    ("MAILKEEP_ACCOUNTS", "/etc/exim4/mailkeep/accounts"),
+    ("MAILKEEP_USER", "mailbackup"),
+];
+
+/// `text` as roff shows it literally in a `.nf` block.
+fn roff_literal(text: &str) -> String {
+    text.replace('\\', "\\e").replace('-', "\\-")
+}
+
+/// The EXAMPLES of the page of `command` (`None` for mailkeep(1)), if it has any.
+fn examples(command: Option<&str>) -> Option<String> {
+    let takeout =
+        "mailkeep replay \\-\\-root /var/lib/mailkeep \\-\\-user alice \\-\\-domain example.com All\\e mail.mbox";
+    let replay = format!("Load a Google Takeout export:\n.PP\n.nf\n{takeout}\n.fi\n");
+    match command {
+        None | Some("deliver") => {
+            let start = TRANSPORTS.find("\nmailkeep_inbox:").map_or(0, |i| i + 1);
+            let block = TRANSPORTS[start..].split("\n\n").next().unwrap_or_default();
+            let filled =
+                MACROS.iter().fold(block.to_string(), |text, (macro_name, value)| text.replace(macro_name, value));
+            let transport = format!(
+                "The Exim pipe transport for the inbound copy (the whole set is in /usr/share/doc/mailkeep/examples/):\n\
+                 .PP\n.nf\n{}\n.fi\n",
+                roff_literal(&filled)
+            );
+            Some(if command.is_none() { format!("{transport}.PP\n{replay}") } else { transport })
+        }
+        Some("replay") => Some(replay),
+        Some(_) => None,
+    }
+}
 
 const SEE_ALSO: &str = "\\fBexim4\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
 
@@ -134,9 +145,11 @@ fn page(words: &[&str], cmd: clap::Command) -> Vec<u8> {
         text = text.replace(&wrong, &format!("{}\\-{}(1)", title.replace('-', "\\-"), sub.replace('-', "\\-")));
     }
     text.push_str(&format!(".SH \"EXIT STATUS\"\n{}", exit_status(words.get(1).copied())));
-    for (heading, body) in [("FILES", FILES), ("EXAMPLES", EXAMPLES), ("SEE ALSO", SEE_ALSO)] {
-        text.push_str(&format!(".SH \"{heading}\"{}{body}", if body.starts_with('\n') { "" } else { "\n" }));
+    text.push_str(&format!(".SH \"FILES\"{FILES}"));
+    if let Some(body) = examples(words.get(1).copied()) {
+        text.push_str(&format!(".SH \"EXAMPLES\"\n{body}"));
     }
+    text.push_str(&format!(".SH \"SEE ALSO\"\n{SEE_ALSO}"));
     text.into_bytes()
 }
 

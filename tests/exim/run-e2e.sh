@@ -157,7 +157,7 @@ command -v ss >/dev/null || die "ss missing (iproute2): run tests/exim/setup.sh"
 PIPE_USER=$(sed -n 's/^MAILKEEP_USER *= *//p' "$SNIP/exim4.conf.example")
 getent passwd "$PIPE_USER" >/dev/null || die "pipe user '$PIPE_USER' missing: run tests/exim/setup.sh"
 [ -x "$MAILKEEP" ] || die "mailkeep binary $MAILKEEP missing (cargo build --release, or set MAILKEEP=)"
-"$MAILKEEP" deliver --help >/dev/null 2>&1 || die "$MAILKEEP deliver --help fails"
+"$MAILKEEP" help deliver >/dev/null 2>&1 || die "$MAILKEEP help deliver fails"
 
 port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 pick_port() { local p=$1; while ! port_free "$p" || [ "$p" = "${2:-}" ]; do p=$((p+1)); done; echo "$p"; }

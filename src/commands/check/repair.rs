@@ -6,7 +6,7 @@
 //! directories made by `fsutil::create_dir`.
 
 use std::ffi::{CStr, OsStr};
-use std::io;
+
 use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 
@@ -41,10 +41,6 @@ fn owner_of(like: Option<&FileStat>) -> fsutil::Owner {
     like.map(|st| (st.st_uid, st.st_gid))
 }
 
-fn errno(e: io::Error) -> Errno {
-    Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
-}
-
 /// Creates the directory `name` (a folder's cur/, new/ or tmp/), owned like `like` with its
 /// permission bits.
 pub fn make_dir(parent: BorrowedFd<'_>, name: &str, like: Option<&FileStat>) -> nix::Result<String> {
@@ -57,7 +53,7 @@ pub fn make_dir(parent: BorrowedFd<'_>, name: &str, like: Option<&FileStat>) -> 
 /// bits.
 pub fn make_file(dir: BorrowedFd<'_>, name: &str, data: &[u8], like: Option<&FileStat>) -> nix::Result<String> {
     let mode = like.map_or(0o600, |st| st.st_mode & 0o666);
-    fsutil::replace_file(dir, OsStr::new(name), data, mode, owner_of(like)).map_err(errno)?;
+    fsutil::replace_file(dir, OsStr::new(name), data, mode, owner_of(like)).map_err(fsutil::errno_of)?;
     Ok(format!("wrote {name}"))
 }
 

@@ -2,16 +2,16 @@
 //! messages, and the dedup store, recording a finding for everything wrong
 //! (`report::Fault`) and handing the safe fixes to `repair`.
 
-use std::ffi::{CStr, OsStr};
-use std::fs::File;
-use std::io::{self, Read};
+use std::ffi::OsStr;
+
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{FileStat, SFlag, fstat, fstatat};
 
 use super::repair;
 use super::report::{Fault, FolderStats, Foreign, Problem, Report};
@@ -302,14 +302,14 @@ impl Checker {
         let Some(entries) = self.entries(dir, path, user) else {
             return;
         };
-        let mut head = vec![0u8; HEAD_SCAN];
+        let mut head = Vec::with_capacity(HEAD_SCAN);
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.to_bytes().starts_with(b".") {
                 continue;
             }
             let fpath = path.join(OsStr::from_bytes(name.to_bytes()));
-            let (st, file) = match open_file(dir, name) {
+            let (st, file) = match fsutil::open_for_reading(dir, name) {
                 Ok(file) => match fstat(file.as_fd()) {
                     Ok(st) => (st, Some(file)),
                     Err(e) => {
@@ -348,8 +348,11 @@ impl Checker {
             if file.is_some() && !owner.can(&st, 4) {
                 self.found(fpath.clone(), user, owner.denied(&st, "read"));
             }
-            match file.map(|f| read_head(f, &mut head)) {
-                Some(Ok(n)) if head[..n].windows(2).any(|w| w == b"\r\n") => self.found(fpath, user, Fault::Crlf),
+            match file.map(|f| {
+                head.clear();
+                f.take(HEAD_SCAN as u64).read_to_end(&mut head)
+            }) {
+                Some(Ok(_)) if head.windows(2).any(|w| w == b"\r\n") => self.found(fpath, user, Fault::Crlf),
                 Some(Err(e)) => self.found(fpath, user, Fault::Unreadable(e.to_string())),
                 _ => {}
             }
@@ -473,30 +476,6 @@ fn integrity(dir: BorrowedFd<'_>, root: &Path) -> Result<(), String> {
     let rows: Vec<String> =
         stmt.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(|e| e.to_string())?;
     if rows == ["ok"] { Ok(()) } else { Err(rows.join("; ")) }
-}
-
-/// Opens a message without following a symlink, without blocking on a FIFO and, when
-/// allowed, without touching its atime.
-fn open_file(dir: BorrowedFd<'_>, name: &CStr) -> nix::Result<File> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    match openat(dir, name, flags | OFlag::O_NOATIME, Mode::empty()) {
-        Err(Errno::EPERM) => openat(dir, name, flags, Mode::empty()),
-        other => other,
-    }
-    .map(File::from)
-}
-
-fn read_head(mut file: File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match file.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The names in a directory (`fsutil::list_dir`).

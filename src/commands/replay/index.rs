@@ -11,11 +11,10 @@
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::maildir::FolderKind;
-use crate::message::{BodyDigest, Digest, HeaderInfo, Stamp, header_part, holds_header_part, sha256};
+use crate::message::{BodyDigest, Digest, HeaderInfo, Stamp, digest_of, header_part, holds_header_part, sha256};
 
 /// How a message is known to an `Index`.
 pub enum Identity {
@@ -49,13 +48,9 @@ impl MessageDigest {
     pub fn finish(self) -> Identity {
         match self {
             MessageDigest::Body(id, d) => Identity::Id { id, body: d.finish() },
-            MessageDigest::Whole(d) => Identity::Whole(finish(d)),
+            MessageDigest::Whole(d) => Identity::Whole(digest_of(d)),
         }
     }
-}
-
-fn finish(ctx: ring::digest::Context) -> Digest {
-    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
 /// The (Message-ID, body digest) pairs a folder holds, its Message-IDs, and the digests of
@@ -140,17 +135,13 @@ fn key(id: &str, body: &Digest) -> Digest {
     ctx.update(id.as_bytes());
     ctx.update(&[0]);
     ctx.update(body);
-    finish(ctx)
+    digest_of(ctx)
 }
 
 /// Opens a stored file without following a symlink or blocking on a FIFO; only a regular
-/// file is read.
+/// file is read (`fsutil::open_regular`).
 fn open_stored(path: &Path) -> io::Result<File> {
-    let file = File::options().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::ErrorKind::InvalidInput.into());
-    }
-    Ok(file)
+    crate::fsutil::open_regular(nix::fcntl::AT_FDCWD, path).map_err(|e| io::Error::from(e.errno()))
 }
 
 /// A stored file's first bytes: at least the header part of the message after our header
@@ -200,7 +191,7 @@ fn stored_whole_digests(path: &Path, kind: FolderKind) -> io::Result<Vec<Digest>
         without.update(piece);
     })?;
     let had_one = without_envelope_to.len() < message.len();
-    Ok(if had_one { vec![finish(whole), finish(without)] } else { vec![finish(whole)] })
+    Ok(if had_one { vec![digest_of(whole), digest_of(without)] } else { vec![digest_of(whole)] })
 }
 
 /// Feeds the rest of `file` to `take`, a buffer at a time.
