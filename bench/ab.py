@@ -17,6 +17,7 @@ here: 1.17 against 1.09 x the floor).
 """
 
 import argparse
+import json
 import os
 import random
 import tempfile
@@ -54,6 +55,10 @@ def main():
         for sub in ("tmp", "new", "cur"):
             os.makedirs(os.path.join(roots[tool], "alice", sub))
         os.makedirs(os.path.join(roots[tool], ".mailkeep"), mode=0o700)
+        # What `mailkeep init` writes (issue 20), written here so that a binary from before
+        # init existed can be compared too.
+        with open(os.path.join(roots[tool], ".mailkeep", "root.json"), "w") as f:
+            json.dump({"id": os.urandom(16).hex(), "created": int(time.time())}, f)
     cpu = dict.fromkeys(a.tools, 0.0)
     wall = dict.fromkeys(a.tools, 0.0)
     for path in files:

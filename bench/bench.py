@@ -175,15 +175,22 @@ class Ctx:
         subprocess.run(["chattr", "+T", self.run], capture_output=True)
 
 
+def mk_init(ctx, root):
+    """Creates `root` and makes it a backup root (`mailkeep init`): mailkeep stores nothing
+    below a root without its marker (issue 20)."""
+    os.makedirs(root, mode=0o700)
+    allow = ["--allow-root"] if os.geteuid() == 0 else []
+    sh([ctx.mk, "init", "--root", root, *allow], env=ctx.env, stdout=subprocess.DEVNULL)
+
+
 def mailkeep_tool(ctx, name, label, template=None, binary=None, dedup=None):
     root = os.path.join(ctx.run, name)
     md = os.path.join(root, USER)
 
     def setup():
-        os.makedirs(root, mode=0o700)
+        mk_init(ctx, root)
         make_maildir(md)
         if template:
-            os.makedirs(os.path.join(root, ".mailkeep"), mode=0o700)
             shutil.copyfile(template, os.path.join(root, ".mailkeep", "dedup.sqlite3"))
 
     argv = [binary or ctx.mk, "deliver", "--root", root, "--user", USER, "--direction", "in", "--rcpt", RCPT,
@@ -466,7 +473,7 @@ def fsyncs(ctx, tools, corpus, results):
 def startup(ctx, results, samples):
     root = os.path.join(ctx.run, "startup")
     rmtree(root)
-    os.makedirs(root, mode=0o700)
+    mk_init(ctx, root)
     make_maildir(os.path.join(root, "floor"))
     probes = {
         "mailkeep deliver": [ctx.mk, "deliver", "--root", root, "--user", USER, "--direction", "in",
@@ -504,7 +511,7 @@ def bulk_tools(ctx, mbox):
     root = os.path.join(r, "replay")
     return [
         dict(name="mailkeep-replay", label="mailkeep replay", dir=root, maildir=os.path.join(root, USER),
-             setup=lambda: os.makedirs(root, mode=0o700), stdin=None,
+             setup=lambda: mk_init(ctx, root), stdin=None,
              argv=[ctx.mk, "replay", "--root", root, "--user", USER, "--domain", "example.org", "--log", "none", mbox]),
         dict(name="mb2md", label="mb2md (no fsync)", dir=f"{r}/mb2md", maildir=f"{r}/mb2md", setup=lambda: None,
              stdin=None, argv=["mb2md", "-s", mbox, "-d", f"{r}/mb2md"]),
@@ -552,7 +559,7 @@ def bulk(ctx, mbox, rounds, results):
     for i, (vlabel, vbin) in enumerate(getattr(ctx, "variants", [])):
         root = os.path.join(ctx.run, f"replay-variant{i}")
         tools.append(dict(name=f"replay-variant{i}", label=f"mailkeep replay, {vlabel}", dir=root,
-                          maildir=os.path.join(root, USER), setup=lambda root=root: os.makedirs(root, mode=0o700),
+                          maildir=os.path.join(root, USER), setup=lambda root=root: mk_init(ctx, root),
                           stdin=None, argv=[vbin, *tools[0]["argv"][1:3], root, *tools[0]["argv"][4:]]))
     runs = {t["name"]: [] for t in tools}
     for r in range(rounds):
@@ -606,7 +613,7 @@ def durability(ctx, results):
         sh(["/usr/bin/python3", os.path.join(HERE, "corpus.py"), "mbox", mbox, "2500", "--seed", "13", "--large", "0"])
     root = os.path.join(ctx.run, "durability")
     rmtree(root)
-    os.makedirs(root, mode=0o700)
+    mk_init(ctx, root)
     tr = os.path.join(ctx.work, "durability.strace")
     subprocess.run(["strace", "-f", "-qq", "-y", "-e", "signal=none", "-e",
                     "trace=write,writev,pwrite64,fsync,fdatasync,syncfs,sync,link,linkat,rename,renameat,renameat2",

@@ -2,7 +2,8 @@
 # Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
 # (without the test hooks: no --features), man pages and completions generated from the CLI
 # definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
-# and maintainer scripts that create the unprivileged user and the backup root.
+# the systemd units of the two timers (status every 5 minutes, check weekly), and maintainer
+# scripts that create the unprivileged user, initialise the backup root and enable the timers.
 # tests/package/run-e2e.sh checks it with lintian (no errors) and installs it.
 # usage: packaging/build-deb.sh      (prints the path of the .deb as its last line)
 set -euo pipefail
@@ -21,7 +22,7 @@ STAGE=target/debian/stage
 rm -rf "$STAGE"
 install -d "$STAGE/DEBIAN" "$STAGE/usr/bin" "$STAGE/usr/share/man/man1" \
     "$STAGE/usr/share/bash-completion/completions" "$STAGE/usr/share/zsh/vendor-completions" \
-    "$STAGE/usr/share/doc/mailkeep/examples" "$STAGE/usr/share/lintian/overrides"
+    "$STAGE/usr/share/doc/mailkeep/examples" "$STAGE/usr/share/lintian/overrides" "$STAGE/lib/systemd/system"
 install -m 0755 "$BIN" "$STAGE/usr/bin/mailkeep"
 # Stripped as dh_strip would: the symbols, and the .comment and .note sections nothing reads.
 strip --remove-section=.comment --remove-section=.note "$STAGE/usr/bin/mailkeep"
@@ -39,10 +40,11 @@ install -m 0644 "$HERE/copyright" "$STAGE/usr/share/doc/mailkeep/copyright"
 gzip -9nc "$HERE/changelog" > "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 chmod 0644 "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 install -m 0644 "$HERE/lintian-overrides" "$STAGE/usr/share/lintian/overrides/mailkeep"
-for s in postinst postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
+install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$STAGE/lib/systemd/system/"
+for s in postinst prerm postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" "$HERE/control.in" > "$STAGE/DEBIAN/control"
-(cd "$STAGE" && find usr -type f -exec md5sum {} + > DEBIAN/md5sums)
+(cd "$STAGE" && find usr lib -type f -exec md5sum {} + > DEBIAN/md5sums)
 OUT=target/debian/mailkeep_${VERSION}_${ARCH}.deb
 dpkg-deb --root-owner-group -Zxz --build "$STAGE" "$OUT" >/dev/null
 echo "$OUT"

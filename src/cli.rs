@@ -26,6 +26,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Make DIR a backup root: ROOT/.mailkeep/ and its marker, without which nothing is
+    /// stored (an unmounted volume's empty mount point has none). Run once, as the backup's user.
+    #[command(after_help = Family::Admin.footer())]
+    Init(InitArgs),
     /// Store one message read on stdin into a user's Maildir (run by Exim's pipe transport).
     #[command(after_help = Family::Delivery.footer())]
     Deliver(DeliverArgs),
@@ -47,6 +51,29 @@ pub enum Command {
     /// Write the man pages or shell completions generated from this command line (packaging).
     #[command(hide = true, after_help = Family::Admin.footer())]
     Generate(GenerateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory to initialise; must exist, owned by the user mailkeep delivers as.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Make ROOT/.mailkeep 2770 (and the marker 0660), as deliveries with --shared-group
+    /// make their directories. Default: 0700 and 0600.
+    #[arg(long)]
+    pub shared_group: bool,
+
+    /// Initialise a root that already holds data without a marker (a backup an earlier
+    /// mailkeep filled). Default: refuse a non-empty DIR with exit 2 (a wrong path, or a
+    /// volume mounted somewhere else).
+    #[arg(long)]
+    pub adopt: bool,
+
+    /// Allow running as root (ROOT/.mailkeep would belong to root, and deliveries with
+    /// --dedup, which keep their store there, could not write it). Default: refuse with exit 2.
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -134,7 +161,8 @@ pub enum Direction {
 /// Options every command that writes into the backup shares.
 #[derive(Debug, Args)]
 pub struct StoreArgs {
-    /// The backup root; user NAME's Maildir is ROOT/NAME/. Must exist.
+    /// The backup root; user NAME's Maildir is ROOT/NAME/. Must be initialised (`mailkeep
+    /// init`); without its marker (an unmounted volume) nothing is stored and the exit is 75.
     #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
     pub root: PathBuf,
 

@@ -10,7 +10,7 @@ use crate::commands::Error;
 use crate::envelope::{Sender, User};
 use crate::exit::{Classify, Exit};
 use crate::log::LogTarget;
-use crate::maildir::{FolderKind, MaildirError, Perms};
+use crate::maildir::{FolderKind, Perms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,13 +42,8 @@ impl StoreConfig {
         if let Some(accounts) = &args.accounts {
             user.check_listed(accounts)?;
         }
-        match std::fs::metadata(&args.root) {
-            Ok(m) if m.is_dir() => {}
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                return Err(MaildirError::Io { op: "look up backup root", path: args.root.clone(), err: e }.into());
-            }
-            _ => return Err(MaildirError::RootMissing(args.root.clone()).into()),
-        }
+        // Before anything is created: an empty mount point is no backup root (issue 20).
+        crate::root::require(&args.root)?;
         let perms = Perms { shared_group: args.shared_group };
         perms.apply_umask();
         Ok(StoreConfig { root: args.root.clone(), user, perms, log: args.log })

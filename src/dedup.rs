@@ -23,8 +23,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, ffi, params};
 
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
-use crate::maildir::Perms;
 use crate::message::Digest;
+use crate::root::RootError;
 use crate::time::now;
 
 /// How long a delivery waits for another one that holds the same key, or for SQLite's lock.
@@ -61,6 +61,8 @@ pub enum DedupError {
     /// The store is opened through /proc/self/fd (see `connect`).
     #[error("cannot open the dedup store: /proc is not mounted (mailkeep opens the store through /proc/self/fd)")]
     NoProc,
+    #[error(transparent)]
+    Root(#[from] RootError),
     /// For the admin commands: there is nothing to show or prune.
     #[error("no dedup store at {} (no delivery with --dedup yet)", .0.display())]
     NoStore(PathBuf),
@@ -72,6 +74,7 @@ impl Classify for DedupError {
         match self {
             DedupError::Symlink(_) => Exit::CantCreate,
             DedupError::NoStore(_) => Exit::Config,
+            DedupError::Root(e) => e.exit(),
             DedupError::Sqlite { .. }
             | DedupError::Dir { .. }
             | DedupError::NotAFile(_)
@@ -127,10 +130,14 @@ impl Store {
         root.join(".mailkeep").join("dedup.sqlite3")
     }
 
-    /// Opens (creating if needed) `ROOT/.mailkeep/dedup.sqlite3`. The directory must be
-    /// writable by every delivering user: SQLite keeps its -wal and -shm files beside it.
-    pub fn open(root: &Path, window_days: u32, perms: Perms) -> Result<Store> {
-        let dir = open_store_dir(root, Some(perms))?.expect("created when missing");
+    /// Opens (creating if needed) `ROOT/.mailkeep/dedup.sqlite3`. The directory, which
+    /// `mailkeep init` made, must be writable by every delivering user: SQLite keeps its
+    /// -wal and -shm files beside it.
+    pub fn open(root: &Path, window_days: u32) -> Result<Store> {
+        let Some(dir) = open_store_dir(root)? else {
+            let why = "no .mailkeep in it";
+            return Err(RootError::NotInitialised { root: root.to_path_buf(), why }.into());
+        };
         let path = Store::path(root);
         let sql = |err| DedupError::Sqlite { path: path.clone(), err };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -312,14 +319,14 @@ impl Store {
     /// following a symlink and without creating anything. `None` when there is none.
     pub fn open_existing(root: &Path, window_days: u32) -> Result<Option<Store>> {
         let path = Store::path(root);
-        let exists = match open_store_dir(root, None)? {
+        let exists = match open_store_dir(root)? {
             Some(dir) => fsutil::regular_or_missing(dir.as_fd(), STORE_FILE).map_err(refused(&path, false))?,
             None => false,
         };
         if !exists {
             return Ok(None);
         }
-        Store::open(root, window_days, Perms { shared_group: false }).map(Some)
+        Store::open(root, window_days).map(Some)
     }
 }
 
@@ -376,7 +383,7 @@ fn process_alive(pid: i64) -> bool {
 }
 
 /// The store's directory below the root, and the store's file in it.
-const STORE_DIR: &str = ".mailkeep";
+const STORE_DIR: &str = crate::root::STATE_DIR;
 const STORE_FILE: &str = "dedup.sqlite3";
 
 /// `path` could not be opened as a directory (`dir`) or as the store's files.
@@ -393,23 +400,15 @@ fn refused(path: &Path, dir: bool) -> impl FnOnce(OpenError) -> DedupError + '_ 
     }
 }
 
-/// Opens `ROOT/.mailkeep` without following a symlink planted there. With `create`, a
-/// missing one is created 0700 (2770 shared), durably; without, a missing one is `None`.
-fn open_store_dir(root: &Path, create: Option<Perms>) -> Result<Option<OwnedFd>> {
+/// Opens `ROOT/.mailkeep` without following a symlink planted there; `None` when it is
+/// missing. Only `mailkeep init` creates it (`root::init`), so a store is never made below
+/// an uninitialised root.
+fn open_store_dir(root: &Path) -> Result<Option<OwnedFd>> {
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     // The root is the admin's, named on the command line: the one path we open by name.
     let root_fd = nix::fcntl::open(root, flags, Mode::empty())
         .map_err(|e| DedupError::Dir { path: root.to_path_buf(), err: e.into() })?;
-    let path = root.join(STORE_DIR);
-    let opened = match create {
-        Some(perms) => fsutil::open_or_create_dir(root_fd.as_fd(), STORE_DIR, perms.dir_mode()),
-        None => fsutil::open_dir(root_fd.as_fd(), STORE_DIR),
-    };
-    match opened {
-        Ok(fd) => Ok(Some(fd)),
-        Err(OpenError::Missing) if create.is_none() => Ok(None),
-        Err(e) => Err(refused(&path, true)(e)),
-    }
+    crate::root::open_state_dir(root_fd.as_fd()).map_err(refused(&root.join(STORE_DIR), true))
 }
 
 /// Opens the store in `dir` (`ROOT/.mailkeep`, already opened without following) so that
@@ -539,7 +538,12 @@ unsafe extern "C" fn full_pathname_as_given(
 mod tests {
     use super::*;
 
-    const P: Perms = Perms { shared_group: false };
+    /// A root with its state directory, as `mailkeep init` leaves it.
+    fn root_with_state_dir() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join(".mailkeep")).unwrap();
+        root
+    }
 
     const BODY: Digest = [7; 32];
 
@@ -549,8 +553,8 @@ mod tests {
 
     #[test]
     fn second_claim_after_commit_is_a_duplicate() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Owned);
         s.commit(&key("a@b"), "f1").unwrap();
         assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Duplicate { file: "f1".into() });
@@ -558,8 +562,8 @@ mod tests {
 
     #[test]
     fn keys_differ_by_user_and_folder() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
         for (user, folder) in [("alice", "Sent"), ("alice", "INBOX"), ("bob", "Sent")] {
             let k = Key { user, folder, msgid: "same@id", body: &BODY };
             assert_eq!(s.claim(&k).unwrap(), Claim::Owned, "{user}/{folder}");
@@ -569,8 +573,8 @@ mod tests {
 
     #[test]
     fn released_claim_can_be_taken_again() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
         s.release(&key("x"));
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
@@ -578,8 +582,8 @@ mod tests {
 
     #[test]
     fn a_key_expires_a_window_after_its_claim_not_its_commit() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 1, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 1).unwrap();
         assert_eq!(s.claim(&key("slow")).unwrap(), Claim::Owned);
         // As if the claim had been made 600 s ago and the message took that long to store.
         let claimed = now() - 600;
@@ -594,16 +598,16 @@ mod tests {
 
     #[test]
     fn claim_of_a_dead_process_is_taken_over() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', X'0707070707070707070707070707070707070707070707070707070707070707', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
         assert_eq!(s.claim(&key("dead")).unwrap(), Claim::Owned);
     }
 
     #[test]
     fn expired_keys_no_longer_fold_and_are_pruned() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 1, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 1).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
         assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
@@ -616,8 +620,8 @@ mod tests {
 
     #[test]
     fn only_a_delivery_on_its_pruning_turn_prunes() {
-        let root = tempfile::tempdir().unwrap();
-        let mut s = Store::open(root.path(), 1, P).unwrap();
+        let root = root_with_state_dir();
+        let mut s = Store::open(root.path(), 1).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
         for (turn, left) in [(false, 2), (true, 2)] {
             s.prunes = turn;
@@ -630,8 +634,7 @@ mod tests {
 
     #[test]
     fn a_version_1_store_is_upgraded_to_keys_with_the_body_and_reopens() {
-        let root = tempfile::tempdir().unwrap();
-        std::fs::create_dir(root.path().join(".mailkeep")).unwrap();
+        let root = root_with_state_dir();
         let old = Connection::open(Store::path(root.path())).unwrap();
         old.execute_batch(
             "CREATE TABLE seen (user TEXT NOT NULL, folder TEXT NOT NULL, msgid TEXT NOT NULL,
@@ -642,12 +645,12 @@ mod tests {
         )
         .unwrap();
         drop(old);
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let s = Store::open(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned, "an old key (no body) folds nothing");
         s.commit(&key("kept"), "f").unwrap();
         drop(s);
         for _ in 0..2 {
-            let s = Store::open(root.path(), 30, P).unwrap();
+            let s = Store::open(root.path(), 30).unwrap();
             let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
             assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
@@ -657,8 +660,8 @@ mod tests {
 
     #[test]
     fn the_same_message_id_with_another_body_is_no_duplicate() {
-        let root = tempfile::tempdir().unwrap();
-        let s = Store::open(root.path(), 30, P).unwrap();
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("c@x")).unwrap(), Claim::Owned);
         s.commit(&key("c@x"), "planted").unwrap();
         let other = Key { body: &[8; 32], ..key("c@x") };

@@ -116,13 +116,19 @@ const DELIVERY: &[Row] = &[
     row(
         75,
         "temporary (Exim retries)",
-        "anything temporary or unknown: I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
+        "anything temporary or unknown: the root missing or without its marker (not initialised or not mounted), \
+         I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
     ),
-    row(78, "configuration", "configuration: root missing, run as root without --allow-root"),
+    row(78, "configuration", "configuration: run as root without --allow-root"),
 ];
 
 const ADMIN: &[Row] = &[
-    row(0, "ok", "done: the backup is clean or repaired (check), the file is written or unchanged (accounts sync)"),
+    row(
+        0,
+        "ok",
+        "done: the root is initialised or was already (init), the backup is clean or repaired (check), the file is \
+         written or unchanged (accounts sync)",
+    ),
     row(
         1,
         "problems found",
@@ -132,12 +138,14 @@ const ADMIN: &[Row] = &[
         2,
         "usage or configuration",
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
+         init of a non-empty directory without --adopt, init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read",
     ),
     row(
         75,
         "temporary",
-        "anything temporary or unknown, where running again may help: I/O error, full disk, the directory API failing, a bug",
+        "anything temporary or unknown, where running again may help: a root without its marker \
+         (not initialised or not mounted), I/O error, full disk, the directory API failing, a bug",
     ),
 ];
 
@@ -156,7 +164,7 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
         }
     }
 
@@ -164,7 +172,7 @@ impl Family {
     pub fn title(self) -> &'static str {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
-            Family::Admin => "check, dedup stats and prune, serve-config, accounts sync, generate",
+            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate",
         }
     }
 

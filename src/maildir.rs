@@ -21,6 +21,7 @@ use nix::unistd::{UnlinkatFlags, fsync, linkat, unlinkat};
 use crate::envelope::User;
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
+use crate::root::{self, RootError};
 use crate::time::Timestamp;
 
 /// The lock file a replay holds in each folder it stores into (`Folder::lock_for_replay`).
@@ -33,8 +34,8 @@ const SMALL_FILE_MAX: u64 = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MaildirError {
-    #[error("backup root {} does not exist or is no directory", .0.display())]
-    RootMissing(PathBuf),
+    #[error(transparent)]
+    Root(#[from] RootError),
     #[error("refusing to follow symlink {}", .0.display())]
     Symlink(PathBuf),
     #[error("{} exists but is not a directory", .0.display())]
@@ -51,7 +52,7 @@ pub enum MaildirError {
 impl Classify for MaildirError {
     fn exit(&self) -> Exit {
         match self {
-            MaildirError::RootMissing(_) => Exit::Config,
+            MaildirError::Root(e) => e.exit(),
             MaildirError::Symlink(_) | MaildirError::NotADirectory(_) => Exit::CantCreate,
             // Something planted (a FIFO, a device) where a small file belongs: every MTA
             // retries 75 (Postfix bounces 73); the admin removes it and the retry stores.
@@ -207,16 +208,17 @@ pub struct Folder {
 
 impl Folder {
     /// Opens `ROOT/<user>/` (or its Maildir++ folder), creating what is missing on first
-    /// delivery. The root itself must exist.
+    /// delivery. The root must be initialised (`root.rs`): nothing is created below an
+    /// empty mount point, even one the volume left after the command's `root::require`.
     pub fn open(root: &Path, user: &User, kind: FolderKind, perms: Perms) -> Result<Folder> {
+        let not_initialised = |why| RootError::NotInitialised { root: root.to_path_buf(), why };
         let root_fd =
             match nix::fcntl::open(root, OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()) {
                 Ok(fd) => fd,
-                Err(Errno::ENOENT | Errno::ENOTDIR) => {
-                    return Err(MaildirError::RootMissing(root.to_path_buf()));
-                }
+                Err(Errno::ENOENT | Errno::ENOTDIR) => return Err(not_initialised("it does not exist").into()),
                 Err(e) => return Err(io_err("open backup root", root)(e)),
             };
+        root::check_at(root_fd.as_fd(), root)?;
         let user_path = root.join(user.as_str());
         let user_fd = open_or_create_dir(root_fd.as_fd(), &user_path, perms)?;
         let (path, dir) = match kind.dir() {
@@ -538,6 +540,13 @@ mod tests {
 
     const PRIVATE: Perms = Perms { shared_group: false };
 
+    /// A root `mailkeep init` made.
+    fn initialised() -> tempfile::TempDir {
+        let root = tempfile::tempdir().unwrap();
+        crate::root::init(root.path(), PRIVATE, false, 0).unwrap();
+        root
+    }
+
     #[test]
     fn names_carry_size_and_escaped_host() {
         assert_eq!(escape_host("a/b:c"), "a\\057b\\072c");
@@ -550,7 +559,7 @@ mod tests {
 
     #[test]
     fn store_puts_exact_bytes_in_new_and_leaves_tmp_empty() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let f = Folder::open(root.path(), &user("alice"), FolderKind::Inbox, PRIVATE).unwrap();
         let (name, size) = f.store(&mut Namer::new(), None, |w| w.write_all(b"hello\n").map(|_| 6)).unwrap();
         assert!(name.ends_with(",S=6") && size == 6);
@@ -561,7 +570,7 @@ mod tests {
 
     #[test]
     fn sent_folder_gets_marker_and_subscriptions_once() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         for _ in 0..2 {
             let f = Folder::open(root.path(), &user("bob"), FolderKind::Sent, PRIVATE).unwrap();
             f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1)).unwrap();
@@ -583,7 +592,7 @@ mod tests {
 
     #[test]
     fn message_paths_lists_new_and_cur_each_time() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let f = Folder::open(root.path(), &user("fay"), FolderKind::Inbox, PRIVATE).unwrap();
         f.store(&mut Namer::new(), None, |w| w.write_all(b"x").map(|_| 1)).unwrap();
         std::fs::write(root.path().join("fay/cur/1.M1P1Q1.h:2,S"), "y").unwrap();
@@ -595,7 +604,7 @@ mod tests {
 
     #[test]
     fn failed_write_leaves_nothing_behind() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let f = Folder::open(root.path(), &user("carol"), FolderKind::Inbox, PRIVATE).unwrap();
         let err = f.store(&mut Namer::new(), None, |_| Err(io::Error::other("disk on fire"))).unwrap_err();
         assert_eq!(err.exit(), Exit::TempFail);
@@ -606,7 +615,7 @@ mod tests {
 
     #[test]
     fn symlinked_user_dir_is_refused_with_73() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("dave")).unwrap();
         let err = Folder::open(root.path(), &user("dave"), FolderKind::Inbox, PRIVATE).err().unwrap();
@@ -616,15 +625,25 @@ mod tests {
     }
 
     #[test]
-    fn missing_root_is_a_configuration_error() {
+    fn missing_root_is_temporary() {
         let err =
             Folder::open(Path::new("/nonexistent/mailkeep"), &user("a"), FolderKind::Inbox, PRIVATE).err().unwrap();
-        assert_eq!(err.exit(), Exit::Config);
+        assert_eq!(err.exit(), Exit::TempFail);
+    }
+
+    /// Issue 20: an unmounted volume leaves an empty mount point; nothing is stored there.
+    #[test]
+    fn a_root_without_marker_gets_nothing_created() {
+        let root = tempfile::tempdir().unwrap();
+        let err = Folder::open(root.path(), &user("a"), FolderKind::Sent, PRIVATE).err().unwrap();
+        assert!(err.to_string().contains("not initialised or not mounted"), "{err}");
+        assert_eq!(err.exit(), Exit::TempFail);
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 
     #[test]
     fn a_date_before_1970_is_the_mtime_and_the_name_leads_with_0() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
         let moon_landing = -14182940;
         let (name, _) = f.store(&mut Namer::new(), Some(moon_landing), |w| w.write_all(b"old\n").map(|_| 4)).unwrap();
@@ -635,7 +654,7 @@ mod tests {
 
     #[test]
     fn staged_mtime_is_kept_after_publishing() {
-        let root = tempfile::tempdir().unwrap();
+        let root = initialised();
         let f = Folder::open(root.path(), &user("erin"), FolderKind::Inbox, PRIVATE).unwrap();
         let mut namer = Namer::new();
         let s = f.stage(&mut namer, Some(1577836800), Durability::Later, |w| w.write_all(b"old\n").map(|_| 4)).unwrap();

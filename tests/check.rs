@@ -244,6 +244,7 @@ fn symlinked_store_directory_is_a_problem_and_nothing_is_made_through_it_issue_1
     let outside = env.dir.path().join("outside");
     wal_store(&outside);
     let before = files_below(&outside);
+    fs::remove_dir_all(env.root().join(".mailkeep")).unwrap();
     std::os::unix::fs::symlink(&outside, env.root().join(".mailkeep")).unwrap();
     for extra in [&[][..], &["--repair"]] {
         let (rc, text) = check_within(&env, extra, &[]);
@@ -258,7 +259,6 @@ fn symlinked_store_file_is_a_problem_and_nothing_is_made_beside_its_target_issue
     let outside = env.dir.path().join("outside");
     wal_store(&outside);
     let before = files_below(&outside);
-    fs::create_dir(env.root().join(".mailkeep")).unwrap();
     std::os::unix::fs::symlink(outside.join("dedup.sqlite3"), env.root().join(".mailkeep/dedup.sqlite3")).unwrap();
     let (rc, text) = check_within(&env, &[], &[]);
     assert_problem(&text, rc, "/.mailkeep/dedup.sqlite3", "symlink");

@@ -118,7 +118,6 @@ fn crash_between_store_and_commit_keeps_the_message_and_retry_adds_at_most_one()
 #[test]
 fn corrupt_store_exits_75_and_stores_nothing() {
     let env = Env::new();
-    std::fs::create_dir(env.root().join(".mailkeep")).unwrap();
     std::fs::write(env.root().join(".mailkeep/dedup.sqlite3"), vec![0x5a; 8192]).unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("corrupt@x"));
     assert_exit(&out, 75);
@@ -129,6 +128,7 @@ fn corrupt_store_exits_75_and_stores_nothing() {
 #[test]
 fn store_that_cannot_be_opened_exits_75() {
     let env = Env::new();
+    std::fs::remove_dir_all(env.root().join(".mailkeep")).unwrap();
     std::fs::write(env.root().join(".mailkeep"), b"a file where the store's directory should be").unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("noopen@x"));
     assert_exit(&out, 75);
@@ -202,6 +202,7 @@ fn symlinked_store_directory_is_refused_with_73_and_nothing_is_made_outside_issu
     let env = Env::new();
     let outside = env.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
+    std::fs::remove_dir_all(env.root().join(".mailkeep")).unwrap();
     std::os::unix::fs::symlink(&outside, env.root().join(".mailkeep")).unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("link@x"));
     assert_exit(&out, 73);
@@ -218,7 +219,6 @@ fn symlinked_store_file_is_refused_with_73_issue_18() {
     let env = Env::new();
     let outside = env.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
-    std::fs::create_dir(env.root().join(".mailkeep")).unwrap();
     std::os::unix::fs::symlink(outside.join("dedup.sqlite3"), env.root().join(".mailkeep/dedup.sqlite3")).unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("filelink@x"));
     assert_exit(&out, 73);

@@ -114,7 +114,11 @@ fn deliver_exit_codes() {
         &run(&env, &deliver(&root, "linked", &[]), MSG, false, false),
     );
     c.expect_one_line(75, "no room to write", &run(&env, &deliver(&root, "carol", &[]), MSG, false, true));
-    c.expect_one_line(78, "a missing root", &run(&env, &deliver(&missing, "alice", &[]), MSG, false, false));
+    c.expect_one_line(75, "a missing root", &run(&env, &deliver(&missing, "alice", &[]), MSG, false, false));
+    let bare = env.dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    c.expect_one_line(75, "a root without marker", &run(&env, &deliver(&bare, "alice", &[]), MSG, false, false));
+    c.require(files_below(&bare).is_empty(), format!("an uninitialised root got {:?}", files_below(&bare)));
     c.require(env.new_files("bob").is_empty(), format!("a usage error stored {:?}", env.new_files("bob")));
     c.check();
 }
@@ -156,7 +160,11 @@ fn replay_exit_codes() {
         &run(&env, &replay(&root, "linked", &mbox, true), b"", false, false),
     );
     c.expect(75, "no room to write", &run(&env, &replay(&root, "carol", &mbox, true), b"", false, true));
-    c.expect(78, "a missing root", &run(&env, &replay(&missing, "alice", &mbox, true), b"", false, false));
+    c.expect(75, "a missing root", &run(&env, &replay(&missing, "alice", &mbox, true), b"", false, false));
+    let bare = env.dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    c.expect(75, "a root without marker", &run(&env, &replay(&bare, "alice", &mbox, true), b"", false, false));
+    c.require(files_below(&bare).is_empty(), format!("an uninitialised root got {:?}", files_below(&bare)));
     c.check();
 }
 
@@ -177,6 +185,15 @@ fn check_exit_codes() {
     c.expect(2, "an unknown option", &run(&env, &check(&["--bogus"]), b"", false, false));
     let missing = env.dir.path().join("missing");
     c.expect(2, "a missing root", &run(&env, &args(&[&"check", &"--root", &missing]), b"", false, false));
+    let bare = env.dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    c.expect(75, "a root without marker", &run(&env, &args(&[&"check", &"--root", &bare]), b"", false, false));
+    c.expect(
+        75,
+        "--repair, no marker",
+        &run(&env, &args(&[&"check", &"--root", &bare, &"--repair"]), b"", false, false),
+    );
+    c.require(files_below(&bare).is_empty(), format!("an uninitialised root got {:?}", files_below(&bare)));
     std::fs::remove_dir(root.join("alice/tmp")).unwrap();
     c.expect(1, "a folder without tmp/", &run(&env, &check(&[]), b"", false, false));
     c.check();
@@ -193,6 +210,9 @@ fn dedup_stats_and_prune_exit_codes() {
         let missing = env.dir.path().join("missing");
         c.expect(2, &format!("{what}: a missing root"), &run(&env, &admin(what, &missing), b"", false, false));
         c.expect(2, &format!("{what}: no --root"), &run(&env, &args(&[&"dedup", &what]), b"", false, false));
+        let bare = env.dir.path().join("bare");
+        let _ = std::fs::create_dir(&bare);
+        c.expect(75, &format!("{what}: a root without marker"), &run(&env, &admin(what, &bare), b"", false, false));
     }
     assert_exit(&env.deliver(["--user", "alice", "--direction", "in", "--dedup"], &[], MSG), 0);
     for what in ["stats", "prune"] {
@@ -207,6 +227,33 @@ fn dedup_stats_and_prune_exit_codes() {
     std::fs::remove_dir_all(root.join(".mailkeep")).unwrap();
     planted_link(&env, ".mailkeep");
     c.expect(2, "stats: the store's directory is a symlink", &run(&env, &admin("stats", &root), b"", false, false));
+    c.check();
+}
+
+#[test]
+fn init_exit_codes() {
+    let env = Env::uninitialised();
+    let root = env.root();
+    let init = |dir: &Path, extra: &[&str]| {
+        let mut a = args(&[&"init", &"--root", &dir]);
+        a.extend(allow_root());
+        a.extend(extra.iter().map(OsString::from));
+        a
+    };
+    let mut c = Codes::default();
+    c.expect(0, "an empty directory", &run(&env, &init(&root, &[]), b"", false, false));
+    c.expect(0, "a second time", &run(&env, &init(&root, &[]), b"", false, false));
+    let missing = env.dir.path().join("missing");
+    c.expect_one_line(2, "a missing directory", &run(&env, &init(&missing, &[]), b"", false, false));
+    let full = env.dir.path().join("full");
+    std::fs::create_dir_all(full.join("alice/new")).unwrap();
+    c.expect_one_line(2, "a full directory without marker", &run(&env, &init(&full, &[]), b"", false, false));
+    c.expect(0, "a full directory with --adopt", &run(&env, &init(&full, &["--adopt"]), b"", false, false));
+    c.expect(2, "an unknown option", &run(&env, &init(&root, &["--bogus"]), b"", false, false));
+    if is_root() {
+        let as_root = args(&[&"init", &"--root", &root]);
+        c.expect_one_line(2, "as root without --allow-root", &run(&env, &as_root, b"", false, false));
+    }
     c.check();
 }
 

@@ -379,7 +379,7 @@ fn killed_delivery_leaves_a_complete_copy_or_none_and_the_retry_stores_it() {
         let (want0, _) = reference(&proto);
         let n = trials / KILL_CONFIGS.len();
         let shared_root = env.dir.path().join(format!("shared{ci}"));
-        std::fs::create_dir(&shared_root).unwrap();
+        crate::util::init_root(&shared_root);
         let msg_file = env.dir.path().join(format!("msg{ci}"));
         // A trial's delivery and root, made the same way for the timing runs (`C`) and the
         // trials (`T`): a new user, a new root, or the shared root.
@@ -392,7 +392,7 @@ fn killed_delivery_leaves_a_complete_copy_or_none_and_the_retry_stores_it() {
             }
             let root = if cfg.fresh_root {
                 let r = env.dir.path().join(format!("root{ci}-{kind}{t}"));
-                std::fs::create_dir(&r).unwrap();
+                crate::util::init_root(&r);
                 r
             } else {
                 shared_root.clone()
@@ -669,7 +669,7 @@ fn every_system_call_killed_or_failed_leaves_a_complete_copy_or_none() {
         let mut prepare = |token: &str| -> (PathBuf, Delivery) {
             run_no += 1;
             let root = env.dir.path().join(format!("t{ci}-{run_no}"));
-            std::fs::create_dir(&root).unwrap();
+            crate::util::init_root(&root);
             let mut d = proto.clone();
             d.message = retoken(&proto.message, &token0, token);
             if cfg.existing {
@@ -830,7 +830,7 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     // More than one batch (2048 messages), so kills land in the first, the second and between.
     big_mbox(&mbox, 2600);
     let reference_root = env.dir.path().join("reference");
-    std::fs::create_dir(&reference_root).unwrap();
+    crate::util::init_root(&reference_root);
     let out = replay_cmd(&reference_root, &mbox).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let want = folder_contents(&reference_root);
@@ -859,7 +859,7 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     // Random: killed after a random delay, without strace.
     let whole = {
         let root = env.dir.path().join("timing");
-        std::fs::create_dir(&root).unwrap();
+        crate::util::init_root(&root);
         let t = Instant::now();
         assert!(replay_cmd(&root, &mbox).output().unwrap().status.success());
         t.elapsed()
@@ -872,7 +872,7 @@ fn replay_killed_mid_batch_then_rerun_equals_an_uninterrupted_run() {
     let mut killed = 0;
     for (i, (what, spec, delay)) in scenarios.iter().enumerate() {
         let root = env.dir.path().join(format!("k{i}"));
-        std::fs::create_dir(&root).unwrap();
+        crate::util::init_root(&root);
         let mut linked_in_trace = None;
         let was_killed = match spec {
             Some(spec) => {
@@ -936,7 +936,7 @@ fn two_batch_replay() -> (Env, PathBuf, PathBuf) {
     let mbox = env.dir.path().join("big.mbox");
     big_mbox(&mbox, 2600);
     let root = env.dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     (env, mbox, root)
 }
 
@@ -956,7 +956,7 @@ fn rerun_completes(env: &Env, mbox: &Path, root: &Path) {
     let out = replay_cmd(root, mbox).output().unwrap();
     assert!(out.status.success(), "re-run: {}", String::from_utf8_lossy(&out.stderr));
     let reference = env.dir.path().join("reference");
-    std::fs::create_dir(&reference).unwrap();
+    crate::util::init_root(&reference);
     assert!(replay_cmd(&reference, mbox).output().unwrap().status.success());
     assert_eq!(
         folder_contents(root),
@@ -994,7 +994,7 @@ fn a_failed_flush_after_a_broken_message_exits_75_not_65() {
                 From a@x Thu Jan  2 00:00:00 2020\nMessage-ID: <b2@x>\nContent-Length: 2\n\nabcdef\n\n";
     std::fs::write(&mbox, data).unwrap();
     let root = env.dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     let (code, lines, in_new, _) = replay_injected(&mbox, &root, "trace=syncfs", "inject=syncfs:error=EIO:when=1");
     assert_eq!(code, 75, "expected exit 75, got {code}: {lines:?}");
     assert!(
@@ -1078,7 +1078,7 @@ fn root_only(what: &str) -> bool {
 fn fill_then_free(kind: &str, dedup: bool) -> String {
     let fs = SmallFs::mount(kind, if kind == "tmpfs" { 2048 } else { 8192 });
     let root = fs.mnt.join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     // A filler takes all but about 600 KiB; removing it is "space freed".
     let st = nix::sys::statvfs::statvfs(&fs.mnt).unwrap();
     let free = st.blocks_available() as u64 * st.fragment_size() as u64;
@@ -1167,7 +1167,7 @@ fn no_free_inodes_defers_with_75() {
     );
     let _guard = scopeguard(&mnt);
     let root = mnt.join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     let mut codes = Vec::new();
     for i in 0..12 {
         let d = Delivery::new("alice", false, message_with(&format!("I{i:06}"), 200));
@@ -1201,7 +1201,7 @@ fn read_only_filesystem_defers_with_75_and_changes_nothing() {
     }
     let fs = SmallFs::mount("tmpfs", 4096);
     let root = fs.mnt.join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     for d in [
         Delivery::new("alice", false, message_with("R000001", 100)),
         Delivery::new("alice", true, message_with("R000002", 100)).dedup(),
@@ -1254,6 +1254,9 @@ fn directories_owned_by_someone_else_defer_with_75_naming_the_path() {
     let root = env.root();
     let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
     chown(&root, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+    // The marker stays root's (init ran as root), readable by nobody.
+    std::fs::set_permissions(root.join(".mailkeep"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(root.join(MARKER), std::fs::Permissions::from_mode(0o644)).unwrap();
     // alice: the user's directory belongs to root. bob: new/ belongs to root. carol: tmp/.
     // dave: .Sent belongs to root. erin: the dedup store's directory belongs to root.
     for (user, owned_by_root) in [("alice", ""), ("bob", "new"), ("carol", "tmp"), ("dave", ".Sent")] {
@@ -1277,9 +1280,7 @@ fn directories_owned_by_someone_else_defer_with_75_naming_the_path() {
         );
         assert!(snapshot(&root) == before, "{user}: something changed");
     }
-    let store = root.join(".mailkeep");
-    std::fs::create_dir(&store).unwrap();
-    std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The store's directory, made by init as root 0755 above, is not writable by nobody.
     let d = Delivery::new("erin", false, message_with("P000002", 100)).dedup();
     let (code, err) = as_nobody(&d, &root);
     assert_eq!(code, 75, "dedup store not writable: {err}");

@@ -54,7 +54,7 @@ fn count(i: usize, name: &str) {
 fn scratch() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::Builder::new().prefix("mailkeep-props").tempdir_in(shm()).unwrap();
     let root = dir.path().join("root");
-    std::fs::create_dir(&root).unwrap();
+    crate::util::init_root(&root);
     (dir, root)
 }
 
@@ -249,7 +249,9 @@ proptest! {
         let mut args = vec![os(b"--user="), os(b"--direction"), os(if out { b"out" } else { b"in" })];
         args[0].push(OsStr::from_bytes(&user));
         let (code, err) = deliver(&root, &args, &[], b"Subject: u\n\nbody\n");
-        let files = files_below(&root);
+        let mut files = files_below(&root);
+        prop_assert!(files.contains(&PathBuf::from(MARKER)), "the marker is gone");
+        files.retain(|f| f != Path::new(MARKER));
         if valid_user(&user) {
             prop_assert_eq!(code, 0, "valid user {:?} refused: {}", String::from_utf8_lossy(&user), err);
             let home = String::from_utf8(user.to_ascii_lowercase()).unwrap();
@@ -260,7 +262,8 @@ proptest! {
         } else {
             prop_assert!(code == 67 || code == 64, "invalid user {:?}: exit {code}: {err}", String::from_utf8_lossy(&user));
             prop_assert!(files.is_empty(), "invalid user wrote {files:?}");
-            prop_assert!(std::fs::read_dir(&root).unwrap().next().is_none(), "invalid user made a directory");
+            let names: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().file_name()).collect();
+            prop_assert!(names == [".mailkeep"], "invalid user made a directory: {names:?}");
         }
         count(0, "user-names");
     }

@@ -11,6 +11,7 @@ mod deliver;
 mod escape;
 mod exit_codes;
 mod faults;
+mod init;
 mod props;
 mod replay;
 mod serve_config;

@@ -10,6 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mailkeep");
+/// The marker `mailkeep init` writes, relative to the root.
+pub const MARKER: &str = ".mailkeep/root.json";
 
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -21,10 +23,27 @@ pub struct Env {
 }
 
 impl Env {
+    /// A root that `mailkeep init` initialised, as every real one is.
     pub fn new() -> Env {
+        let env = Env::uninitialised();
+        env.init(&env.root());
+        env
+    }
+
+    /// An empty root directory without the marker: what an unmounted volume leaves.
+    pub fn uninitialised() -> Env {
         let dir = tempfile::Builder::new().prefix("mailkeep-test").tempdir().unwrap();
         std::fs::create_dir(dir.path().join("root")).unwrap();
         Env { dir }
+    }
+
+    /// `mailkeep init --root DIR [--allow-root]`, which must succeed.
+    pub fn init(&self, dir: &Path) {
+        let mut args: Vec<&OsStr> = vec!["init".as_ref(), "--root".as_ref(), dir.as_os_str()];
+        if is_root() {
+            args.push("--allow-root".as_ref());
+        }
+        assert_exit(&self.run(args, &[], b""), 0);
     }
 
     pub fn root(&self) -> PathBuf {
@@ -99,9 +118,11 @@ impl Env {
         all
     }
 
-    /// Every regular file below the root, relative, sorted.
+    /// Every regular file below the root, relative, sorted; the marker `init` wrote aside.
     pub fn files(&self) -> Vec<PathBuf> {
-        files_below(&self.root())
+        let mut files = files_below(&self.root());
+        files.retain(|f| f != Path::new(MARKER));
+        files
     }
 
     /// The message files in `ROOT/<rel>/new`.
@@ -114,6 +135,17 @@ impl Env {
         v.sort();
         v
     }
+}
+
+/// Creates `dir` and has `mailkeep init` make it a backup root, as `Env::new` does.
+pub fn init_root(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["init", "--root"]).arg(dir).env_clear().env("PATH", "/usr/bin:/bin");
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    assert_exit(&run_with_stdin(cmd, b""), 0);
 }
 
 pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {

@@ -7,13 +7,11 @@ use crate::commands::Error;
 use crate::dedup::{DedupError, FolderKeys, Store};
 use crate::exit::Exit;
 use crate::log::escape;
-use crate::maildir::MaildirError;
 
 pub fn run(cmd: &DedupCommand) -> Result<Exit, Error> {
     let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
-    if !args.root.is_dir() {
-        return Err(MaildirError::RootMissing(args.root.clone()).into());
-    }
+    // Prune writes below the root; stats opens the store as prune does.
+    crate::root::require_existing(&args.root)?;
     let path = Store::path(&args.root);
     let Some(store) = Store::open_existing(&args.root, args.dedup_window)? else {
         return Err(DedupError::NoStore(path).into());

@@ -16,6 +16,7 @@ use crate::envelope::EnvelopeError;
 use crate::exit::{Classify, Exit};
 use crate::maildir::MaildirError;
 use crate::mbox::MboxError;
+use crate::root::RootError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,6 +26,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error(transparent)]
+    Root(#[from] RootError),
     #[error(transparent)]
     Maildir(#[from] MaildirError),
     #[error(transparent)]
@@ -65,6 +68,7 @@ impl Classify for Error {
             Error::Usage(e) => e.exit(),
             Error::Config(e) => e.exit(),
             Error::Envelope(e) => e.exit(),
+            Error::Root(e) => e.exit(),
             Error::Maildir(e) => e.exit(),
             Error::Mbox(e) => e.exit(),
             Error::Dedup(e) => e.exit(),

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod deliver;
 mod error;
 pub mod generate;
+pub mod init;
 pub mod replay;
 pub mod serve_config;
 
@@ -17,6 +18,7 @@ pub use error::Error;
 /// Runs the command the command line names: its outcome, or the error it ended with.
 pub fn run(command: Command) -> Result<Exit, Error> {
     match command {
+        Command::Init(args) => init::run(&args),
         Command::Deliver(args) => deliver::run_args(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Dedup(cmd) => dedup::run(&cmd),

@@ -127,6 +127,7 @@ cleanup() {
     stop_exim
     stop_sink
     untrust
+    if [ -n "$ROOT" ] && mountpoint -q "$ROOT" 2>/dev/null; then umount -l "$ROOT"; fi
     if [ -n "$WORK" ] && [ -d "$ROOT" ]; then chmod -R u+rwX "$ROOT" 2>/dev/null; fi
     if [ "$FAIL" != 0 ] || [ "$rc" != 0 ]; then
         [ -n "$WORK" ] && dump_logs
@@ -173,6 +174,9 @@ mkdir -p "$WORK"/{spool,log,sink,msgs,etc,bin,root}
 chown Debian-exim:Debian-exim "$WORK/spool" "$LOG"
 chown "$PIPE_USER:" "$ROOT"; chmod 750 "$ROOT"
 install -m 755 "$MAILKEEP" "$WORK/bin/mailkeep"
+# As the package's postinst does: the root is initialised by the user that delivers.
+setpriv --reuid="$PIPE_USER" --regid="$PIPE_USER" --init-groups "$WORK/bin/mailkeep" init --root "$ROOT" >/dev/null \
+    || die "mailkeep init --root $ROOT failed"
 # Data files: the shipped examples (plus test entries, marked below).
 cp "$SNIP/accounts.example" "$ETC/accounts"
 printf "# test only: a listed name mailkeep refuses (exit 67 -> report to the admin)\no'brien\n" >> "$ETC/accounts"
@@ -529,6 +533,27 @@ for u in bob dave; do check_copy "S6 $u" "$(copies_of "$S6" $u INBOX)" "$s" "Ret
 expect "S6: relay not repeated" 1 "$(nsink "$S6")"
 expect "S6: queue empty" 0 "$("$EXIM" -C "$CONF" -bpc)"
 expect "S6: still no bounce (log, sink)" "0 0" "$(mainlog | grep -cE "^.{19} \S+ <= <> R=$S6 ") $(bounces "$S6" | grep -c .)"
+
+# ------------------------------------------------------------------ S6m: backup volume not mounted
+echo "== S6m: backup volume not mounted (an empty directory over the root) -> defer (75), nothing stored there, exim -qf stores once"
+# An empty tmpfs over the root is what Exim sees when the backup volume is not mounted:
+# the mount point, empty, owned by the pipe user.
+mount -t tmpfs -o "size=1m,mode=0750,uid=$(id -u "$PIPE_USER"),gid=$(id -g "$PIPE_USER")" tmpfs "$ROOT"
+S6M=$(msg unmounted "$EXT" "bob@$OUR" | send S6m "$OUTSIDE_IP" "$EXT" "bob@$OUR")
+check "S6m accepted ($S6M)" test "${S6M#NOID}" = "$S6M"
+check "S6m: bob deferred: mailkeep exit 75" \
+    wait_log "^.{19} $S6M == bob@$(qre $OUR) .*R=mailkeep_inbox T=mailkeep_inbox defer .*returned 75"
+check "S6m: the reason is in the log" wait_log "^.{19} $S6M <bob@$(qre $OUR)>: mailkeep_inbox transport output: .*not initialised or not mounted"
+check "S6m: relayed to the provider in the same run" wait_log "^.{19} $S6M => .*R=mailkeep_to_provider"
+expect "S6m: nothing written on the mount point" "" "$(ls -A "$ROOT")"
+expect "S6m: still queued (exim -bpc)" 1 "$("$EXIM" -C "$CONF" -bpc)"
+expect "S6m: no bounce (log, sink)" "0 0" "$(mainlog | grep -cE "^.{19} \S+ <= <> R=$S6M ") $(bounces "$S6M" | grep -c .)"
+umount "$ROOT"
+"$EXIM" -C "$CONF" -qf
+check "S6m: exim -qf delivered the copy after mounting" wait_log "^.{19} $S6M Completed"
+expect "S6m: stored once" "bob/INBOX" "$(where "$S6M")"
+expect "S6m: relay not repeated" 1 "$(nsink "$S6M")"
+expect "S6m: queue empty" 0 "$("$EXIM" -C "$CONF" -bpc)"
 
 # ------------------------------------------------------------------ S7: permanent failure
 echo "== S7: a listed name mailkeep refuses (o'brien): permanent failure, report to the admin only"

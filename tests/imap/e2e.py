@@ -343,6 +343,9 @@ def restore_test():
         ok(r.returncode == 0, f"copied the real-Exim test's backup {exim_root} in", r.stderr)
     else:
         print(f"note: no real-Exim backup to add (MAILKEEP_E2E_ROOT={exim_root or 'unset'})")
+    # As the package does; a copied real-Exim root brings its marker ("already initialised").
+    r = run([MAILKEEP, "init", "--root", ROOT], as_pipe=True)
+    ok(r.returncode == 0, f"mailkeep init --root {ROOT} as {PIPE_USER}", r.stderr.decode(errors="replace"))
     expected = {}
     deliver_live(expected)
     replay(expected)

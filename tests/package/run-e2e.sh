@@ -51,6 +51,29 @@ else
 fi
 check "the user mailbackup exists after install (postinst creates it when absent)" getent passwd mailbackup
 expect "postinst created the backup root" "mailbackup:mailbackup 750" "$(stat -c '%U:%G %a' "$ROOT")"
+expect "postinst initialised it as mailbackup (mailkeep init)" "mailbackup 700 mailbackup 600" \
+    "$(stat -c '%U %a' "$ROOT/.mailkeep") $(stat -c '%U %a' "$ROOT/.mailkeep/root.json" 2>/dev/null)"
+MARKER=$(cat "$ROOT/.mailkeep/root.json" 2>/dev/null)
+/var/lib/dpkg/info/mailkeep.postinst configure >/dev/null 2>&1
+expect "postinst again: the marker is unchanged" "$MARKER" "$(cat "$ROOT/.mailkeep/root.json" 2>/dev/null)"
+
+echo "== the timers"
+for u in mailkeep-status.service mailkeep-status.timer mailkeep-check.service mailkeep-check.timer; do
+    check "unit $u installed" test -s "/lib/systemd/system/$u"
+done
+check "the timers are enabled (deb-systemd-helper, no running systemd needed)" \
+    test -L /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a -L /etc/systemd/system/timers.target.wants/mailkeep-check.timer
+# systemd-analyze verify needs no running systemd; it checks that ExecStart's binary exists
+# (hence after the install) and, when man is there, that the Documentation= pages exist.
+if command -v systemd-analyze >/dev/null; then
+    man_opt=--man=no; command -v man >/dev/null && man_opt=--man=yes
+    VERIFY=$(cd /lib/systemd/system && systemd-analyze verify "$man_opt" mailkeep-status.service mailkeep-status.timer \
+        mailkeep-check.service mailkeep-check.timer 2>&1); verify_rc=$?
+    [ -n "$VERIFY" ] && sed 's/^/    /' <<<"$VERIFY"
+    expect "systemd-analyze verify passes on the units ($man_opt)" "0 0" "$verify_rc $(grep -c . <<<"$VERIFY")"
+else
+    bad "systemd-analyze is not installed (package systemd; tests/install-deps.sh installs it)"
+fi
 
 echo "== the real-Exim end-to-end test against the installed binary and snippets"
 if SNIPPETS=/usr/share/doc/mailkeep/examples MAILKEEP=/usr/bin/mailkeep "$REPO/tests/exim/run-e2e.sh" > /tmp/mailkeep-package-e2e.log 2>&1; then
@@ -64,11 +87,18 @@ printf 'Subject: kept after purge\nMessage-ID: <purge-test@mailkeep>\n\nbody\n' 
     setpriv --reuid=mailbackup --regid=mailbackup --init-groups /usr/bin/mailkeep deliver \
         --root "$ROOT" --user pkgtest --direction in --log none
 expect "a message stored as mailbackup in $ROOT" 1 "$(ls "$ROOT/pkgtest/new" | wc -l)"
+# A root an earlier version filled has mail and no marker: postinst adopts it.
+rm -r "$ROOT/.mailkeep"
+/var/lib/dpkg/info/mailkeep.postinst configure >/dev/null 2>&1
+check "postinst adopts a root with mail and no marker (init --adopt)" test -f "$ROOT/.mailkeep/root.json"
+expect "the adopted root's mail is untouched" 1 "$(ls "$ROOT/pkgtest/new" | wc -l)"
 check "dpkg --purge" dpkg --purge mailkeep
 check "the binary is gone" test ! -e /usr/bin/mailkeep
 check "the backup root is still there" test -d "$ROOT"
 expect "its mail is still there" 1 "$(ls "$ROOT/pkgtest/new" 2>/dev/null | wc -l)"
 check "the user mailbackup is still there" getent passwd mailbackup
+check "the timers are no longer enabled" test ! -e /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-check.timer
+check "the units are gone" test ! -e /lib/systemd/system/mailkeep-status.service
 rm -rf "$ROOT/pkgtest"
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

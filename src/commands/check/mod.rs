@@ -45,6 +45,7 @@ use crate::cli::{CheckArgs, UsageError};
 use crate::commands::Error;
 use crate::envelope::User;
 use crate::exit::{Classify, Exit};
+use crate::root::RootError;
 
 pub use report::{Fault, FolderStats, Foreign, Problem, Report};
 pub use walk::{HEAD_SCAN, size_in_name};
@@ -76,6 +77,12 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
         Some(u) => Some(User::parse(u).map_err(|e| UsageError(e.to_string()))?),
         None => None,
     };
+    // An unmounted volume would check clean, with no users: the weekly check must say so.
+    // A marker that cannot be read (a symlink as .mailkeep) is for the walk to report.
+    match crate::root::require_existing(&args.root) {
+        Ok(_) | Err(RootError::Marker { .. } | RootError::Symlink(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
     let report = check(&args.root, only.as_ref(), args.repair, crate::time::now())?;
     let mut out = io::stdout().lock();
     let written = if args.json { report.write_json(&mut out) } else { report.write_text(&mut out) };
