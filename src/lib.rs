@@ -16,6 +16,7 @@ pub mod log;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
+pub mod root;
 pub mod time;
 
 // Process start-up, the command line, and the commands.

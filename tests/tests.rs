@@ -14,4 +14,5 @@ mod faults;
 mod props;
 mod replay;
 mod serve_config;
+mod status;
 mod stress;
