@@ -353,7 +353,7 @@ pub struct StatusArgs {
     #[arg(long)]
     pub exim_queue: bool,
 
-    /// With --exim-queue: WARNING when such a message has waited longer than this.
+    /// With --exim-queue: WARNING when such a message has waited this long (0s: any).
     #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::time::parse_age)]
     pub queue_warn: std::time::Duration,
 

@@ -361,3 +361,90 @@ fn status_ignores_what_is_not_a_mailkeep_user() {
     assert_eq!(p.state, "CRITICAL", "{p:?}");
     assert_eq!(p.perf("users"), 1.0);
 }
+
+/// The real Exim (Debian's exim4, as tests/exim uses it): a message whose two mailkeep copies
+/// the transport defers (exit 75) is counted; once bob's is stored, alice's still waits.
+#[test]
+fn exim_queue_counts_messages_whose_mailkeep_copy_is_deferred() {
+    if !is_root() || !Path::new("/usr/sbin/exim4").exists() {
+        eprintln!("skipped: needs root and exim4");
+        return;
+    }
+    let env = Env::new();
+    let root = root_with_copies(&env, Duration::ZERO);
+    let d = env.dir.path();
+    std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    for sub in ["spool", "log"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+        Command::new("chown").arg("Debian-exim").arg(d.join(sub)).status().unwrap();
+    }
+    let conf = d.join("exim.conf");
+    let transport = |exit: &str| {
+        format!(
+            "primary_hostname = relay.example.com\nspool_directory = {0}/spool\nlog_file_path = {0}/log/%slog\n\
+             keep_environment =\nnever_users = root\n\
+             begin routers\nmailkeep_inbox:\n  driver = accept\n  transport = mailkeep_inbox\n\
+             begin transports\nmailkeep_inbox:\n  driver = pipe\n  command = /bin/sh -c \"exit {exit}\"\n  user = nobody\n  temp_errors = 75:73\n\
+             begin retry\n*  *  F,2h,15m; F,4d,6h\n",
+            d.display()
+        )
+    };
+    std::fs::write(&conf, transport("75")).unwrap();
+    let wrapper = d.join("exim");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec /usr/sbin/exim4 -C {} \"$@\"\n", conf.display())).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _trusted = Trusted::add(&conf);
+    let exim = |args: &[&str], stdin: &[u8]| {
+        let mut cmd = Command::new(&wrapper);
+        cmd.args(args).env_clear().env("PATH", "/usr/bin:/bin");
+        crate::util::run_with_stdin(cmd, stdin)
+    };
+    let queue = |env: &Env| {
+        let args = ["--exim-queue", "--exim", wrapper.to_str().unwrap(), "--queue-warn", "0s"];
+        parse_plugin(&status(env, &root, &args))
+    };
+    let p = queue(&env);
+    assert_eq!((p.state.as_str(), p.perf("exim_queue_waiting")), ("OK", 0.0), "{p:?}");
+    let sent =
+        exim(&["-odi", "-f", "sender@example.org", "alice@example.com", "bob@example.com"], b"Subject: t\n\nhi\n");
+    assert!(sent.status.success(), "exim: {}", stderr(&sent));
+    let p = queue(&env);
+    assert_eq!(p.state, "WARNING", "{p:?}");
+    assert!(p.text.starts_with("1 queued messages wait for a mailkeep transport"), "{}", p.text);
+    assert_eq!(p.perf("exim_queue_waiting"), 1.0);
+    // bob's copy is stored, alice's deferred again: the message still waits.
+    std::fs::write(&conf, transport("${if eq{$local_part}{bob}{0}{75}}")).unwrap();
+    assert!(exim(&["-qff"], b"").status.success());
+    let listing = String::from_utf8(exim(&["-bp"], b"").stdout).unwrap();
+    assert!(listing.contains("D bob@example.com"), "{listing}");
+    assert_eq!(queue(&env).perf("exim_queue_waiting"), 1.0);
+    // Both stored: nothing waits.
+    std::fs::write(&conf, transport("0")).unwrap();
+    assert!(exim(&["-qff"], b"").status.success());
+    let p = queue(&env);
+    assert_eq!((p.state.as_str(), p.perf("exim_queue_waiting")), ("OK", 0.0), "{p:?}");
+}
+
+/// A line in /etc/exim4/trusted_configs for the test's config (Debian's Exim keeps root for
+/// deliveries from a -C config only when it is listed), removed again on drop.
+struct Trusted(String);
+
+const TRUSTED: &str = "/etc/exim4/trusted_configs";
+
+impl Trusted {
+    fn add(conf: &Path) -> Trusted {
+        let line = conf.display().to_string();
+        let mut text = std::fs::read_to_string(TRUSTED).unwrap_or_default();
+        text.push_str(&format!("{line}\n"));
+        std::fs::write(TRUSTED, text).unwrap();
+        Trusted(line)
+    }
+}
+
+impl Drop for Trusted {
+    fn drop(&mut self) {
+        let text = std::fs::read_to_string(TRUSTED).unwrap_or_default();
+        let kept: String = text.lines().filter(|l| *l != self.0).map(|l| format!("{l}\n")).collect();
+        let _ = std::fs::write(TRUSTED, kept);
+    }
+}

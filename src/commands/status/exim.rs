@@ -3,10 +3,8 @@
 //!
 //! `exim -bp` lists the queued messages, their age and their recipients, a delivered one
 //! marked `D`. Which transport a pending recipient waits for is not in that list; the
-//! message's log is (`exim -Mvl ID`): a deferred delivery there reads
-//! `== alice@example.com R=mailkeep_inbox T=mailkeep_inbox defer (0): ...`. A message waits
-//! for mailkeep when its last line about a (recipient, `mailkeep_*` transport) pair is a
-//! deferral. A copy that has not been tried yet (a queue-only submission) is not counted:
+//! message's log is (`exim -Mvl ID`, see `waits_for_mailkeep`). A message waits for
+//! mailkeep when the last line about a recipient's `mailkeep_*` delivery is a deferral. A copy that has not been tried yet (a queue-only submission) is not counted:
 //! only deferrals are news. The age is the message's, as `-bp` rounds it (minutes up to
 //! 90, hours up to 72, then days).
 
@@ -15,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// The prefix of the transports `exim-snippets/` defines (mailkeep_inbox, mailkeep_sent).
+const TRANSPORT_NAME: &str = "mailkeep";
 const TRANSPORT_PREFIX: &str = "T=mailkeep";
 
 /// At most this many message logs are read in one run: a queue of spam bounces must not
@@ -121,20 +120,20 @@ fn is_message_id(id: &str) -> bool {
 }
 
 /// True when the message log's last word on some recipient's mailkeep copy is a deferral.
+/// Exim 4.96 writes, after the date and time, `alice@example.com R=mailkeep_inbox
+/// T=mailkeep_inbox defer (0): Child process ... returned 75` for a deferral, `alice@example.com:
+/// mailkeep_inbox transport succeeded` for a stored copy, and the transport's error without
+/// `defer` for a failure (which no longer waits).
 fn waits_for_mailkeep(log: &str) -> bool {
-    let mut last: HashMap<(&str, &str), bool> = HashMap::new();
+    let mut last: HashMap<&str, bool> = HashMap::new();
     for line in log.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(transport) = words.iter().find(|w| w.starts_with(TRANSPORT_PREFIX)) else { continue };
-        // `DATE TIME MARK ADDRESS ...`: the mark says what happened.
-        let Some(at) = words.iter().position(|w| matches!(*w, "==" | "=>" | "->" | "**" | "*>")) else { continue };
-        // A pipe delivery is logged `=> alice <alice@example.com>`, its deferral `== alice@example.com`.
-        let address = match (words.get(at + 1), words.get(at + 2)) {
-            (_, Some(full)) if full.starts_with('<') && full.ends_with('>') => &full[1..full.len() - 1],
-            (Some(address), _) => address,
-            (None, _) => continue,
-        };
-        last.insert((address, transport), words[at] == "==");
+        let Some(address) = words.get(2).map(|a| a.trim_end_matches(':')) else { continue };
+        if words.iter().any(|w| w.starts_with(TRANSPORT_PREFIX)) {
+            last.insert(address, words.contains(&"defer"));
+        } else if words.get(3).is_some_and(|w| w.starts_with(TRANSPORT_NAME)) && words.get(4) == Some(&"transport") {
+            last.insert(address, false);
+        }
     }
     last.values().any(|&deferred| deferred)
 }
@@ -167,18 +166,20 @@ mod tests {
         );
     }
 
+    /// The lines are Exim 4.96's, from a message whose copies a test Exim deferred.
     #[test]
     fn only_a_last_word_of_deferral_by_a_mailkeep_transport_waits() {
-        let deferred = "2026-12-04 10:00:00 Received from alice@example.com\n\
-            2026-12-04 10:00:01 == alice@example.com R=mailkeep_inbox T=mailkeep_inbox defer (0): Child process of mailkeep_inbox transport returned 75\n\
-            2026-12-04 10:00:01 => alice@example.com R=to_provider T=remote_smtp H=mx.example\n";
+        let deferred = "2026-12-04 21:31:20 Received from sender@example.org U=root P=local S=285\n\
+            2026-12-04 21:31:20 alice@example.com R=mailkeep_inbox T=mailkeep_inbox defer (0): Child process of mailkeep_inbox transport returned 75 (could mean temporary error) from command: /bin/sh\n\
+            2026-12-04 21:31:20 bob@example.com R=mailkeep_inbox T=mailkeep_inbox defer (0): Child process of mailkeep_inbox transport returned 75 (could mean temporary error) from command: /bin/sh\n";
         assert!(waits_for_mailkeep(deferred));
-        let stored_later =
-            format!("{deferred}2026-12-04 10:15:00 => alice <alice@example.com> R=mailkeep_inbox T=mailkeep_inbox\n");
-        assert!(!waits_for_mailkeep(&stored_later));
-        let bob_stored = stored_later.replace("alice <alice@", "bob <bob@");
-        assert!(waits_for_mailkeep(&bob_stored), "bob's copy stored, alice's still deferred");
-        let provider_only = "2026-12-04 10:00:01 == bob@example.com R=to_provider T=remote_smtp defer (111)\n";
+        let bob_stored = format!("{deferred}2026-12-04 21:31:25 bob@example.com: mailkeep_inbox transport succeeded\n");
+        assert!(waits_for_mailkeep(&bob_stored), "alice's copy still deferred");
+        let both_stored =
+            format!("{bob_stored}2026-12-04 21:46:25 alice@example.com: mailkeep_inbox transport succeeded\n");
+        assert!(!waits_for_mailkeep(&both_stored));
+        let provider_only =
+            "2026-12-04 10:00:01 bob@example.com R=to_provider T=remote_smtp defer (111): Connection refused\n";
         assert!(!waits_for_mailkeep(provider_only));
         assert!(!waits_for_mailkeep(""));
     }

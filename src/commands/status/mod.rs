@@ -333,7 +333,7 @@ fn judge_queue(report: &mut Report, exim: Option<&Path>) {
     };
     match exim::read(&exim) {
         Ok(queue) => {
-            if let Some(oldest) = queue.oldest.filter(|age| *age > report.thresholds.queue_warn) {
+            if let Some(oldest) = queue.oldest.filter(|age| *age >= report.thresholds.queue_warn) {
                 let text = format!(
                     "{} queued messages wait for a mailkeep transport, the oldest for {} (warning after {})",
                     queue.waiting,
