@@ -171,12 +171,12 @@ const STATUS: &[Row] = &[
         1,
         "WARNING",
         "WARNING: the newest copy in a direction is older than --warn, less than 10% space or inodes free, \
-         a user in --accounts without a copy for --user-warn, a copy waiting in Exim's queue longer than --queue-warn",
+         a user in --accounts without a copy for --user-warn, a copy waiting in Exim's queue for --queue-warn",
     ),
     row(
         2,
         "CRITICAL",
-        "CRITICAL: the root is missing, not initialised (not mounted?) or not writable, or the newest copy in a \
+        "CRITICAL: the root is missing, not initialised (not mounted?), not writable or read-only, or the newest copy in a \
          direction is older than --crit",
     ),
     row(
