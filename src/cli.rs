@@ -45,6 +45,10 @@ pub enum Command {
     /// Write a ready configuration for serving the backup with an IMAP server.
     #[command(after_help = Family::Admin.footer())]
     ServeConfig(ServeConfigArgs),
+    /// Say whether the backup is working: for Icinga, Nagios and the like (the default), for
+    /// Prometheus' textfile collector, or as JSON.
+    #[command(after_help = Family::Status.footer())]
+    Status(StatusArgs),
     /// Keep the accounts file current from the mail provider's directory.
     #[command(subcommand, after_help = Family::Admin.footer())]
     Accounts(AccountsCommand),
@@ -322,6 +326,67 @@ pub struct CheckArgs {
     /// with a maildirfolder file; the rest is listed as not mailkeep's and left alone.
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StatusFormat {
+    /// The Monitoring Plugins conventions: `MAILKEEP OK - ... | perfdata`, details below.
+    Nagios,
+    /// The same facts as one JSON object, for scripts.
+    Json,
+    /// node_exporter's textfile-collector format.
+    Prometheus,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The backup root to look at. Nothing is written to it.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Exim lsearch file of the users who must receive copies; each one without a copy (INBOX
+    /// or Sent) for --user-warn is named, and the verdict is at least WARNING.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+
+    /// WARNING when the newest copy into the INBOXes, or into the Sent folders, is older
+    /// than this (AGE: 90s, 30m, 6h, 14d).
+    #[arg(long, value_name = "AGE", default_value = "6h", value_parser = crate::time::parse_age)]
+    pub warn: std::time::Duration,
+
+    /// CRITICAL when the newest copy in either direction is older than this.
+    #[arg(long, value_name = "AGE", default_value = "24h", value_parser = crate::time::parse_age)]
+    pub crit: std::time::Duration,
+
+    /// How long a user listed in --accounts may go without any copy.
+    #[arg(long, value_name = "AGE", default_value = "14d", value_parser = crate::time::parse_age)]
+    pub user_warn: std::time::Duration,
+
+    /// How the verdict is written.
+    #[arg(long, value_enum, default_value_t = StatusFormat::Nagios)]
+    pub format: StatusFormat,
+
+    /// Write into FILE (replaced atomically: temp file, fsync, rename in FILE's directory)
+    /// instead of stdout; e.g. /var/lib/prometheus/node-exporter/mailkeep.prom.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+
+    /// Also give each user's newest copy per folder (Prometheus and JSON): one series per user.
+    #[arg(long)]
+    pub per_user: bool,
+
+    /// Also count the messages in Exim's queue that wait for a mailkeep transport (a delivery
+    /// to a transport named mailkeep_* was deferred); needs root or Exim's admin group.
+    #[arg(long)]
+    pub exim_queue: bool,
+
+    /// With --exim-queue: WARNING when such a message has waited this long (0s: any).
+    #[arg(long, value_name = "AGE", default_value = "1h", value_parser = crate::time::parse_age)]
+    pub queue_warn: std::time::Duration,
+
+    /// With --exim-queue: the Exim binary. Default: exim4, else exim, in /usr/sbin, /usr/bin.
+    #[arg(long, value_name = "PATH")]
+    pub exim: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

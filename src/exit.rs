@@ -12,13 +12,19 @@
 //!   where running again may help. 75 rather than borg's or restic's 3: it is the one "try
 //!   again" status every mailkeep command uses, sysexits and systemd know it, and 3 means
 //!   UNKNOWN to the monitoring plugins a status check would speak to.
+//! - `status` speaks the Monitoring Plugins conventions that Icinga, Nagios, Checkmk, Zabbix
+//!   and Sensu run: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN; anything it cannot judge (bad
+//!   usage, an error, a bug) is UNKNOWN.
 
 /// What kind of outcome a command had; `code` turns it into a number for its family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Ok,
-    /// Findings were reported (`check`), or a result refused (`accounts sync`).
+    /// Findings were reported (`check`), or a result refused (`accounts sync`); WARNING
+    /// (`status`).
     Problems,
+    /// Something needs action now: CRITICAL (`status`). No other command reports it.
+    Critical,
     Usage,
     DataErr,
     /// An input file named on the command line is missing or unreadable (`replay`).
@@ -36,12 +42,15 @@ pub enum Family {
     Delivery,
     /// restic/borg style: every other command.
     Admin,
+    /// Monitoring Plugins: `status`.
+    Status,
 }
 
 impl Exit {
-    pub const ALL: [Exit; 9] = [
+    pub const ALL: [Exit; 10] = [
         Exit::Ok,
         Exit::Problems,
+        Exit::Critical,
         Exit::Usage,
         Exit::DataErr,
         Exit::NoInput,
@@ -57,7 +66,7 @@ impl Exit {
             Family::Delivery => match self {
                 Exit::Ok => 0,
                 // Neither deliver nor replay reports findings; 1 is no sysexits code.
-                Exit::Problems => 1,
+                Exit::Problems | Exit::Critical => 1,
                 Exit::Usage => 64,
                 Exit::DataErr => 65,
                 Exit::NoInput => 66,
@@ -68,10 +77,25 @@ impl Exit {
             },
             Family::Admin => match self {
                 Exit::Ok => 0,
-                Exit::Problems => 1,
+                // No admin command reports CRITICAL; were one to, it is a problem found.
+                Exit::Problems | Exit::Critical => 1,
                 // Whatever the admin must change before a second run can do better.
                 Exit::Usage | Exit::DataErr | Exit::NoInput | Exit::NoUser | Exit::CantCreate | Exit::Config => 2,
                 Exit::TempFail => 75,
+            },
+            Family::Status => match self {
+                Exit::Ok => 0,
+                Exit::Problems => 1,
+                Exit::Critical => 2,
+                // What status cannot judge, a monitoring system must not read as OK or as
+                // a verdict on the backup: UNKNOWN, and a panic too (`start.rs`).
+                Exit::Usage
+                | Exit::DataErr
+                | Exit::NoInput
+                | Exit::NoUser
+                | Exit::CantCreate
+                | Exit::TempFail
+                | Exit::Config => 3,
             },
         }
     }
@@ -149,13 +173,35 @@ const ADMIN: &[Row] = &[
     ),
 ];
 
+const STATUS: &[Row] = &[
+    row(0, "OK", "OK: copies arrive in both directions, the root is initialised and has room"),
+    row(
+        1,
+        "WARNING",
+        "WARNING: the newest copy in a direction is older than --warn, less than 10% space or inodes free, \
+         a user in --accounts without a copy for --user-warn, a copy waiting in Exim's queue for --queue-warn",
+    ),
+    row(
+        2,
+        "CRITICAL",
+        "CRITICAL: the root is missing, not initialised (not mounted?), not writable or read-only, or the newest copy in a \
+         direction is older than --crit",
+    ),
+    row(
+        3,
+        "UNKNOWN",
+        "UNKNOWN: status cannot tell: bad usage, the root or the accounts file unreadable, Exim's queue unreadable, a bug",
+    ),
+];
+
 impl Family {
-    pub const ALL: [Family; 2] = [Family::Delivery, Family::Admin];
+    pub const ALL: [Family; 3] = [Family::Delivery, Family::Admin, Family::Status];
 
     /// The family of the subcommand named `name` (the process's first argument).
     pub fn of(name: Option<&std::ffi::OsStr>) -> Family {
         match name.and_then(|n| n.to_str()) {
             Some(n) if Family::Delivery.commands().contains(&n) => Family::Delivery,
+            Some(n) if Family::Status.commands().contains(&n) => Family::Status,
             _ => Family::Admin,
         }
     }
@@ -165,6 +211,7 @@ impl Family {
         match self {
             Family::Delivery => &["deliver", "replay"],
             Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Status => &["status"],
         }
     }
 
@@ -173,6 +220,7 @@ impl Family {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
             Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate",
+            Family::Status => "status (Monitoring Plugins)",
         }
     }
 
@@ -181,6 +229,7 @@ impl Family {
         match self {
             Family::Delivery => DELIVERY,
             Family::Admin => ADMIN,
+            Family::Status => STATUS,
         }
     }
 
@@ -189,10 +238,11 @@ impl Family {
         format!("Exit status: {}.", self.statuses())
     }
 
-    /// The `--help` footer of `mailkeep` itself: both families.
+    /// The `--help` footer of `mailkeep` itself: every family.
     pub fn footer_of_all() -> String {
         let (delivery, admin) = (Family::Delivery.statuses(), Family::Admin.statuses());
-        format!("Exit status of deliver and replay: {delivery}.\nOf the other commands: {admin}.")
+        let status = Family::Status.statuses();
+        format!("Exit status of deliver and replay: {delivery}.\nOf status: {status}.\nOf the other commands: {admin}.")
     }
 
     /// The statuses on one line: "0 stored, 64 usage, ..., 73/75 temporary (Exim retries), ...".
@@ -213,7 +263,7 @@ impl Family {
         let mut out = String::new();
         match self {
             Family::Delivery => out.push_str("| status | meaning | what Exim does |\n|---|---|---|\n"),
-            Family::Admin => out.push_str("| status | meaning |\n|---|---|\n"),
+            Family::Admin | Family::Status => out.push_str("| status | meaning |\n|---|---|\n"),
         }
         for r in self.rows() {
             out.push_str(&format!("| {} | {} |", r.code, r.meaning));
@@ -267,12 +317,23 @@ mod tests {
         assert_eq!(code(Exit::Config), 78);
     }
 
-    /// The panic hook and a failed start-up use 75 before the command is known.
+    /// A failed start-up uses 75 before the command is known; the panic hook uses the
+    /// command's "try again", which for status is UNKNOWN.
     #[test]
-    fn temporary_is_75_in_every_family() {
-        for family in Family::ALL {
-            assert_eq!(Exit::TempFail.code(family), 75, "{family:?}");
+    fn temporary_is_75_in_every_family_but_status_where_it_is_unknown() {
+        assert_eq!(Exit::TempFail.code(Family::Delivery), 75);
+        assert_eq!(Exit::TempFail.code(Family::Admin), 75);
+        assert_eq!(Exit::TempFail.code(Family::Status), 3);
+    }
+
+    #[test]
+    fn status_speaks_the_monitoring_plugins_codes() {
+        let code = |e: Exit| e.code(Family::Status);
+        assert_eq!([code(Exit::Ok), code(Exit::Problems), code(Exit::Critical)], [0, 1, 2]);
+        for e in Exit::ALL {
+            assert!(code(e) <= 3, "{e:?}");
         }
+        assert_eq!(code(Exit::Usage), 3, "bad usage is UNKNOWN for a plugin");
     }
 
     #[test]
@@ -295,8 +356,13 @@ mod tests {
     #[test]
     fn the_table_documents_exactly_the_codes_used() {
         for family in Family::ALL {
-            // Neither deliver nor replay reports findings.
-            let used = Exit::ALL.iter().filter(|e| !(family == Family::Delivery && **e == Exit::Problems));
+            // Neither deliver nor replay reports findings; only status reports CRITICAL.
+            let findings = |e: Exit| matches!(e, Exit::Problems | Exit::Critical);
+            let used = Exit::ALL.iter().filter(|e| match family {
+                Family::Delivery => !findings(**e),
+                Family::Admin => **e != Exit::Critical,
+                Family::Status => true,
+            });
             let mut codes: Vec<u8> = used.map(|e| e.code(family)).collect();
             codes.sort();
             codes.dedup();
@@ -324,6 +390,7 @@ mod tests {
         assert_eq!(of("deliver"), Family::Delivery);
         assert_eq!(of("replay"), Family::Delivery);
         assert_eq!(of("check"), Family::Admin);
+        assert_eq!(of("status"), Family::Status);
         assert_eq!(of("--help"), Family::Admin);
         assert_eq!(Family::of(None), Family::Admin);
     }

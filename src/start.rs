@@ -27,9 +27,12 @@ pub fn main(entry: fn(Vec<OsString>) -> u8) -> libc::c_int {
         let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
         crate::log::stderr_line(&format!("internal error (bug): {what}{place}"));
     }));
-    let status = panic::catch_unwind(AssertUnwindSafe(|| entry(std::env::args_os().collect())));
+    let args: Vec<OsString> = std::env::args_os().collect();
+    // A panic in `status` is UNKNOWN (3) to the monitoring system, in every other command 75.
+    let panicked = Exit::TempFail.code(Family::of(args.get(1).map(OsString::as_os_str)));
+    let status = panic::catch_unwind(AssertUnwindSafe(|| entry(args)));
     let _ = std::io::stdout().flush();
-    status.unwrap_or(temporary).into()
+    status.unwrap_or(panicked).into()
 }
 
 /// What Rust's start-up does that we need: descriptors 0 to 2 open (else the first file we

@@ -107,6 +107,45 @@ pub fn now() -> Timestamp {
     system_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// A duration written as a number and a unit, as admins write them in `status`'s thresholds:
+/// `3600s`, `90m`, `6h`, `14d`, `2w`. One unit, no fraction: `1h30m` is `90m`.
+pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("'{text}' is no age: a number and a unit, s, m, h, d or w (90m, 6h, 14d)");
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let unit: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    number.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(bad)
+}
+
+/// `seconds` as `parse_age` reads it, in the largest unit that divides it (`6h`, `90m`).
+pub fn format_age(seconds: u64) -> String {
+    match seconds {
+        0 => "0s".into(),
+        s if s % 86400 == 0 => format!("{}d", s / 86400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `seconds` rounded for a person: `42s`, `17m`, `5h`, `3d` (under two units, the smaller).
+pub fn rough_age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
 /// Days from 1970-01-01 to the given (proleptic Gregorian) date; `None` for a date that
 /// is not on the calendar (31 February, month 13) or outside the years -9999..=9999.
 pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
@@ -271,6 +310,30 @@ mod tests {
         assert_eq!(format_time(253402300799), "9999-12-31T23:59:59Z");
         assert_eq!(format_time(253402300800), "@253402300800");
         assert_eq!(format_time(i64::MIN), format!("@{}", i64::MIN));
+    }
+
+    #[test]
+    fn an_age_is_a_number_and_one_unit() {
+        let secs = |t: &str| parse_age(t).map(|d| d.as_secs());
+        assert_eq!(secs("3600s"), Ok(3600));
+        assert_eq!(secs("90m"), Ok(5400));
+        assert_eq!(secs("6h"), Ok(21600));
+        assert_eq!(secs("24h"), Ok(86400));
+        assert_eq!(secs("14d"), Ok(14 * 86400));
+        assert_eq!(secs("2w"), Ok(14 * 86400));
+        assert_eq!(secs("0s"), Ok(0));
+        for bad in ["", "6", "h", "6x", "-6h", "6 h", "1h30m", "1.5h", "99999999999999999999d", "6H"] {
+            let err = parse_age(bad).unwrap_err();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+        for s in [0, 59, 60, 5400, 21600, 86400, 1209600, 3601] {
+            assert_eq!(secs(&format_age(s)), Ok(s), "{s}");
+        }
+        assert_eq!(format_age(21600), "6h");
+        assert_eq!(
+            (rough_age(42), rough_age(1000), rough_age(7300), rough_age(200000)),
+            ("42s".into(), "16m".into(), "2h".into(), "2d".into())
+        );
     }
 
     #[test]

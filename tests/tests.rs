@@ -15,4 +15,5 @@ mod init;
 mod props;
 mod replay;
 mod serve_config;
+mod status;
 mod stress;

@@ -10,6 +10,7 @@ use crate::commands::check::CheckError;
 use crate::commands::deliver::DeliverError;
 use crate::commands::generate::GenerateError;
 use crate::commands::serve_config::ServeError;
+use crate::commands::status::StatusError;
 use crate::config::ConfigError;
 use crate::dedup::DedupError;
 use crate::envelope::EnvelopeError;
@@ -40,6 +41,8 @@ pub enum Error {
     Check(#[from] CheckError),
     #[error(transparent)]
     Serve(#[from] ServeError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
     #[error(transparent)]
     Accounts(#[from] AccountsError),
     #[error(transparent)]
@@ -75,6 +78,7 @@ impl Classify for Error {
             Error::Deliver(e) => e.exit(),
             Error::Check(e) => e.exit(),
             Error::Serve(e) => e.exit(),
+            Error::Status(e) => e.exit(),
             Error::Accounts(e) => e.exit(),
             Error::Generate(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,

@@ -10,6 +10,7 @@ pub mod generate;
 pub mod init;
 pub mod replay;
 pub mod serve_config;
+pub mod status;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;
@@ -24,6 +25,7 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Dedup(cmd) => dedup::run(&cmd),
         Command::Check(args) => check::run(&args),
         Command::ServeConfig(args) => serve_config::run(&args),
+        Command::Status(args) => status::run(&args),
         Command::Accounts(AccountsCommand::Sync(args)) => accounts::sync(&args),
         Command::Generate(args) => generate::generate(&args),
     }
