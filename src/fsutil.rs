@@ -20,7 +20,7 @@ use std::path::{Component, Path};
 
 use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::fcntl::{AtFlags, OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 
@@ -312,11 +312,30 @@ pub fn create_dir_all(path: &Path, mode: u32) -> io::Result<OwnedFd> {
 ///
 /// Before step 4 every failure removes the temp file and leaves `name` as it was.
 pub fn replace_file(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8], mode: u32, owner: Owner) -> io::Result<()> {
+    write_file(dir, name, bytes, mode, owner, nix::fcntl::RenameFlags::empty())
+}
+
+/// `replace_file` for a file that must not be there yet (a root's marker): step 4 fails
+/// with `AlreadyExists` instead of replacing one that another process wrote meanwhile.
+pub fn create_file(dir: BorrowedFd<'_>, name: &OsStr, bytes: &[u8], mode: u32, owner: Owner) -> io::Result<()> {
+    write_file(dir, name, bytes, mode, owner, nix::fcntl::RenameFlags::RENAME_NOREPLACE)
+}
+
+/// The steps of `replace_file`, step 4 with `how`.
+fn write_file(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    bytes: &[u8],
+    mode: u32,
+    owner: Owner,
+    how: nix::fcntl::RenameFlags,
+) -> io::Result<()> {
     let tmp = temp_name(name)?;
     // 1.
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let file = openat(dir, tmp.as_os_str(), flags, Mode::from_bits_truncate(mode & 0o700))?;
-    let written = fill(file, bytes, mode, owner).and_then(|()| Ok(renameat(dir, tmp.as_os_str(), dir, name)?)); // 4.
+    let written =
+        fill(file, bytes, mode, owner).and_then(|()| Ok(nix::fcntl::renameat2(dir, tmp.as_os_str(), dir, name, how)?)); // 4.
     if let Err(e) = written {
         let _ = unlinkat(dir, tmp.as_os_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);

@@ -262,18 +262,25 @@ pub fn init(root: &Path, perms: Perms, adopt: bool, now: i64) -> Result<Init, Ro
     let mut json = serde_json::to_vec(&marker).expect("a marker serialises");
     json.push(b'\n');
     let mode = perms.file_mode().bits();
-    fsutil::replace_file(dir.as_fd(), OsStr::new(MARKER), &json, mode, None).map_err(|e| RootError::Init {
-        op: "write",
-        path: marker_path,
-        err: e,
-    })?;
-    Ok(Init::Created(marker))
+    match fsutil::create_file(dir.as_fd(), OsStr::new(MARKER), &json, mode, None) {
+        Ok(()) => Ok(Init::Created(marker)),
+        // Another init was quicker: its marker stands, and is the one to report.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match state_at(root_fd.as_fd()) {
+            Ok(RootState::Initialised(theirs)) => Ok(Init::Already(theirs)),
+            Ok(_) => Err(RootError::Init { op: "write", path: marker_path, err: e }),
+            Err(e) => Err(marker_error(root, e)),
+        },
+        Err(e) => Err(RootError::Init { op: "write", path: marker_path, err: e }),
+    }
 }
 
-/// Whether the directory holds nothing but what a fresh file system brings.
+/// Whether the directory holds nothing but what a fresh file system brings, and perhaps a
+/// `.mailkeep` without a marker (an `init` that died before writing it, called again).
 fn is_empty(dir: BorrowedFd<'_>) -> nix::Result<bool> {
     for entry in fsutil::list_dir(dir)? {
-        if !EMPTY_ALLOWED.contains(&entry?.file_name().to_bytes()) {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if !EMPTY_ALLOWED.contains(&name) && name != STATE_DIR.as_bytes() {
             return Ok(false);
         }
     }

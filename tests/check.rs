@@ -406,3 +406,19 @@ fn check_json_has_no_raw_control_or_bidi_characters() {
     let paths: Vec<&str> = v["foreign"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
     assert!(paths.iter().any(|p| p.ends_with(name)), "the name reads back whole: {paths:?}");
 }
+
+/// Issue 20 review: a marker that does not parse makes every delivery refuse the root, yet
+/// check said "clean" and --repair wrote below it. Now check reports it and --repair
+/// writes nothing (75, like a delivery).
+#[test]
+fn a_broken_root_marker_is_a_problem_and_repair_writes_nothing() {
+    let env = backup();
+    fs::write(env.root().join(".mailkeep/root.json"), "garbage").unwrap();
+    let (rc, text) = check(&env, &[]);
+    assert_eq!(rc, 1, "{text}");
+    assert!(text.contains("root.json") && text.contains("deliveries refuse this root"), "{text}");
+    let before = files_below(&env.root());
+    let (rc, text) = check(&env, &["--repair"]);
+    assert_eq!(rc, 75, "{text}");
+    assert_eq!(files_below(&env.root()), before, "--repair wrote below a root deliveries refuse");
+}

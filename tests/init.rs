@@ -164,3 +164,33 @@ fn an_unmounted_root_defers_every_copy_until_it_is_mounted_again() {
     assert_eq!(stored.len(), codes.len());
     drop(mounts);
 }
+
+/// Issue 20 review: an init that died after making `.mailkeep` but before its marker left
+/// a root later inits refused ("not empty"); and two inits at once could each print an id
+/// while only one marker stood. Both end with one marker, the one every init reports.
+#[test]
+fn inits_at_once_or_after_one_that_died_agree_on_one_marker() {
+    let env = Env::new();
+    let root = env.dir.path().join("fresh");
+    std::fs::create_dir_all(root.join(".mailkeep")).unwrap();
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            let mut cmd = std::process::Command::new(BIN);
+            cmd.args(["init", "--root"]).arg(&root);
+            if is_root() {
+                cmd.arg("--allow-root");
+            }
+            cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(std::process::Stdio::piped());
+            cmd.stderr(std::process::Stdio::piped()).spawn().unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let marker: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join(".mailkeep/root.json")).unwrap()).unwrap();
+    let id = marker["id"].as_str().unwrap();
+    for out in &outs {
+        assert_exit(out, 0);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(out);
+        assert!(said.contains(id), "every init names the marker that stands ({id}): {said}");
+    }
+}

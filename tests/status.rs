@@ -455,3 +455,51 @@ impl Drop for Trusted {
         let _ = std::fs::write(TRUSTED, kept);
     }
 }
+
+/// Issue 20 review: a copy dated ahead of the clock (a clock that ran ahead, then was set
+/// back) hid a backup that had stopped: its age counted as 0. Past an hour ahead it counts
+/// as no copy at all.
+#[test]
+fn a_copy_dated_far_ahead_of_the_clock_is_no_heartbeat() {
+    let env = Env::new();
+    let root = env.root();
+    init(&root);
+    for sent in [false, true] {
+        copy(&root, "alice", sent, Duration::ZERO);
+        let dir = if sent { root.join("alice/.Sent/new") } else { root.join("alice/new") };
+        std::fs::File::open(dir).unwrap().set_modified(SystemTime::now() + Duration::from_secs(365 * DAY)).unwrap();
+    }
+    let p = parse_plugin(&status(&env, &root, &[]));
+    assert_eq!(p.state, "CRITICAL", "{p:?}");
+    assert!(p.text.contains("ahead of the clock"), "{}", p.text);
+}
+
+/// Issue 20 review: a root given as a symlink (/var/lib/mailkeep -> /srv/backup) is
+/// followed, as deliver follows it, instead of being UNKNOWN for good.
+#[test]
+fn a_root_given_as_a_symlink_is_followed() {
+    let env = Env::new();
+    let root = root_with_copies(&env, Duration::from_secs(60));
+    let link = env.dir.path().join("link");
+    std::os::unix::fs::symlink(&root, &link).unwrap();
+    assert_eq!(parse_plugin(&status(&env, &link, &[])).state, "OK");
+}
+
+/// Issue 20 review: when not one queued message's log can be read (no right to, or Exim's
+/// `message_logs = false`), "0 waiting" was a guess reported as OK; it is UNKNOWN.
+#[test]
+fn exim_queue_is_unknown_when_no_message_log_can_be_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let root = root_with_copies(&env, Duration::from_secs(60));
+    let exim = env.dir.path().join("exim-no-logs");
+    std::fs::write(
+        &exim,
+        "#!/bin/sh\ncase \"$1\" in\n-bp) printf '25h  2.9K 1tB5yJ-000Abc-Xy <a@x.example>\\n            bob@y.example\\n\\n' ;;\n\
+         -Mvl) echo 'exim: permission denied' >&2; exit 1 ;;\nesac\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&exim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let p = parse_plugin(&status(&env, &root, &["--exim-queue", "--exim", exim.to_str().unwrap()]));
+    assert_eq!(p.state, "UNKNOWN", "{p:?}");
+}

@@ -78,12 +78,21 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
         None => None,
     };
     // An unmounted volume would check clean, with no users: the weekly check must say so.
-    // A marker that cannot be read (a symlink as .mailkeep) is for the walk to report.
-    match crate::root::require_existing(&args.root) {
-        Ok(_) | Err(RootError::Marker { .. } | RootError::Symlink(_)) => {}
+    // A marker that cannot be read, or a symlink as .mailkeep, makes every delivery refuse
+    // the root: --repair writes nothing there, and the check reports it (the walk reports
+    // the symlink).
+    let broken_marker = match crate::root::require_existing(&args.root) {
+        Ok(_) => None,
+        Err(e @ (RootError::Marker { .. } | RootError::Symlink(_))) if args.repair => return Err(e.into()),
+        Err(RootError::Marker { path, err }) => Some((path, err)),
+        Err(RootError::Symlink(_)) => None,
         Err(e) => return Err(e.into()),
+    };
+    let mut report = check(&args.root, only.as_ref(), args.repair, crate::time::now())?;
+    if let Some((path, err)) = broken_marker {
+        let fault = Fault::Unreadable(format!("the root's marker: {err}; deliveries refuse this root"));
+        report.problems.push(Problem { path, user: None, fault, repair: None });
     }
-    let report = check(&args.root, only.as_ref(), args.repair, crate::time::now())?;
     let mut out = io::stdout().lock();
     let written = if args.json { report.write_json(&mut out) } else { report.write_text(&mut out) };
     written.and_then(|()| out.flush()).map_err(CheckError::Output)?;

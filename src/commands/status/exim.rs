@@ -50,13 +50,27 @@ pub fn read(exim: &Path) -> Result<Queue, String> {
     let mut queue = Queue { waiting: 0, oldest: None, queued: messages.len(), partial: false };
     let pending: Vec<&Queued> = messages.iter().filter(|m| m.pending).collect();
     queue.partial = pending.len() > MAX_LOGS;
+    let (mut tried, mut unread, mut why) = (0, 0, String::new());
     for message in pending.into_iter().take(MAX_LOGS) {
+        tried += 1;
         // A message delivered meanwhile has no log any more: it no longer waits.
-        let Ok(log) = run(exim, &["-Mvl", &message.id]) else { continue };
+        let log = match run(exim, &["-Mvl", &message.id]) {
+            Ok(log) => log,
+            Err(e) => {
+                unread += 1;
+                why = e;
+                continue;
+            }
+        };
         if waits_for_mailkeep(&log) {
             queue.waiting += 1;
             queue.oldest = queue.oldest.max(Some(message.age));
         }
+    }
+    // Not one log could be read (no right to, or `message_logs = false`): "0 waiting"
+    // would be a guess.
+    if tried > 0 && unread == tried {
+        return Err(format!("cannot read the message logs of the {tried} queued messages ({why})"));
     }
     Ok(queue)
 }

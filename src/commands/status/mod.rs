@@ -224,7 +224,12 @@ fn look_at_root(report: &mut Report) -> bool {
             return false;
         }
     }
-    let fd = match crate::fsutil::open_dir_path(&report.root) {
+    // The root is the admin's path: a symlink to it is followed, as every command does.
+    let fd = match nix::fcntl::open(
+        &report.root,
+        nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
         Ok(fd) => fd,
         Err(e) => {
             report.say(Level::Unknown, format!("cannot open root {shown}: {e}"));
@@ -276,12 +281,22 @@ fn judge_space(report: &mut Report, root: std::os::fd::BorrowedFd<'_>) {
     report.space = Some(space);
 }
 
+/// How far ahead of the clock a copy's time may be (clocks of relay and backup host differ
+/// a little) before the heartbeat no longer believes it.
+const FUTURE_MARGIN: i64 = 3600;
+
 /// The heartbeat: the newest copy per direction, against --warn and --crit. A direction
 /// without any copy yet is measured from the root's initialisation.
 fn judge_heartbeat(report: &mut Report) {
     let t = report.thresholds;
     for (folder, newest) in [("INBOX", report.newest.inbox), ("Sent", report.newest.sent)] {
         let (age, what) = match (newest, report.created) {
+            // A copy dated ahead of the clock (a clock that ran ahead, since set back) says
+            // nothing about copies arriving now: past a margin it counts as no copy at all.
+            (Some(at), _) if at > report.now + FUTURE_MARGIN => {
+                let ahead = rough_age(u64::try_from(at - report.now).unwrap_or(0));
+                (u64::MAX, format!("newest copy into {folder} is dated {ahead} ahead of the clock"))
+            }
             (Some(at), _) => (report.age(at), format!("newest copy into {folder} {} ago", rough_age(report.age(at)))),
             (None, Some(created)) => {
                 let age = report.age(created);
