@@ -79,19 +79,18 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
     };
     // An unmounted volume would check clean, with no users: the weekly check must say so.
     // A marker that cannot be read, or a symlink as .mailkeep, makes every delivery refuse
-    // the root: --repair writes nothing there, and the check reports it (the walk reports
-    // the symlink).
-    let broken_marker = match crate::root::require_existing(&args.root) {
-        Ok(_) => None,
-        Err(e @ (RootError::Marker { .. } | RootError::Symlink(_))) if args.repair => return Err(e.into()),
-        Err(RootError::Marker { path, err }) => Some((path, err)),
-        Err(RootError::Symlink(_)) => None,
+    // the root: it is reported (the walk reports the symlink), and --repair changes nothing
+    // below such a root.
+    let (refused, broken_marker) = match crate::root::require_existing(&args.root) {
+        Ok(_) => (false, None),
+        Err(RootError::Marker { path, err }) => (true, Some((path, err))),
+        Err(RootError::Symlink(_)) => (true, None),
         Err(e) => return Err(e.into()),
     };
-    let mut report = check(&args.root, only.as_ref(), args.repair, crate::time::now())?;
+    let mut report = check(&args.root, only.as_ref(), args.repair && !refused, crate::time::now())?;
     if let Some((path, err)) = broken_marker {
-        let fault = Fault::Unreadable(format!("the root's marker: {err}; deliveries refuse this root"));
-        report.problems.push(Problem { path, user: None, fault, repair: None });
+        let why = format!("the root's marker: {err}; deliveries refuse this root (--repair changes nothing below it)");
+        report.problems.push(Problem { path, user: None, fault: Fault::Unreadable(why), repair: None });
     }
     let mut out = io::stdout().lock();
     let written = if args.json { report.write_json(&mut out) } else { report.write_text(&mut out) };
