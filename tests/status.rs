@@ -503,3 +503,17 @@ fn exim_queue_is_unknown_when_no_message_log_can_be_read() {
     let p = parse_plugin(&status(&env, &root, &["--exim-queue", "--exim", exim.to_str().unwrap()]));
     assert_eq!(p.state, "UNKNOWN", "{p:?}");
 }
+
+/// Issue 20 review: on a fresh root every listed user was named at once; a user without a
+/// copy yet is measured from the root's initialisation, as the heartbeat is.
+#[test]
+fn a_fresh_root_names_no_listed_user_before_user_warn_has_passed() {
+    let env = Env::new(); // initialised just now by `mailkeep init`
+    let root = env.root();
+    copy(&root, "alice", false, Duration::from_secs(60));
+    copy(&root, "alice", true, Duration::from_secs(60));
+    let accounts = env.dir.path().join("accounts");
+    std::fs::write(&accounts, "alice\nbob\n").unwrap();
+    let p = parse_plugin(&status(&env, &root, &["--accounts", accounts.to_str().unwrap()]));
+    assert_eq!(p.state, "OK", "{p:?}");
+}

@@ -331,7 +331,12 @@ fn judge_coverage(report: &mut Report, accounts: &Path) {
             let newest = report.users.get(&name).and_then(|c| c.newest());
             (name, newest)
         })
-        .filter(|(_, newest)| newest.is_none_or(|t| report.age(t) > limit))
+        // A user with no copy yet is measured from the root's initialisation, as the
+        // heartbeat is: a fresh root names nobody until --user-warn has passed.
+        .filter(|(_, newest)| match newest.or(report.created) {
+            Some(t) => report.age(t) > limit,
+            None => true,
+        })
         .collect();
     if !silent.is_empty() {
         let names: Vec<&str> = silent.iter().map(|(n, _)| n.as_str()).collect();
