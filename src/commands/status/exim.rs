@@ -14,7 +14,6 @@ use std::process::{Command, Stdio};
 
 /// The prefix of the transports `exim-snippets/` defines (mailkeep_inbox, mailkeep_sent).
 const TRANSPORT_NAME: &str = "mailkeep";
-const TRANSPORT_PREFIX: &str = "T=mailkeep";
 
 /// At most this many message logs are read in one run: a queue of spam bounces must not
 /// make a check that runs every few minutes take minutes.
@@ -139,14 +138,26 @@ fn is_message_id(id: &str) -> bool {
 /// mailkeep_inbox transport succeeded` for a stored copy, and the transport's error without
 /// `defer` for a failure (which no longer waits).
 fn waits_for_mailkeep(log: &str) -> bool {
-    let mut last: HashMap<&str, bool> = HashMap::new();
+    // Keyed by recipient and transport (one address may have an INBOX and a Sent copy), and
+    // read only from the fixed places of a delivery line, so that words elsewhere (a
+    // sender's address on the line of the message's arrival) count for nothing.
+    let mut last: HashMap<(&str, &str), bool> = HashMap::new();
     for line in log.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let Some(address) = words.get(2).map(|a| a.trim_end_matches(':')) else { continue };
-        if words.iter().any(|w| w.starts_with(TRANSPORT_PREFIX)) {
-            last.insert(address, words.contains(&"defer"));
-        } else if words.get(3).is_some_and(|w| w.starts_with(TRANSPORT_NAME)) && words.get(4) == Some(&"transport") {
-            last.insert(address, false);
+        match words.get(2..6) {
+            Some([address, router, transport, outcome]) if router.starts_with("R=") => {
+                if let Some(name) = transport.strip_prefix("T=").filter(|t| t.starts_with(TRANSPORT_NAME)) {
+                    last.insert((address, name), *outcome == "defer");
+                }
+            }
+            _ => {}
+        }
+        if let Some([address, name, word]) = words.get(2..5)
+            && let Some(address) = address.strip_suffix(':')
+            && name.starts_with(TRANSPORT_NAME)
+            && *word == "transport"
+        {
+            last.insert((address, name), false);
         }
     }
     last.values().any(|&deferred| deferred)
@@ -196,6 +207,21 @@ mod tests {
             "2026-12-04 10:00:01 bob@example.com R=to_provider T=remote_smtp defer (111): Connection refused\n";
         assert!(!waits_for_mailkeep(provider_only));
         assert!(!waits_for_mailkeep(""));
+    }
+
+    /// Issue 20 review: words on other lines (a sender's address can hold spaces) never
+    /// count, and an INBOX copy stored does not hide the same address's deferred Sent copy.
+    #[test]
+    fn only_delivery_lines_count_each_for_its_own_transport() {
+        let spoof =
+            "2026-12-04 21:31:20 Received from \"x T=mailkeep_inbox defer y\"@evil.example U=root P=local S=285\n";
+        assert!(!waits_for_mailkeep(spoof));
+        let both = "2026-12-04 21:31:20 bob@example.com R=mailkeep_sent T=mailkeep_sent defer (0): returned 75\n\
+            2026-12-04 21:31:21 bob@example.com: mailkeep_inbox transport succeeded\n";
+        assert!(waits_for_mailkeep(both));
+        let stored = "2026-12-04 21:31:20 bob@example.com R=mailkeep_sent T=mailkeep_sent defer (0): returned 75\n\
+            2026-12-04 21:41:20 bob@example.com: mailkeep_sent transport succeeded\n";
+        assert!(!waits_for_mailkeep(stored));
     }
 
     #[test]
