@@ -162,7 +162,8 @@ const ADMIN: &[Row] = &[
         2,
         "usage or configuration",
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
-         init of a non-empty directory without --adopt, init run as root without --allow-root, \
+         init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
+         init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read",
     ),
     row(

@@ -70,6 +70,8 @@ pub enum RootError {
         .0.display(), .0.display()
     )]
     NotEmpty(PathBuf),
+    #[error("{} is a mount point in /etc/fstab but nothing is mounted on it: mount the backup volume first", .0.display())]
+    NotMounted(PathBuf),
     #[error("cannot initialise {}: cannot {op}: {err}", path.display())]
     Init { op: &'static str, path: PathBuf, err: io::Error },
 }
@@ -81,7 +83,7 @@ impl Classify for RootError {
             RootError::NotInitialised { .. } | RootError::Marker { .. } => Exit::TempFail,
             RootError::Symlink(_) => Exit::CantCreate,
             RootError::Absent(_) => Exit::Config,
-            RootError::NotEmpty(_) => Exit::Usage,
+            RootError::NotEmpty(_) | RootError::NotMounted(_) => Exit::Usage,
             RootError::Init { .. } => Exit::TempFail,
         }
     }
@@ -225,9 +227,11 @@ pub enum Init {
 
 /// Initialises `root`, which must exist:
 /// 1. a root with its marker is left as it is (`Init::Already`);
-/// 2. a root that holds anything but `lost+found` is refused unless `adopt` (an empty mount
-///    point is what an unmounted volume looks like; a full one without a marker is either an
-///    earlier mailkeep's backup or a wrong path);
+/// 2. a mount point of fstab's that is not mounted is refused, empty or not (a marker there
+///    would let every delivery land beside the volume); a root that holds anything but
+///    `lost+found` is refused unless `adopt` (an empty mount point is what an unmounted
+///    volume looks like; a full one without a marker is either an earlier mailkeep's backup
+///    or a wrong path);
 /// 3. ROOT/.mailkeep is created (0700, 2770 with a shared group; kept if there), durably;
 /// 4. root.json is written into it atomically (`fsutil::replace_file`), mode as the files.
 pub fn init(root: &Path, perms: Perms, adopt: bool, now: i64) -> Result<Init, RootError> {
@@ -247,6 +251,9 @@ pub fn init(root: &Path, perms: Perms, adopt: bool, now: i64) -> Result<Init, Ro
         RootState::NotInitialised | RootState::Missing => {}
     }
     // 2.
+    if awaits_its_volume(root, Path::new(FSTAB)) {
+        return Err(RootError::NotMounted(root.to_path_buf()));
+    }
     if !adopt && !is_empty(root_fd.as_fd()).map_err(err("list", root))? {
         return Err(RootError::NotEmpty(root.to_path_buf()));
     }
@@ -274,6 +281,29 @@ pub fn init(root: &Path, perms: Perms, adopt: bool, now: i64) -> Result<Init, Ro
     }
 }
 
+/// The file systems the admin mounts at boot.
+const FSTAB: &str = "/etc/fstab";
+
+/// Whether `root` is a mount point listed in `fstab` that nothing is mounted on now: a
+/// mount point is a directory on another device than its parent.
+fn awaits_its_volume(root: &Path, fstab: &Path) -> bool {
+    let Ok(root) = std::fs::canonicalize(root) else { return false };
+    let Ok(text) = std::fs::read_to_string(fstab) else { return false };
+    // fstab writes a space in a path as \040 (and a tab as \011).
+    let unescape = |field: &str| field.replace("\\040", " ").replace("\\011", "\t");
+    let listed = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|mount_point| Path::new(&unescape(mount_point)) == root);
+    if !listed || root.parent().is_none() {
+        return false;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev());
+    matches!((dev(&root), dev(&root.join(".."))), (Ok(a), Ok(b)) if a == b)
+}
+
 /// Whether the directory holds nothing but what a fresh file system brings, and perhaps a
 /// `.mailkeep` without a marker (an `init` that died before writing it, called again).
 fn is_empty(dir: BorrowedFd<'_>) -> nix::Result<bool> {
@@ -298,6 +328,20 @@ fn random_id() -> io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listed_mount_point_with_nothing_mounted_awaits_its_volume() {
+        let dir = tempfile::tempdir().unwrap();
+        let point = dir.path().join("backup vol");
+        std::fs::create_dir(&point).unwrap();
+        let fstab = dir.path().join("fstab");
+        let listed = point.canonicalize().unwrap().display().to_string().replace(' ', "\\040");
+        std::fs::write(&fstab, format!("# <file system> <mount point>\nUUID=x {listed} ext4 defaults 0 2\n")).unwrap();
+        assert!(awaits_its_volume(&point, &fstab), "listed, same device as its parent");
+        std::fs::write(&fstab, "UUID=x /elsewhere ext4 defaults 0 2\n").unwrap();
+        assert!(!awaits_its_volume(&point, &fstab), "not listed");
+        assert!(!awaits_its_volume(Path::new("/proc"), Path::new("/proc/self/mounts")), "mounted");
+    }
     use std::os::unix::fs::PermissionsExt;
 
     const P: Perms = Perms { shared_group: false };
