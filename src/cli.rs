@@ -428,6 +428,7 @@ pub struct ServeConfigArgs {
 /// `mailkeep help deliver` is not a delivery and prints the help with status 0.
 pub fn parse(args: Vec<OsString>) -> Result<Cli, Exit> {
     let in_deliver = args.get(1).is_some_and(|a| a == "deliver");
+    let status = args.get(1).is_some_and(|a| a == "status");
     if in_deliver && args.len() == 3 && matches!(args[2].to_str(), Some("-h" | "--help")) {
         crate::log::stderr_line(
             "usage: deliver has no --help (it exits 0 only once a message is stored): run 'mailkeep help deliver'",
@@ -445,7 +446,13 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, Exit> {
             Exit::Usage
         }
         _ => {
-            crate::log::stderr_line(&one_line(&e));
+            let line = one_line(&e);
+            crate::log::stderr_line(&line);
+            // A monitoring system shows a plugin's first line of stdout: say it there too,
+            // in the plugin's form (its status, 3, comes from the exit family).
+            if status {
+                println!("MAILKEEP UNKNOWN - usage: {}", crate::log::escape(&line));
+            }
             Exit::Usage
         }
     })

@@ -229,6 +229,8 @@ fn status_is_unknown_when_it_cannot_tell() {
         let out = status(&env, &root, bad);
         assert_exit(&out, 3);
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        // And the plugin's line on stdout, which is what a monitoring system shows.
+        assert_eq!(parse_plugin(&out).state, "UNKNOWN", "{bad:?}");
     }
     // Critical outranks unknown: what status knows is not hidden by what it cannot learn.
     std::fs::remove_dir_all(root.join(".mailkeep")).unwrap();
