@@ -229,9 +229,10 @@ pub fn open_for_reading<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> n
     .map(File::from)
 }
 
-/// `open_for_reading`, and only a regular file: a message, a small file mailkeep wrote.
-/// A relative `name` with `dir` = `nix::fcntl::AT_FDCWD` opens a path.
-pub fn open_regular<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> Result<File, OpenError> {
+/// `open_for_reading`, and only a regular file: a message, a small file mailkeep wrote;
+/// with its `fstat` (its size, for a caller that reads it whole). A relative `name` with
+/// `dir` = `nix::fcntl::AT_FDCWD` opens a path.
+pub fn open_regular<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> Result<(File, FileStat), OpenError> {
     let file = match open_for_reading(dir, name) {
         Ok(file) => file,
         Err(Errno::ENOENT) => return Err(OpenError::Missing),
@@ -242,7 +243,7 @@ pub fn open_regular<P: ?Sized + NixPath>(dir: BorrowedFd<'_>, name: &P) -> Resul
     if file_type(&st) != SFlag::S_IFREG {
         return Err(OpenError::WrongType);
     }
-    Ok(file)
+    Ok((file, st))
 }
 
 /// Reads the small regular file `name` below `dir`, at most `limit` bytes; `None` when it is
@@ -253,7 +254,7 @@ pub fn read_small<P: ?Sized + NixPath>(
     limit: u64,
 ) -> Result<Option<Vec<u8>>, OpenError> {
     let file = match open_regular(dir, name) {
-        Ok(file) => file,
+        Ok((file, _)) => file,
         Err(OpenError::Missing) => return Ok(None),
         Err(e) => return Err(e),
     };

@@ -13,8 +13,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
@@ -121,24 +121,20 @@ pub fn state_at(root_fd: BorrowedFd<'_>) -> io::Result<RootState> {
 /// The marker in the state directory `dir`, `None` if there is none. One openat, one fstat
 /// and, for a marker of a few dozen bytes, one read: it is on every delivery's path.
 fn read_marker(dir: BorrowedFd<'_>) -> io::Result<Option<Marker>> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_NOCTTY | OFlag::O_CLOEXEC;
-    let fd = match openat(dir, MARKER, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT) => return Ok(None),
-        Err(Errno::ELOOP) => return Err(symlink(MARKER)),
-        Err(e) => return Err(e.into()),
+    let (mut file, st) = match fsutil::open_regular(dir, MARKER) {
+        Ok(opened) => opened,
+        Err(OpenError::Missing) => return Ok(None),
+        Err(OpenError::Symlink) => return Err(symlink(MARKER)),
+        Err(OpenError::WrongType) => return Err(invalid(format!("{MARKER} is not a regular file"))),
+        Err(e) => return Err(e.errno().into()),
     };
-    let st = fstat(fd.as_fd())?;
-    if fsutil::file_type(&st) != SFlag::S_IFREG {
-        return Err(invalid(format!("{MARKER} is not a regular file")));
-    }
     let size = u64::try_from(st.st_size).unwrap_or(0);
     if size > MARKER_MAX {
         return Err(invalid(format!("{MARKER} is larger than {MARKER_MAX} bytes")));
     }
     // Read as many bytes as fstat said: no second read to find the end.
     let mut bytes = vec![0u8; size as usize];
-    std::fs::File::from(fd).read_exact(&mut bytes)?;
+    file.read_exact(&mut bytes)?;
     serde_json::from_slice(&bytes).map(Some).map_err(|e| invalid(format!("{MARKER} does not parse: {e}")))
 }
 

@@ -141,7 +141,9 @@ fn key(id: &str, body: &Digest) -> Digest {
 /// Opens a stored file without following a symlink or blocking on a FIFO; only a regular
 /// file is read (`fsutil::open_regular`).
 fn open_stored(path: &Path) -> io::Result<File> {
-    crate::fsutil::open_regular(nix::fcntl::AT_FDCWD, path).map_err(|e| io::Error::from(e.errno()))
+    crate::fsutil::open_regular(nix::fcntl::AT_FDCWD, path)
+        .map(|(file, _)| file)
+        .map_err(|e| io::Error::from(e.errno()))
 }
 
 /// A stored file's first bytes: at least the header part of the message after our header
