@@ -122,6 +122,24 @@ fn read_mbox(file: &[u8], format: Format) -> Vec<Vec<u8>> {
 
 const FROM: &[u8] = b"From writer@example.org Wed Jan  1 00:00:00 2020\n";
 
+/// `msgs` as an mboxrd writer writes them: each after a From_ line, every `>*From ` line
+/// quoted once more, and `after` (a blank line, or nothing as mblaze's `mexport`) after each.
+fn mboxrd(msgs: &[Vec<u8>], after: &[u8]) -> Vec<u8> {
+    let mut file = Vec::new();
+    for m in msgs {
+        file.extend_from_slice(FROM);
+        for line in m.split_inclusive(|&b| b == b'\n') {
+            let quotes = line.iter().take_while(|&&b| b == b'>').count();
+            if line[quotes..].starts_with(b"From ") {
+                file.push(b'>');
+            }
+            file.extend_from_slice(line);
+        }
+        file.extend_from_slice(after);
+    }
+    file
+}
+
 /// Message bodies with LF line ends (a reader makes CRLF LF, so CR is left out), each
 /// ending in a newline as writers make them.
 fn messages() -> impl Strategy<Value = Vec<Vec<u8>>> {
@@ -233,18 +251,7 @@ proptest! {
 
     #[test]
     fn mboxrd_written_messages_are_read_back_exactly(msgs in messages()) {
-        let mut file = Vec::new();
-        for m in &msgs {
-            file.extend_from_slice(FROM);
-            for line in m.split_inclusive(|&b| b == b'\n') {
-                let quotes = line.iter().take_while(|&&b| b == b'>').count();
-                if line[quotes..].starts_with(b"From ") {
-                    file.push(b'>');
-                }
-                file.extend_from_slice(line);
-            }
-            file.push(b'\n');
-        }
+        let file = mboxrd(&msgs, b"\n");
         prop_assert_eq!(read_mbox(&file, Format::Mboxrd), msgs.clone());
         // With CRLF line ends the same messages come back with LF.
         let crlf: Vec<u8> = file.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
@@ -259,17 +266,7 @@ proptest! {
     #[test]
     fn mboxrd_written_without_blank_lines_between_messages_is_read_back(msgs in messages()) {
         let msgs: Vec<Vec<u8>> = msgs.into_iter().filter(|m| !m.is_empty()).collect();
-        let mut file = Vec::new();
-        for m in &msgs {
-            file.extend_from_slice(FROM);
-            for line in m.split_inclusive(|&b| b == b'\n') {
-                let quotes = line.iter().take_while(|&&b| b == b'>').count();
-                if line[quotes..].starts_with(b"From ") {
-                    file.push(b'>');
-                }
-                file.extend_from_slice(line);
-            }
-        }
+        let file = mboxrd(&msgs, b"");
         let want: Vec<Vec<u8>> = msgs
             .iter()
             .map(|m| if m == b"\n" || m.ends_with(b"\n\n") { m[..m.len() - 1].to_vec() } else { m.clone() })

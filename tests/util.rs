@@ -148,7 +148,9 @@ pub fn init_root(dir: &Path) {
     assert_exit(&run_with_stdin(cmd, b""), 0);
 }
 
-pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+/// Starts `cmd` with its output captured and `stdin` fed to it by a thread of its own (a
+/// child that does not read must not block the test).
+fn spawn_with_stdin(cmd: &mut Command, stdin: &[u8]) -> (std::process::Child, std::thread::JoinHandle<()>) {
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("spawn mailkeep");
     let mut pipe = child.stdin.take().unwrap();
@@ -156,6 +158,11 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
     let writer = std::thread::spawn(move || {
         let _ = pipe.write_all(&data);
     });
+    (child, writer)
+}
+
+pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
+    let (child, writer) = spawn_with_stdin(&mut cmd, stdin);
     let out = child.wait_with_output().unwrap();
     writer.join().unwrap();
     out
@@ -163,13 +170,7 @@ pub fn run_with_stdin(mut cmd: Command, stdin: &[u8]) -> Output {
 
 /// `run_with_stdin` that kills the child after `limit` and fails the test, saying it hung.
 pub fn run_with_stdin_within(mut cmd: Command, stdin: &[u8], limit: Duration) -> Output {
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn mailkeep");
-    let mut pipe = child.stdin.take().unwrap();
-    let data = stdin.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = pipe.write_all(&data);
-    });
+    let (mut child, writer) = spawn_with_stdin(&mut cmd, stdin);
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > limit {
