@@ -116,12 +116,14 @@ impl Plugin {
 #[test]
 fn status_is_ok_when_copies_arrive_in_both_directions() {
     let env = Env::new();
-    let root = root_with_copies(&env, Duration::from_secs(60));
+    // 30 min 10 s: shown as "30m" for the next 49 s, so a slow run cannot change the text
+    // (at 60 s it read "61s" when the machine was busy).
+    let root = root_with_copies(&env, Duration::from_secs(1810));
     copy(&root, "bob", false, Duration::from_secs(2 * HOUR));
     let p = parse_plugin(&status(&env, &root, &[]));
     assert_eq!(p.state, "OK", "{p:?}");
-    assert!(p.text.contains("newest copy into INBOX 60s ago, into Sent 60s ago"), "{}", p.text);
-    assert!((60.0..70.0).contains(&p.perf("inbox_age")), "{p:?}");
+    assert!(p.text.contains("newest copy into INBOX 30m ago, into Sent 30m ago"), "{}", p.text);
+    assert!((1810.0..1820.0).contains(&p.perf("inbox_age")), "{p:?}");
     assert_eq!(p.perf("users"), 2.0);
     assert!(p.perf.iter().any(|x| x.0 == "free_space" && x.2 == "%" && x.3 == "10:"), "{p:?}");
     assert!(p.details.iter().any(|l| l.starts_with("newest copy into Sent: ")), "{:?}", p.details);
