@@ -7,6 +7,7 @@
 //! no command imports another. docs/ARCHITECTURE.md draws the layers and the data flow.
 
 // The core.
+pub mod audit;
 pub mod dedup;
 pub mod envelope;
 pub mod exit;
