@@ -237,6 +237,23 @@ pub struct DedupArgs {
     /// How long a Message-ID folds later copies, in days.
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub dedup_window: u32,
+
+    /// The store's file, instead of ROOT/.mailkeep/dedup.sqlite3: on local disk when the
+    /// root is on NFS, CephFS or SMB (shared by several relays), where a store is refused
+    /// (exit 73). Its directory must exist, writable by the delivering user; the file is
+    /// never followed if a symlink. Each relay then folds only its own copies.
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    pub dedup_store: Option<PathBuf>,
+}
+
+/// A `--dedup-store` value: a path that ends in a file name (SQLite puts its -wal and -shm
+/// files beside it, so it needs the name and its directory).
+fn store_file(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    match path.file_name() {
+        Some(_) if !value.ends_with('/') => Ok(path),
+        _ => Err(format!("'{value}' names no file (give the store's file, e.g. /var/lib/mailkeep-dedup/dedup.sqlite3)")),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -305,6 +322,10 @@ pub struct DedupAdminArgs {
     /// How long keys are kept, in days.
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub dedup_window: u32,
+
+    /// The store's file when deliveries keep it outside the root (deliver --dedup-store).
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    pub dedup_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,8 @@ pub struct DeliverConfig {
     pub rcpts: Vec<Vec<u8>>,
     /// `Some(window in days)` with `--dedup`.
     pub dedup_window: Option<u32>,
+    /// Where the store of `--dedup` is (the root's own or `--dedup-store`).
+    pub dedup_store: crate::dedup::Location,
 }
 
 impl DeliverConfig {
@@ -83,6 +85,7 @@ impl DeliverConfig {
             sender,
             rcpts: rcpts.iter().map(|r| r.as_bytes().to_vec()).collect(),
             dedup_window: args.dedup.dedup.then_some(args.dedup.dedup_window),
+            dedup_store: crate::dedup::Location::new(&args.store.root, args.dedup.dedup_store.as_deref()),
         })
     }
 }

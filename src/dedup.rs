@@ -10,8 +10,13 @@
 //! one leaves a pending claim whose owner is gone, which the next copy takes over. So a
 //! key is committed only after its message is on disk: a crash may cost a duplicate on
 //! Exim's retry, never a message.
+//!
+//! The store lives in `ROOT/.mailkeep/` or, with `--dedup-store`, at a file of its own
+//! (`Location`): on local disk when the root is shared by relays over NFS or CephFS, where
+//! SQLite's locks and its WAL's shared memory do not hold. A store on such a filesystem is
+//! refused (`network_fs`).
 
-use std::ffi::{CStr, c_char, c_int};
+use std::ffi::{CStr, OsStr, OsString, c_char, c_int};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -66,13 +71,21 @@ pub enum DedupError {
     /// For the admin commands: there is nothing to show or prune.
     #[error("no dedup store at {} (no delivery with --dedup yet)", .0.display())]
     NoStore(PathBuf),
+    /// SQLite's locks and WAL index do not hold on a network filesystem: two relays (or a
+    /// client cache) would corrupt the store or fold a message that was never stored.
+    #[error(
+        "dedup store {}: refusing a store on {fs}, a network filesystem (SQLite's locking does not hold there): give --dedup-store a file on local disk",
+        path.display()
+    )]
+    NetworkFs { path: PathBuf, fs: &'static str },
 }
 
 impl Classify for DedupError {
     /// Never a silent store-or-drop: any store trouble makes Exim retry.
     fn exit(&self) -> Exit {
         match self {
-            DedupError::Symlink(_) => Exit::CantCreate,
+            // A delivery defers (73) until the admin moves the store; the admin commands say 2.
+            DedupError::Symlink(_) | DedupError::NetworkFs { .. } => Exit::CantCreate,
             DedupError::NoStore(_) => Exit::Config,
             DedupError::Root(e) => e.exit(),
             DedupError::Sqlite { .. }
@@ -102,6 +115,8 @@ pub struct Store {
     /// `ROOT/.mailkeep`, which SQLite reaches through this descriptor (see `connect`); it
     /// stays open while `conn` lives, which opens the -wal and -shm files later.
     dir: OwnedFd,
+    /// The store's file name in `dir`.
+    name: OsString,
     path: PathBuf,
     window_secs: i64,
     /// Whether this delivery's commit prunes (see `PRUNE_EVERY`).
@@ -125,23 +140,91 @@ pub struct Key<'a> {
     pub body: &'a Digest,
 }
 
-impl Store {
-    pub fn path(root: &Path) -> PathBuf {
-        root.join(".mailkeep").join("dedup.sqlite3")
+/// Where the store is: `ROOT/.mailkeep/dedup.sqlite3`, or the file `--dedup-store` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// In the root's state directory, which `mailkeep init` made.
+    InRoot(PathBuf),
+    /// A file of its own (`--dedup-store`), in a directory the admin made.
+    File(PathBuf),
+}
+
+impl Location {
+    /// `store` if given, else the root's own.
+    pub fn new(root: &Path, store: Option<&Path>) -> Location {
+        match store {
+            Some(file) => Location::File(file.to_path_buf()),
+            None => Location::InRoot(root.to_path_buf()),
+        }
     }
 
-    /// Opens (creating if needed) `ROOT/.mailkeep/dedup.sqlite3`. The directory, which
-    /// `mailkeep init` made, must be writable by every delivering user: SQLite keeps its
-    /// -wal and -shm files beside it.
-    pub fn open(root: &Path, window_days: u32) -> Result<Store> {
-        let Some(dir) = open_store_dir(root)? else {
-            let why = "no .mailkeep in it";
-            return Err(RootError::NotInitialised { root: root.to_path_buf(), why }.into());
+    /// The store's file, as messages name it.
+    pub fn path(&self) -> PathBuf {
+        self.dir_path().join(self.name())
+    }
+
+    fn dir_path(&self) -> PathBuf {
+        match self {
+            Location::InRoot(root) => root.join(STORE_DIR),
+            Location::File(file) => match file.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+        }
+    }
+
+    /// The file's name in its directory (`--dedup-store` takes only paths that have one).
+    fn name(&self) -> &OsStr {
+        match self {
+            Location::InRoot(_) => OsStr::new(STORE_FILE),
+            Location::File(file) => file.file_name().unwrap_or(OsStr::new(STORE_FILE)),
+        }
+    }
+
+    /// Opens the store's directory; `None` when it is missing. The root's `.mailkeep` is
+    /// opened without following a symlink; the directory of a `--dedup-store` file is the
+    /// admin's, named on the command line, and followed as the root is.
+    fn open_dir(&self) -> Result<Option<OwnedFd>> {
+        if let Location::InRoot(root) = self {
+            return open_store_dir(root);
+        }
+        let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(&self.dir_path(), flags, Mode::empty()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(nix::errno::Errno::ENOENT) => Ok(None),
+            Err(e) => Err(DedupError::Dir { path: self.dir_path(), err: e.into() }),
+        }
+    }
+}
+
+impl Store {
+    pub fn path(root: &Path) -> PathBuf {
+        Location::InRoot(root.to_path_buf()).path()
+    }
+
+    /// Opens (creating if needed) the store at `at`. Its directory (`ROOT/.mailkeep`, which
+    /// `mailkeep init` made, or the one of `--dedup-store`) must be writable by every
+    /// delivering user: SQLite keeps its -wal and -shm files beside it. A directory on a
+    /// network filesystem is refused before anything is opened in it.
+    pub fn open(at: &Location, window_days: u32) -> Result<Store> {
+        let dir = match (at.open_dir()?, at) {
+            (Some(dir), _) => dir,
+            (None, Location::InRoot(root)) => {
+                let why = "no .mailkeep in it";
+                return Err(RootError::NotInitialised { root: root.to_path_buf(), why }.into());
+            }
+            (None, Location::File(_)) => {
+                let err = std::io::Error::from(nix::errno::Errno::ENOENT);
+                return Err(DedupError::Dir { path: at.dir_path(), err });
+            }
         };
-        let path = Store::path(root);
+        let path = at.path();
+        if let Some(fs) = network_fs(dir.as_fd()) {
+            return Err(DedupError::NetworkFs { path, fs });
+        }
         let sql = |err| DedupError::Sqlite { path: path.clone(), err };
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = connect(dir.as_fd(), root, flags)?;
+        let conn = connect_named(dir.as_fd(), &at.dir_path(), at.name(), flags)?;
         conn.busy_timeout(WAIT).map_err(sql)?;
         let init = || -> rusqlite::Result<()> {
             // NORMAL sync in WAL mode: a key lost to a power cut only costs a duplicate copy
@@ -177,7 +260,8 @@ impl Store {
             }
         }
         let prunes = std::process::id().is_multiple_of(PRUNE_EVERY);
-        Ok(Store { conn, dir, path, window_secs: i64::from(window_days) * 86400, prunes })
+        let name = at.name().to_os_string();
+        Ok(Store { conn, dir, name, path, window_secs: i64::from(window_days) * 86400, prunes })
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
@@ -317,16 +401,16 @@ impl Store {
 impl Store {
     /// Opens the store for the admin commands, if there is one: looked for without
     /// following a symlink and without creating anything. `None` when there is none.
-    pub fn open_existing(root: &Path, window_days: u32) -> Result<Option<Store>> {
-        let path = Store::path(root);
-        let exists = match open_store_dir(root)? {
-            Some(dir) => fsutil::regular_or_missing(dir.as_fd(), STORE_FILE).map_err(refused(&path, false))?,
+    pub fn open_existing(at: &Location, window_days: u32) -> Result<Option<Store>> {
+        let path = at.path();
+        let exists = match at.open_dir()? {
+            Some(dir) => fsutil::regular_or_missing(dir.as_fd(), at.name()).map_err(refused(&path, false))?,
             None => false,
         };
         if !exists {
             return Ok(None);
         }
-        Store::open(root, window_days).map(Some)
+        Store::open(at, window_days).map(Some)
     }
 }
 
@@ -423,23 +507,61 @@ fn open_store_dir(root: &Path) -> Result<Option<OwnedFd>> {
 /// step left out. What is in the directory is looked at first: the three files must each
 /// be a regular file or missing (a symlink is refused with 73, a FIFO with 75).
 pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Connection> {
-    for name in [STORE_FILE, "dedup.sqlite3-wal", "dedup.sqlite3-shm", "dedup.sqlite3-journal"] {
-        let path = root.join(STORE_DIR).join(name);
-        fsutil::regular_or_missing(dir, name).map_err(refused(&path, false))?;
+    connect_named(dir, &root.join(STORE_DIR), OsStr::new(STORE_FILE), flags)
+}
+
+/// `connect` for the store file `name` in `dir` (`--dedup-store`); `dir_path` only names
+/// it in messages.
+fn connect_named(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr, flags: OpenFlags) -> Result<Connection> {
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut file = name.to_os_string();
+        file.push(suffix);
+        fsutil::regular_or_missing(dir, file.as_os_str()).map_err(refused(&dir_path.join(&file), false))?;
     }
-    let path = Store::path(root);
+    let path = dir_path.join(name);
     let sql = |err| DedupError::Sqlite { path: path.clone(), err };
-    let by_fd = format!("/proc/self/fd/{}/{STORE_FILE}", dir.as_raw_fd());
-    if !Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).is_dir() {
+    let fd_dir = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    if !fd_dir.is_dir() {
         return Err(DedupError::NoProc);
     }
-    Connection::open_with_flags_and_vfs(by_fd, flags, fd_vfs().map_err(sql)?).map_err(sql)
+    Connection::open_with_flags_and_vfs(fd_dir.join(name), flags, fd_vfs().map_err(sql)?).map_err(sql)
+}
+
+/// Filesystems on which SQLite's POSIX locks or its WAL's shared-memory index cannot be
+/// trusted (SQLite: "WAL does not work over a network filesystem"; NFS and SMB locks are
+/// per client or emulated). FUSE stands for sshfs, GlusterFS and ceph-fuse; a local FUSE
+/// filesystem is refused too, which only costs choosing a path elsewhere. The numbers are
+/// statfs(2)'s f_type (linux/magic.h).
+const NETWORK_FS: &[(u32, &str)] = &[
+    (0x6969, "NFS"),
+    (0x00c3_6400, "CephFS"),
+    (0xfe53_4d42, "SMB2"),
+    (0xff53_4d42, "CIFS"),
+    (0x517b, "SMB"),
+    (0x6573_5546, "FUSE"),
+    (0x5346_414f, "AFS"),
+    (0x6b41_4653, "kAFS"),
+    (0x0102_1997, "9P"),
+    (0x0bd0_0bd0, "Lustre"),
+    (0x7375_7245, "Coda"),
+];
+
+/// The network filesystem `dir` is on, if any (an fstatfs that fails tells nothing).
+fn network_fs(dir: BorrowedFd<'_>) -> Option<&'static str> {
+    // f_type is a C long holding a 32-bit magic number.
+    let kind = nix::sys::statfs::fstatfs(dir).ok()?.filesystem_type().0 as u32;
+    network_fs_named(crate::fault::fs_type(kind))
+}
+
+fn network_fs_named(kind: u32) -> Option<&'static str> {
+    NETWORK_FS.iter().find(|&&(magic, _)| magic == kind).map(|&(_, name)| name)
 }
 
 impl Store {
     /// The size of the store's file (not its -wal), for `dedup stats`.
     pub fn file_size(&self) -> u64 {
-        let st = nix::sys::stat::fstatat(self.dir.as_fd(), STORE_FILE, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+        let st =
+            nix::sys::stat::fstatat(self.dir.as_fd(), self.name.as_os_str(), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
         st.map_or(0, |st| st.st_size as u64)
     }
 }
@@ -547,14 +669,29 @@ mod tests {
 
     const BODY: Digest = [7; 32];
 
+    fn open_in(root: &Path, window_days: u32) -> Result<Store> {
+        Store::open(&Location::InRoot(root.to_path_buf()), window_days)
+    }
+
     fn key(msgid: &str) -> Key<'_> {
         Key { user: "alice", folder: "Sent", msgid, body: &BODY }
     }
 
     #[test]
+    fn network_filesystems_are_known_by_their_magic_numbers_and_local_ones_are_not() {
+        for (magic, name) in [(0x6969, "NFS"), (0x00c3_6400, "CephFS"), (0xfe53_4d42, "SMB2"), (0xff53_4d42, "CIFS")] {
+            assert_eq!(network_fs_named(magic), Some(name), "{magic:#x}");
+        }
+        // ext4, XFS, btrfs, tmpfs, overlayfs
+        for local in [0xef53, 0x5846_5342, 0x9123_683e, 0x0102_1994, 0x794c_7630] {
+            assert_eq!(network_fs_named(local), None, "{local:#x}");
+        }
+    }
+
+    #[test]
     fn second_claim_after_commit_is_a_duplicate() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Owned);
         s.commit(&key("a@b"), "f1").unwrap();
         assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Duplicate { file: "f1".into() });
@@ -563,7 +700,7 @@ mod tests {
     #[test]
     fn keys_differ_by_user_and_folder() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         for (user, folder) in [("alice", "Sent"), ("alice", "INBOX"), ("bob", "Sent")] {
             let k = Key { user, folder, msgid: "same@id", body: &BODY };
             assert_eq!(s.claim(&k).unwrap(), Claim::Owned, "{user}/{folder}");
@@ -574,7 +711,7 @@ mod tests {
     #[test]
     fn released_claim_can_be_taken_again() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
         s.release(&key("x"));
         assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
@@ -583,7 +720,7 @@ mod tests {
     #[test]
     fn a_key_expires_a_window_after_its_claim_not_its_commit() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 1).unwrap();
+        let s = open_in(root.path(), 1).unwrap();
         assert_eq!(s.claim(&key("slow")).unwrap(), Claim::Owned);
         // As if the claim had been made 600 s ago and the message took that long to store.
         let claimed = now() - 600;
@@ -599,7 +736,7 @@ mod tests {
     #[test]
     fn claim_of_a_dead_process_is_taken_over() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', X'0707070707070707070707070707070707070707070707070707070707070707', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
         assert_eq!(s.claim(&key("dead")).unwrap(), Claim::Owned);
     }
@@ -607,7 +744,7 @@ mod tests {
     #[test]
     fn expired_keys_no_longer_fold_and_are_pruned() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 1).unwrap();
+        let s = open_in(root.path(), 1).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
         assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
@@ -621,7 +758,7 @@ mod tests {
     #[test]
     fn only_a_delivery_on_its_pruning_turn_prunes() {
         let root = root_with_state_dir();
-        let mut s = Store::open(root.path(), 1).unwrap();
+        let mut s = open_in(root.path(), 1).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
         for (turn, left) in [(false, 2), (true, 2)] {
             s.prunes = turn;
@@ -645,12 +782,12 @@ mod tests {
         )
         .unwrap();
         drop(old);
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned, "an old key (no body) folds nothing");
         s.commit(&key("kept"), "f").unwrap();
         drop(s);
         for _ in 0..2 {
-            let s = Store::open(root.path(), 30).unwrap();
+            let s = open_in(root.path(), 30).unwrap();
             let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
             assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
@@ -661,7 +798,7 @@ mod tests {
     #[test]
     fn the_same_message_id_with_another_body_is_no_duplicate() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         assert_eq!(s.claim(&key("c@x")).unwrap(), Claim::Owned);
         s.commit(&key("c@x"), "planted").unwrap();
         let other = Key { body: &[8; 32], ..key("c@x") };

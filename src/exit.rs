@@ -136,7 +136,11 @@ const DELIVERY: &[Row] = &[
     row(65, "data", "bad data: an empty message, a file that is not an mbox, a broken message"),
     row(66, "no input", "a file named to replay is missing, unreadable or a directory (nothing is stored)"),
     row(67, "unknown user", "unsafe user name, or one not listed in --accounts"),
-    row(73, "temporary (Exim retries)", "a path below the root is a symlink or not a directory"),
+    row(
+        73,
+        "temporary (Exim retries)",
+        "a path below the root is a symlink or not a directory; the dedup store is a symlink or on a network filesystem",
+    ),
     row(
         75,
         "temporary (Exim retries)",
@@ -164,7 +168,7 @@ const ADMIN: &[Row] = &[
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
-         a symlink where mailkeep keeps a directory, a key file others can read",
+         a symlink where mailkeep keeps a directory, a key file others can read, a dedup store on a network filesystem",
     ),
     row(
         75,

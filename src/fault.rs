@@ -1,6 +1,7 @@
 //! Named failure points for the crash tests: with `MAILKEEP_FAULT=<name>` in the
 //! environment the process aborts there, as a SIGKILL or power cut would stop it; with
-//! `MAILKEEP_FAULT=clock+<seconds>` its clock runs that far ahead (a clock that jumped).
+//! `MAILKEEP_FAULT=clock+<seconds>` its clock runs that far ahead (a clock that jumped); with
+//! `MAILKEEP_FAULT=fs-type=<hex>` the dedup store's directory seems to be on that filesystem.
 //!
 //! Test hooks only: they exist with the cargo feature `fault-injection` (which
 //! tests/run-all.sh turns on), and without it, as in the package's binary, `point` and
@@ -45,4 +46,22 @@ pub fn clock_skew() -> Duration {
 #[inline(always)]
 pub const fn clock_skew() -> Duration {
     Duration::ZERO
+}
+
+/// The filesystem type (statfs f_type) the dedup store's directory reports: with
+/// `MAILKEEP_FAULT=fs-type=<hex>` that number instead of `real`, to test the refusal of a
+/// store on NFS or CephFS, which no test machine mounts.
+#[cfg(feature = "fault-injection")]
+pub fn fs_type(real: u32) -> u32 {
+    let asked = std::env::var("MAILKEEP_FAULT").ok();
+    asked
+        .and_then(|v| u32::from_str_radix(v.strip_prefix("fs-type=")?.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(real)
+}
+
+/// Without the test hooks the filesystem is what fstatfs says.
+#[cfg(not(feature = "fault-injection"))]
+#[inline(always)]
+pub const fn fs_type(real: u32) -> u32 {
+    real
 }

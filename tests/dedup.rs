@@ -314,3 +314,111 @@ fn a_fifo_as_any_file_of_the_store_hangs_nothing() {
         assert_ne!(code(&stats), 0, "{name}");
     }
 }
+
+/// Issue 24: `--dedup-store FILE` keeps the store outside the root (on local disk, for a
+/// root on NFS), folds as the root's own store does, and `dedup stats` reads it there.
+#[test]
+fn a_store_given_by_dedup_store_folds_copies_and_leaves_none_in_the_root() {
+    let env = Env::new();
+    let local = env.dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let store = local.join("relay-a.sqlite3");
+    let mut a = args("alice", "out");
+    a.extend(["--dedup-store", store.to_str().unwrap()]);
+    for _ in 0..3 {
+        assert_exit(&env.deliver(&a, &[], &msg("elsewhere@x")), 0);
+    }
+    assert_eq!(env.new_files("alice/.Sent").len(), 1, "three copies, one stored");
+    assert!(store.is_file(), "expected the store at {}", store.display());
+    let in_root = env.root().join(".mailkeep/dedup.sqlite3");
+    assert!(!in_root.exists(), "expected no store in the root, got {}", in_root.display());
+    let root = env.root();
+    let stats = env.run(
+        ["dedup", "stats", "--root", root.to_str().unwrap(), "--dedup-store", store.to_str().unwrap()],
+        &[],
+        b"",
+    );
+    assert_exit(&stats, 0);
+    let text = String::from_utf8_lossy(&stats.stdout);
+    assert!(text.contains("user=alice folder=Sent keys=1"), "expected alice's one key, got:\n{text}");
+    // The environment variable says the same, as MAILKEEP_ROOT does for --root.
+    let by_env = env.run(
+        ["dedup", "stats", "--root", root.to_str().unwrap()],
+        &[("MAILKEEP_DEDUP_STORE", store.to_str().unwrap())],
+        b"",
+    );
+    assert_exit(&by_env, 0);
+    assert_eq!(String::from_utf8_lossy(&by_env.stdout), text);
+}
+
+/// Issue 24: SQLite's locks do not hold on NFS or CephFS. A store there, the root's own on
+/// a root on NFS or one given by --dedup-store, is refused with one line naming it and the
+/// way out; a delivery defers (73: Exim keeps the copy until the admin moves the store)
+/// and stores nothing, `dedup stats` exits 2. (No test machine mounts NFS: the test hook
+/// makes fstatfs report NFS's and CephFS's magic numbers.)
+#[test]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
+fn a_store_on_a_network_filesystem_is_refused_and_nothing_is_stored() {
+    for (fs, magic) in [("NFS", "fs-type=6969"), ("CephFS", "fs-type=0x00c36400")] {
+        let env = Env::new();
+        let local = env.dir.path().join("local");
+        std::fs::create_dir(&local).unwrap();
+        let store = local.join("dedup.sqlite3");
+        let root = env.root();
+        for given in [None, Some(store.to_str().unwrap())] {
+            let mut a = args("alice", "out");
+            a.extend(given.map(|s| ["--dedup-store", s]).into_iter().flatten());
+            let out = env.deliver(&a, &[("MAILKEEP_FAULT", magic)], &msg("nfs@x"));
+            assert_exit(&out, 73);
+            let err = stderr(&out);
+            assert_eq!(err.lines().count(), 1, "{fs} {given:?}: expected one line, got:\n{err}");
+            assert!(
+                err.contains(fs) && err.contains("--dedup-store"),
+                "{fs} {given:?}: expected a line naming {fs} and --dedup-store, got: {err}"
+            );
+            assert!(env.new_files("alice/.Sent").is_empty(), "{fs} {given:?}: nothing may be stored");
+            let mut stats = vec!["dedup", "stats", "--root", root.to_str().unwrap()];
+            stats.extend(given.map(|s| ["--dedup-store", s]).into_iter().flatten());
+            assert_exit(&env.run(&stats, &[("MAILKEEP_FAULT", magic)], b""), 2);
+        }
+        assert!(!store.exists() && !root.join(".mailkeep/dedup.sqlite3").exists(), "{fs}: no store may be created");
+        // On local disk the same delivery goes through.
+        assert_exit(&env.deliver(args("alice", "out"), &[], &msg("nfs@x")), 0);
+    }
+}
+
+/// Issue 24: a --dedup-store file is refused as the root's own store is: a symlink with
+/// 73 (nothing made at its target), a FIFO with 75 at once (no hang), a missing directory
+/// with 75 (deliver; Exim retries) and 2 (dedup stats); a value that names no file is a
+/// usage error.
+#[test]
+fn a_dedup_store_that_is_a_symlink_fifo_or_missing_directory_is_refused() {
+    let limit = std::time::Duration::from_secs(10);
+    let env = Env::new();
+    let local = env.dir.path().join("local");
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir(&local).unwrap();
+    std::fs::create_dir(&outside).unwrap();
+    let link = local.join("link.sqlite3");
+    std::os::unix::fs::symlink(outside.join("x.sqlite3"), &link).unwrap();
+    let fifo = local.join("fifo.sqlite3");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let missing = env.dir.path().join("no-such-dir/dedup.sqlite3");
+    let root = env.root();
+    for (store, want, admin) in [(&link, 73, 2), (&fifo, 75, 75), (&missing, 75, 2)] {
+        let mut a = args("alice", "out");
+        a.extend(["--dedup-store", store.to_str().unwrap()]);
+        let out = env.deliver_within(limit, &a, &[], &msg("refused@x"));
+        assert_exit(&out, want);
+        assert_eq!(stderr(&out).lines().count(), 1, "{}: one line: {}", store.display(), stderr(&out));
+        let stats = ["dedup", "stats", "--root", root.to_str().unwrap(), "--dedup-store", store.to_str().unwrap()];
+        assert_exit(&env.run_within(limit, stats, &[], b""), admin);
+    }
+    assert_eq!(files_below(&outside), Vec::<std::path::PathBuf>::new(), "nothing may be made at the symlink's target");
+    assert!(env.new_files("alice/.Sent").is_empty());
+    let mut a = args("alice", "out");
+    a.extend(["--dedup-store", "/var/tmp/"]);
+    let out = env.deliver(&a, &[], &msg("usage@x"));
+    assert_exit(&out, 64);
+    assert!(stderr(&out).contains("names no file"), "{}", stderr(&out));
+}

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use crate::cli::DedupCommand;
 use crate::commands::Error;
-use crate::dedup::{DedupError, FolderKeys, Store};
+use crate::dedup::{DedupError, FolderKeys, Location, Store};
 use crate::exit::Exit;
 use crate::log::escape;
 
@@ -12,8 +12,9 @@ pub fn run(cmd: &DedupCommand) -> Result<Exit, Error> {
     let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
     // Prune writes below the root; stats opens the store as prune does.
     crate::root::require_existing(&args.root)?;
-    let path = Store::path(&args.root);
-    let Some(store) = Store::open_existing(&args.root, args.dedup_window)? else {
+    let at = Location::new(&args.root, args.dedup_store.as_deref());
+    let path = at.path();
+    let Some(store) = Store::open_existing(&at, args.dedup_window)? else {
         return Err(DedupError::NoStore(path).into());
     };
     let mut text = String::new();

@@ -178,7 +178,7 @@ fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> Result<Don
         let (file, size) = store(cfg, head, input)?;
         return Ok(Done::Stored { file, size, note: note.into() });
     };
-    let dedup = dedup::Store::open(&cfg.store.root, window)?;
+    let dedup = dedup::Store::open(&cfg.dedup_store, window)?;
     let mut digest = BodyDigest::default();
     let (folder, staged) = stage(cfg, head, input, &mut digest)?;
     let body = digest.finish();
