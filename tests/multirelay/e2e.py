@@ -246,12 +246,17 @@ def imap_view(port, user, password, folders):
             typ, count = m.select(f'"{folder}"', readonly=True)
             entries = []
             if typ == "OK" and int(count[0]) > 0:
-                typ, data = m.fetch("1:*", "(INTERNALDATE BODY.PEEK[])")
+                typ, data = m.fetch("1:*", "(INTERNALDATE RFC822.SIZE BODY.PEEK[])")
                 for item in data if typ == "OK" else []:
                     if not isinstance(item, tuple):
                         continue
                     when = imaplib.Internaldate2tuple(item[0])
+                    size = int(re.search(rb"RFC822\.SIZE (\d+)", item[0]).group(1))
                     body = item[1].replace(b"\r\n", b"\n")
+                    # RFC822.SIZE is the size with CRLF line ends, as sent; on a mismatch the
+                    # served body is marked so that it differs from the stored one.
+                    if size != len(item[1]):
+                        body = b"RFC822.SIZE %d, but %d bytes sent\n" % (size, len(item[1])) + body
                     entries.append((msgid(body), body, int(time.mktime(when))))
             out[(user, folder)] = entries
     finally:
@@ -271,7 +276,7 @@ def compare(got, want, what):
         g = collections.Counter((e[1], e[2]) for e in got.get(key, []))
         missing, extra = w - g, g - w
         ok(not missing and not extra,
-           f"{what} {key[0]}/{key[1]}: {sum(w.values())} copies, each served byte for byte at its mtime "
+           f"{what} {key[0]}/{key[1]}: {sum(w.values())} copies, each served byte for byte (and its size) at its mtime "
            f"(Message-IDs {ids(want.get(key, []))})",
            f"missing {[msgid(b) for b, _ in missing]}, unexpected {[msgid(b) for b, _ in extra]}")
 
