@@ -252,7 +252,9 @@ fn store_file(value: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(value);
     match path.file_name() {
         Some(_) if !value.ends_with('/') => Ok(path),
-        _ => Err(format!("'{value}' names no file (give the store's file, e.g. /var/lib/mailkeep-dedup/dedup.sqlite3)")),
+        _ => {
+            Err(format!("'{value}' names no file (give the store's file, e.g. /var/lib/mailkeep-dedup/dedup.sqlite3)"))
+        }
     }
 }
 
