@@ -151,12 +151,14 @@ const ADMIN: &[Row] = &[
         0,
         "ok",
         "done: the root is initialised or was already (init), the backup is clean or repaired (check), the file is \
-         written or unchanged (accounts sync)",
+         written or unchanged (accounts sync), every matching message is removed and recorded (expire, erase; \
+         expire skips users on legal hold), the hold is placed or released (hold)",
     ),
     row(
         1,
         "problems found",
-        "problems found: check found some it did not repair; accounts sync refused to shrink the file",
+        "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
+         erase refused a user on legal hold; expire or erase could not remove some messages",
     ),
     row(
         2,
@@ -211,7 +213,7 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold"],
             Family::Status => &["status"],
         }
     }
@@ -220,7 +222,7 @@ impl Family {
     pub fn title(self) -> &'static str {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
-            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate",
+            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold",
             Family::Status => "status (Monitoring Plugins)",
         }
     }

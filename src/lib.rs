@@ -19,6 +19,8 @@ pub mod mbox;
 pub mod message;
 pub mod root;
 pub mod time;
+pub mod holds;
+pub mod removal;
 
 // Process start-up, the command line, and the commands.
 pub mod cli;

@@ -11,6 +11,7 @@ pub mod init;
 pub mod replay;
 pub mod serve_config;
 pub mod status;
+pub mod retention;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;
@@ -28,5 +29,8 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Status(args) => status::run(&args),
         Command::Accounts(AccountsCommand::Sync(args)) => accounts::sync(&args),
         Command::Generate(args) => generate::generate(&args),
+        Command::Expire(args) => retention::expire::run(&args),
+        Command::Erase(args) => retention::erase::run(&args),
+        Command::Hold(args) => retention::hold::run(&args),
     }
 }

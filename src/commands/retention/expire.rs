@@ -1,0 +1,87 @@
+//! `mailkeep expire`: removes messages older than a retention period, from every user or
+//! one, skipping users on legal hold (said on stdout; a hold doing its job is no failure,
+//! so the daily timer stays green).
+
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{SFlag, fstatat};
+
+use super::{Job, Recorded, RetentionError, Session, folders, print};
+use crate::cli::ExpireArgs;
+use crate::commands::Error;
+use crate::envelope::User;
+use crate::exit::Exit;
+use crate::fsutil;
+use crate::log::escape;
+use crate::removal::{RemovalError, Selection};
+
+pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
+    let only = match &args.user {
+        Some(u) => Some(User::parse(u).map_err(|e| RetentionError::Usage(e.to_string()))?),
+        None => None,
+    };
+    let age = args.older_than.as_secs();
+    if age == 0 {
+        return Err(RetentionError::Usage("--older-than 0s would remove every message".into()).into());
+    }
+    let period = crate::time::format_age(age);
+    let cutoff = crate::time::now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
+    let session = Session::open(&args.root, args.allow_root)?;
+    let holds = session.holds()?;
+    let recorded = if args.dry_run { Recorded::new() } else { session.recorded()? };
+    let selection = Selection { before: Some(cutoff), message_id: None };
+    let reason = format!("retention: older than {period} (before {})", crate::time::format_time(cutoff));
+    let job = Job {
+        command: "expire",
+        done_word: "expired",
+        reason: Some(&reason),
+        selection: &selection,
+        dry_run: args.dry_run,
+        recorded: &recorded,
+    };
+    let users = match &only {
+        Some(u) => vec![u.as_str().to_string()],
+        None => users(&session)?,
+    };
+    let (mut found, mut failed) = (0, 0);
+    for user in users {
+        if let Some(hold) = holds.of(&user) {
+            let (since, why) = (&hold.since, escape(&hold.reason));
+            print(&format!("skipped user={}: on legal hold since {since} ({why})\n", escape(&user)))?;
+            continue;
+        }
+        let Some(user_dir) = session.user_dir(&user)? else { continue };
+        for kind in folders(args.folder) {
+            let done = session.folder(&job, &user, &user_dir, kind)?;
+            found += done.found;
+            failed += done.failed;
+        }
+    }
+    let verb = if args.dry_run { "would expire" } else { "expired" };
+    print(&format!("{verb} {} messages older than {period} (before {})\n", found - failed, crate::time::format_time(cutoff)))?;
+    Ok(if failed == 0 { Exit::Ok } else { Exit::Problems })
+}
+
+/// Every user directory below the root, by name (what `deliver` would name one), sorted;
+/// a symlink or a file under a user's name is no Maildir and is left alone.
+fn users(session: &Session) -> Result<Vec<String>, Error> {
+    let list_err = |errno| RemovalError::Io { op: "list", path: session.root.clone(), errno };
+    let mut users = Vec::new();
+    for entry in fsutil::list_dir(session.root_fd.as_fd()).map_err(list_err)? {
+        let entry = entry.map_err(list_err)?;
+        let name = entry.file_name().to_bytes();
+        let Ok(user) = User::parse(OsStr::from_bytes(name)) else { continue };
+        if user.as_str().as_bytes() != name {
+            continue;
+        }
+        let st = fstatat(session.root_fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW);
+        if st.is_ok_and(|st| fsutil::file_type(&st) == SFlag::S_IFDIR) {
+            users.push(user.as_str().to_string());
+        }
+    }
+    users.sort();
+    Ok(users)
+}
