@@ -166,7 +166,9 @@ const ADMIN: &[Row] = &[
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
-         a symlink where mailkeep keeps a directory, a key file others can read",
+         a symlink where mailkeep keeps a directory, a key file others can read, \
+         expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
+         an audit log or holds file that does not parse",
     ),
     row(
         75,

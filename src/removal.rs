@@ -396,7 +396,7 @@ mod tests {
         let names: Vec<&str> = all.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["1.a,S=30", "2.b,S=30:2,S"], "tmp/ and the FIFO are left alone");
         let sha = message::sha256(b"Message-ID: <a@x>\n\nhello\n").iter().map(|b| format!("{b:02x}")).collect::<String>();
-        assert_eq!((all[0].size, all[0].sha256.as_str()), (24, sha.as_str()));
+        assert_eq!((all[0].size, all[0].sha256.as_str()), (25, sha.as_str()));
         let by_id = f.find(&Selection { message_id: Some("b@x".into()), ..Selection::default() }).unwrap();
         assert_eq!(by_id.len(), 1);
         assert_eq!(by_id[0].removed().name, "2.b,S=30");

@@ -17,3 +17,4 @@ mod replay;
 mod serve_config;
 mod status;
 mod stress;
+mod retention;
