@@ -27,7 +27,9 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
     if age == 0 {
         return Err(RetentionError::Usage("--older-than 0s would remove every message".into()).into());
     }
-    let period = crate::time::format_age(age);
+    // A retention period in whole years is said in years (`7y`), as it was set.
+    let year = 365 * 86400;
+    let period = if age % year == 0 { format!("{}y", age / year) } else { crate::time::format_age(age) };
     let cutoff = crate::time::now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
     let session = Session::open(&args.root, args.allow_root)?;
     let holds = session.holds()?;
