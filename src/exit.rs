@@ -215,7 +215,9 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold"],
+            Family::Admin => {
+                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold"]
+            }
             Family::Status => &["status"],
         }
     }
@@ -224,7 +226,9 @@ impl Family {
     pub fn title(self) -> &'static str {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
-            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold",
+            Family::Admin => {
+                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold"
+            }
             Family::Status => "status (Monitoring Plugins)",
         }
     }

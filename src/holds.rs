@@ -86,8 +86,11 @@ pub fn read(state_dir: BorrowedFd<'_>) -> Result<Holds, HoldsError> {
 pub fn write(state_dir: BorrowedFd<'_>, holds: &Holds, files: StateFiles) -> Result<(), HoldsError> {
     let mut bytes = serde_json::to_vec_pretty(holds).expect("holds always serialise");
     bytes.push(b'\n');
-    fsutil::replace_file(state_dir, OsStr::new(HOLDS), &bytes, files.mode, files.owner)
-        .map_err(|e| HoldsError::Io { name: HOLDS, op: "write", errno: fsutil::errno_of(e) })
+    fsutil::replace_file(state_dir, OsStr::new(HOLDS), &bytes, files.mode, files.owner).map_err(|e| HoldsError::Io {
+        name: HOLDS,
+        op: "write",
+        errno: fsutil::errno_of(e),
+    })
 }
 
 /// How a file mailkeep creates in ROOT/.mailkeep is made: 0660 where the directory is
@@ -160,7 +163,13 @@ mod tests {
     use super::*;
 
     fn hold(user: &str) -> Hold {
-        Hold { user: user.into(), since: "2026-12-04T23:10:00Z".into(), uid: 0, sudo_user: None, reason: "case 7".into() }
+        Hold {
+            user: user.into(),
+            since: "2026-12-04T23:10:00Z".into(),
+            uid: 0,
+            sudo_user: None,
+            reason: "case 7".into(),
+        }
     }
 
     #[test]

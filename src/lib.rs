@@ -13,14 +13,14 @@ pub mod envelope;
 pub mod exit;
 pub mod fault;
 pub mod fsutil;
+pub mod holds;
 pub mod log;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
+pub mod removal;
 pub mod root;
 pub mod time;
-pub mod holds;
-pub mod removal;
 
 // Process start-up, the command line, and the commands.
 pub mod cli;

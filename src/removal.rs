@@ -260,8 +260,11 @@ impl Folder {
                 Err(OpenError::Symlink | OpenError::WrongType) => return Ok(None),
                 Err(e) => return Err(RemovalError::Io { op: "open", path: path(), errno: e.errno() }),
             };
-            let digest = digest(&mut file, selection.message_id.as_deref())
-                .map_err(|e| RemovalError::Io { op: "read", path: path(), errno: fsutil::errno_of(e) })?;
+            let digest = digest(&mut file, selection.message_id.as_deref()).map_err(|e| RemovalError::Io {
+                op: "read",
+                path: path(),
+                errno: fsutil::errno_of(e),
+            })?;
             return Ok(digest.map(|(size, sha256)| Found {
                 folder: self.kind,
                 sub,
@@ -290,8 +293,11 @@ impl Folder {
         }
         for sub in [Sub::New, Sub::Cur] {
             if let Some(dir) = self.dir(sub) {
-                nix::unistd::fsync(dir)
-                    .map_err(|errno| RemovalError::Io { op: "fsync", path: self.sub_path(sub), errno })?;
+                nix::unistd::fsync(dir).map_err(|errno| RemovalError::Io {
+                    op: "fsync",
+                    path: self.sub_path(sub),
+                    errno,
+                })?;
             }
         }
         Ok(removal)
@@ -395,7 +401,8 @@ mod tests {
         let all = f.find(&Selection::default()).unwrap();
         let names: Vec<&str> = all.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["1.a,S=30", "2.b,S=30:2,S"], "tmp/ and the FIFO are left alone");
-        let sha = message::sha256(b"Message-ID: <a@x>\n\nhello\n").iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let sha =
+            message::sha256(b"Message-ID: <a@x>\n\nhello\n").iter().map(|b| format!("{b:02x}")).collect::<String>();
         assert_eq!((all[0].size, all[0].sha256.as_str()), (25, sha.as_str()));
         let by_id = f.find(&Selection { message_id: Some("b@x".into()), ..Selection::default() }).unwrap();
         assert_eq!(by_id.len(), 1);

@@ -199,7 +199,8 @@ mod tests {
     fn a_date_is_a_day_or_a_utc_time() {
         assert_eq!(parse_date("2020-01-01"), Ok(1577836800));
         assert_eq!(parse_date("2024-02-29T13:01:01Z"), Ok(1709208000 + 3661));
-        for bad in ["", "2020-01", "2020-02-30", "2020-01-01T25:00:00Z", "2020-01-01T00:00:00", "yesterday", "2020-1-1x"]
+        for bad in
+            ["", "2020-01", "2020-02-30", "2020-01-01T25:00:00Z", "2020-01-01T00:00:00", "yesterday", "2020-1-1x"]
         {
             let err = parse_date(bad).unwrap_err();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");

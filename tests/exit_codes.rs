@@ -364,8 +364,16 @@ fn expire_erase_and_hold_exit_codes() {
     c.expect(0, "expire: nothing old", &run(&env, &with(&expire, &root), b"", false, false));
     c.expect(0, "erase --dry-run", &run(&env, &with(&erase, &root), b"", false, false));
     c.expect(75, "erase --dry-run, stdout cannot be written", &run(&env, &with(&erase, &root), b"", true, false));
-    c.expect_one_line(2, "expire: no unit", &run(&env, &with(&["expire", "--older-than", "7"], &root), b"", false, false));
-    c.expect_one_line(2, "erase: no --reason", &run(&env, &with(&["erase", "--user", "alice"], &root), b"", false, false));
+    c.expect_one_line(
+        2,
+        "expire: no unit",
+        &run(&env, &with(&["expire", "--older-than", "7"], &root), b"", false, false),
+    );
+    c.expect_one_line(
+        2,
+        "erase: no --reason",
+        &run(&env, &with(&["erase", "--user", "alice"], &root), b"", false, false),
+    );
     let nobody = ["erase", "--user", "nobody", "--reason", "r"];
     c.expect_one_line(2, "erase: no such user", &run(&env, &with(&nobody, &root), b"", false, false));
     let missing = env.dir.path().join("missing");

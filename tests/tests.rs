@@ -14,7 +14,7 @@ mod faults;
 mod init;
 mod props;
 mod replay;
+mod retention;
 mod serve_config;
 mod status;
 mod stress;
-mod retention;

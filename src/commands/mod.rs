@@ -9,9 +9,9 @@ mod error;
 pub mod generate;
 pub mod init;
 pub mod replay;
+pub mod retention;
 pub mod serve_config;
 pub mod status;
-pub mod retention;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;

@@ -29,7 +29,7 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
     }
     // A retention period in whole years is said in years (`7y`), as it was set.
     let year = 365 * 86400;
-    let period = if age % year == 0 { format!("{}y", age / year) } else { crate::time::format_age(age) };
+    let period = if age.is_multiple_of(year) { format!("{}y", age / year) } else { crate::time::format_age(age) };
     let cutoff = crate::time::now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
     let session = Session::open(&args.root, args.allow_root)?;
     let holds = session.holds()?;
@@ -63,7 +63,11 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
         }
     }
     let verb = if args.dry_run { "would expire" } else { "expired" };
-    print(&format!("{verb} {} messages older than {period} (before {})\n", found - failed, crate::time::format_time(cutoff)))?;
+    print(&format!(
+        "{verb} {} messages older than {period} (before {})\n",
+        found - failed,
+        crate::time::format_time(cutoff)
+    ))?;
     Ok(if failed == 0 { Exit::Ok } else { Exit::Problems })
 }
 

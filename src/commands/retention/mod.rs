@@ -241,8 +241,11 @@ pub struct Done {
 fn open_state(root: &Path) -> Result<(OwnedFd, OwnedFd), Error> {
     root::require_existing(root)?;
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
-    let root_fd = nix::fcntl::open(root, flags, Mode::empty())
-        .map_err(|errno| RemovalError::Io { op: "open", path: root.to_path_buf(), errno })?;
+    let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(|errno| RemovalError::Io {
+        op: "open",
+        path: root.to_path_buf(),
+        errno,
+    })?;
     let state = match root::open_state_dir(root_fd.as_fd()) {
         Ok(Some(fd)) => fd,
         Ok(None) => {
