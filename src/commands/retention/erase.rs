@@ -22,7 +22,7 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
     if message_id.as_deref() == Some("") {
         return Err(RetentionError::Usage("--message-id is empty".into()).into());
     }
-    let session = Session::open(&args.root, args.allow_root)?;
+    let session = Session::open(&args.root, args.allow_root, args.dry_run)?;
     if let Some(hold) = session.holds()?.of(user) {
         let (since, reason) = (hold.since.clone(), hold.reason.clone());
         return Err(RetentionError::Held { user: user.to_string(), since, reason }.into());

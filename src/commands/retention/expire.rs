@@ -31,7 +31,7 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
     let year = 365 * 86400;
     let period = if age.is_multiple_of(year) { format!("{}y", age / year) } else { crate::time::format_age(age) };
     let cutoff = crate::time::now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
-    let session = Session::open(&args.root, args.allow_root)?;
+    let session = Session::open(&args.root, args.allow_root, args.dry_run)?;
     let holds = session.holds()?;
     let recorded = if args.dry_run { Recorded::new() } else { session.recorded()? };
     let selection = Selection { before: Some(cutoff), message_id: None };

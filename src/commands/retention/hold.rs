@@ -22,7 +22,7 @@ pub fn run(args: &HoldArgs) -> Result<Exit, Error> {
     if reason.trim().is_empty() {
         return Err(usage("--reason must say why (a case, a ticket)"));
     }
-    let session = Session::open(&args.root, args.allow_root)?;
+    let session = Session::open(&args.root, args.allow_root, false)?;
     let mut now = session.holds()?;
     let held = now.of(user).cloned();
     let shown = escape(user);

@@ -98,21 +98,21 @@ pub struct Session {
     pub root_fd: OwnedFd,
     pub state: OwnedFd,
     pub files: StateFiles,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Session {
-    /// Opens `root` (initialised, or exit 2/75 as the other admin commands) and takes the
-    /// retention lock. As root only with `allow_root`.
-    pub fn open(root: &Path, allow_root: bool) -> Result<Session, Error> {
+    /// Opens `root` (initialised, or exit 2/75 as the other admin commands) and, unless for
+    /// a dry run (which creates nothing, not even the lock file), takes the retention lock.
+    /// As root only with `allow_root`.
+    pub fn open(root: &Path, allow_root: bool, dry_run: bool) -> Result<Session, Error> {
         if nix::unistd::geteuid().is_root() && !allow_root {
             return Err(ConfigError::RunningAsRoot.into());
         }
         let (root_fd, state) = open_state(root)?;
         let files = StateFiles::of(state.as_fd())?;
-        let lock = holds::lock(state.as_fd(), files, || {
-            crate::log::stderr_line("waiting for another expire, erase or hold on this root to finish")
-        })?;
+        let waiting = || crate::log::stderr_line("waiting for another expire, erase or hold on this root to finish");
+        let lock = if dry_run { None } else { Some(holds::lock(state.as_fd(), files, waiting)?) };
         Ok(Session { root: root.to_path_buf(), root_fd, state, files, _lock: lock })
     }
 
