@@ -276,6 +276,25 @@ fn a_fifo_named_like_a_message_is_not_opened_and_a_symlink_not_followed() {
 }
 
 #[test]
+fn a_symlinked_folder_of_one_user_does_not_stop_the_others_expiry() {
+    let env = Env::new();
+    let a = store(&env, "alice", "in", "a@x", false);
+    let b = store(&env, "bob", "in", "b@x", false);
+    age(&a, 100);
+    age(&b, 100);
+    let outside = env.dir.path().join("outside");
+    std::fs::create_dir_all(outside.join("new")).unwrap();
+    std::fs::write(outside.join("new/1.M1P1Q1.x,S=2"), "x\n").unwrap();
+    age(&outside.join("new/1.M1P1Q1.x,S=2"), 100);
+    std::os::unix::fs::symlink(&outside, env.root().join("alice/.Sent")).unwrap();
+    let out = admin(&env, &["expire", "--older-than", "30d"], None);
+    assert_exit(&out, 1);
+    assert!(stderr(&out).contains("skipped user=alice: refusing to follow symlink"), "{}", stderr(&out));
+    assert!(!b.exists(), "bob's expiry still ran");
+    assert!(outside.join("new/1.M1P1Q1.x,S=2").exists(), "nothing below the symlink is touched");
+}
+
+#[test]
 fn erase_of_a_user_without_maildir_and_bad_arguments_exit_2() {
     let env = Env::new();
     for (args, what) in [

@@ -16,6 +16,7 @@ use crate::envelope::User;
 use crate::exit::Exit;
 use crate::fsutil;
 use crate::log::escape;
+use crate::maildir::FolderKind;
 use crate::removal::{RemovalError, Selection};
 
 pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
@@ -48,18 +49,24 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
         Some(u) => vec![u.as_str().to_string()],
         None => users(&session)?,
     };
-    let (mut found, mut failed) = (0, 0);
+    let (mut found, mut failed, mut refused) = (0, 0, 0);
     for user in users {
         if let Some(hold) = holds.of(&user) {
             let (since, why) = (&hold.since, escape(&hold.reason));
             print(&format!("skipped user={}: on legal hold since {since} ({why})\n", escape(&user)))?;
             continue;
         }
-        let Some(user_dir) = session.user_dir(&user)? else { continue };
-        for kind in folders(args.folder) {
-            let done = session.folder(&job, &user, &user_dir, kind)?;
-            found += done.found;
-            failed += done.failed;
+        match expire_user(&session, &job, &user, folders(args.folder)) {
+            Ok((f, e)) => (found, failed) = (found + f, failed + e),
+            // A symlink planted in one user's Maildir must not stop every other user's
+            // retention: said, counted as a failure (exit 1), and the run goes on.
+            Err(Error::Retention(RetentionError::Removal(
+                e @ (RemovalError::Symlink(_) | RemovalError::NotADirectory(_)),
+            ))) => {
+                crate::log::stderr_line(&format!("skipped user={}: {e}", escape(&user)));
+                refused += 1;
+            }
+            Err(e) => return Err(e),
         }
     }
     let verb = if args.dry_run { "would expire" } else { "expired" };
@@ -68,7 +75,19 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
         found - failed,
         crate::time::format_time(cutoff)
     ))?;
-    Ok(if failed == 0 { Exit::Ok } else { Exit::Problems })
+    Ok(if failed + refused == 0 { Exit::Ok } else { Exit::Problems })
+}
+
+/// One user's folders: how many messages were found, and how many of them failed to go.
+fn expire_user(session: &Session, job: &Job<'_>, user: &str, kinds: Vec<FolderKind>) -> Result<(usize, usize), Error> {
+    let Some(user_dir) = session.user_dir(user)? else { return Ok((0, 0)) };
+    let (mut found, mut failed) = (0, 0);
+    for kind in kinds {
+        let done = session.folder(job, user, &user_dir, kind)?;
+        found += done.found;
+        failed += done.failed;
+    }
+    Ok((found, failed))
 }
 
 /// Every user directory below the root, by name (what `deliver` would name one), sorted;
