@@ -345,3 +345,21 @@ fn an_erase_killed_in_the_middle_is_completed_by_a_rerun_and_names_every_message
         assert_eq!(names, want, "{point}: every removed name exactly once overall");
     }
 }
+
+/// An admin's `sudo mailkeep erase --allow-root` must not leave files in ROOT/.mailkeep
+/// that the backup's user (the daily expire) can no longer append to or lock.
+#[test]
+fn files_created_as_root_belong_to_the_owner_of_the_state_directory() {
+    if !is_root() {
+        return;
+    }
+    let env = Env::new();
+    let state = env.root().join(".mailkeep");
+    nix::unistd::chown(&state, Some(65534.into()), Some(65534.into())).unwrap();
+    assert_exit(&admin(&env, &["hold", "--user", "alice", "--reason", "case 1"], None), 0);
+    for name in ["audit.log", "holds.json", "retention.lock"] {
+        let meta = std::fs::metadata(state.join(name)).unwrap();
+        let got = (std::os::unix::fs::MetadataExt::uid(&meta), std::os::unix::fs::MetadataExt::gid(&meta));
+        assert_eq!(got, (65534, 65534), "{name}: owner");
+    }
+}
