@@ -337,21 +337,19 @@ impl Store {
         self.conn.execute("DELETE FROM seen WHERE user = ?1", params![user]).map_err(self.sql())
     }
 
-    /// Forgets the keys of `user`'s message stored as `file` in `folder` (`erase` of some
-    /// messages), and with `msgid` every key of `user` under that Message-ID.
-    pub fn forget(&self, user: &str, folder: &str, file: &str, msgid: Option<&str>) -> Result<usize> {
-        let mut n = self
-            .conn
+    /// Forgets the key of `user`'s message stored as `file` in `folder` (`erase` of some
+    /// messages). Returns how many.
+    pub fn forget(&self, user: &str, folder: &str, file: &str) -> Result<usize> {
+        self.conn
             .prepare_cached("DELETE FROM seen WHERE user = ?1 AND folder = ?2 AND file = ?3")
             .and_then(|mut s| s.execute(params![user, folder, file]))
-            .map_err(self.sql())?;
-        if let Some(msgid) = msgid {
-            n += self
-                .conn
-                .execute("DELETE FROM seen WHERE user = ?1 AND msgid = ?2", params![user, msgid])
-                .map_err(self.sql())?;
-        }
-        Ok(n)
+            .map_err(self.sql())
+    }
+
+    /// Forgets every key of `user` under the Message-ID `msgid`, in any folder (`erase
+    /// --message-id`, which also takes keys whose copy was folded or stored elsewhere).
+    pub fn forget_message_id(&self, user: &str, msgid: &str) -> Result<usize> {
+        self.conn.execute("DELETE FROM seen WHERE user = ?1 AND msgid = ?2", params![user, msgid]).map_err(self.sql())
     }
 }
 
@@ -692,8 +690,9 @@ mod tests {
             assert_eq!(s.claim(&k).unwrap(), Claim::Owned);
             s.commit(&k, &format!("f-{id}")).unwrap();
         }
-        assert_eq!(s.forget("alice", "Sent", "f-a@x", None).unwrap(), 1);
-        assert_eq!(s.forget("alice", "INBOX", "f-b@x", Some("b@x")).unwrap(), 1, "by Message-ID in any folder");
+        assert_eq!(s.forget("alice", "Sent", "f-a@x").unwrap(), 1);
+        assert_eq!(s.forget("alice", "INBOX", "f-b@x").unwrap(), 0, "another folder's file");
+        assert_eq!(s.forget_message_id("alice", "b@x").unwrap(), 1, "by Message-ID in any folder");
         assert_eq!(s.claim(&key("a@x")).unwrap(), Claim::Owned);
         assert_eq!(s.forget_user("alice").unwrap(), 2, "c@x and the new claim");
         assert_eq!(keys(&s), 1, "bob's key stays");

@@ -363,3 +363,19 @@ fn files_created_as_root_belong_to_the_owner_of_the_state_directory() {
         assert_eq!(got, (65534, 65534), "{name}: owner");
     }
 }
+
+#[test]
+fn erase_by_message_id_forgets_that_key_only() {
+    let env = Env::new();
+    store(&env, "alice", "in", "gone@x", true);
+    let kept = store(&env, "alice", "in", "kept@x", true);
+    let args = ["--user", "alice", "--direction", "in", "--rcpt", "x@outside.example", "--dedup"];
+    let out = admin(&env, &["erase", "--user", "alice", "--message-id", "gone@x", "--reason", "request 12"], None);
+    assert_exit(&out, 0);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("erased 1 messages of user=alice;"), "{out:?}");
+    assert_exit(&env.deliver(args, &[], &msg("gone@x")), 0);
+    assert_exit(&env.deliver(args, &[], &msg("kept@x")), 0);
+    let files = env.new_files("alice");
+    assert_eq!(files.len(), 2, "gone@x is stored again, kept@x still folds: {files:?}");
+    assert!(files.contains(&kept));
+}

@@ -71,10 +71,10 @@ fn forget_keys(
     }
     let mut n = 0;
     for f in removed {
-        n += store.forget(user, f.folder.name(), f.base(), None)?;
+        n += store.forget(user, f.folder.name(), f.base())?;
     }
     if let Some(id) = &selection.message_id {
-        n += store.forget(user, "", "", Some(id))?;
+        n += store.forget_message_id(user, id)?;
     }
     Ok(n)
 }
