@@ -2,7 +2,8 @@
 # Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
 # (without the test hooks: no --features), man pages and completions generated from the CLI
 # definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
-# the systemd units of the two timers (status every 5 minutes, check weekly), and maintainer
+# the systemd units of the timers (status every 5 minutes, check weekly, expire daily),
+# /etc/default/mailkeep (a conffile: the retention period, unset), and maintainer
 # scripts that create the unprivileged user, initialise the backup root and enable the timers.
 # tests/package/run-e2e.sh checks it with lintian (no errors) and installs it.
 # usage: packaging/build-deb.sh      (prints the path of the .deb as its last line)
@@ -42,6 +43,9 @@ chmod 0644 "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 install -m 0644 "$HERE/lintian-overrides" "$STAGE/usr/share/lintian/overrides/mailkeep"
 install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$STAGE/lib/systemd/system/"
 for s in postinst prerm postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
+install -d "$STAGE/etc/default"
+install -m 0644 "$HERE/default/mailkeep" "$STAGE/etc/default/mailkeep"
+echo /etc/default/mailkeep > "$STAGE/DEBIAN/conffiles"
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" "$HERE/control.in" > "$STAGE/DEBIAN/control"
 (cd "$STAGE" && find usr lib -type f -exec md5sum {} + > DEBIAN/md5sums)

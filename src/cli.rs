@@ -55,6 +55,17 @@ pub enum Command {
     /// Write the man pages or shell completions generated from this command line (packaging).
     #[command(hide = true, after_help = Family::Admin.footer())]
     Generate(GenerateArgs),
+    /// Remove messages older than a retention period (INTERNALDATE: the file's mtime), each
+    /// removal written into ROOT/.mailkeep/audit.log first; users on legal hold are skipped.
+    #[command(after_help = Family::Admin.footer())]
+    Expire(ExpireArgs),
+    /// Remove all or some messages of one user and the user's dedup keys (a departed
+    /// employee, a data subject's request), written into ROOT/.mailkeep/audit.log first.
+    #[command(after_help = Family::Admin.footer())]
+    Erase(EraseArgs),
+    /// Place or release a legal hold on a user: expire and erase leave a held user's mail alone.
+    #[command(after_help = Family::Admin.footer())]
+    Hold(HoldArgs),
 }
 
 #[derive(Debug, Args)]
@@ -438,6 +449,113 @@ pub struct ServeConfigArgs {
     /// IMAP port.
     #[arg(long, default_value_t = 143)]
     pub port: u16,
+}
+
+/// A folder `expire` can be limited to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RetentionFolder {
+    /// The user's Maildir itself.
+    #[value(name = "INBOX")]
+    Inbox,
+    /// `.Sent`.
+    Sent,
+    /// `.Chats` (replayed Google Chat).
+    Chats,
+}
+
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    /// The backup root.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Remove messages whose date (INTERNALDATE: the file's mtime) is older than this (AGE: 90d,
+    /// 26w, 7y; a year is 365 days).
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    pub older_than: std::time::Duration,
+
+    /// Only this user. Default: every user below the root.
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub user: Option<OsString>,
+
+    /// Only this folder. Default: INBOX, Sent and Chats.
+    #[arg(long, value_enum, ignore_case = true)]
+    pub folder: Option<RetentionFolder>,
+
+    /// List what would be removed (user, folder, name, size, date); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow running as root (ROOT/.mailkeep's files it creates are given to the root's
+    /// owner). Default: refuse with exit 2; run as the backup's user.
+    #[arg(long)]
+    pub allow_root: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EraseArgs {
+    /// The backup root.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// The user whose messages go.
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub user: OsString,
+
+    /// Only messages dated (INTERNALDATE) before DATE: YYYY-MM-DD (the start of that day,
+    /// UTC) or YYYY-MM-DDTHH:MM:SSZ.
+    #[arg(long, value_name = "DATE", value_parser = crate::time::parse_date)]
+    pub before: Option<i64>,
+
+    /// Only messages with this Message-ID (with or without the angle brackets).
+    #[arg(long, value_name = "ID")]
+    pub message_id: Option<String>,
+
+    /// Why (a ticket, "GDPR request 2026-17"): written into the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: String,
+
+    /// List what would be removed (user, folder, name, size, date); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Allow running as root (ROOT/.mailkeep's files it creates are given to the root's
+    /// owner). Default: refuse with exit 2; run as the backup's user.
+    #[arg(long)]
+    pub allow_root: bool,
+
+    /// The dedup store's file when deliveries keep it outside the root (deliver
+    /// --dedup-store): the user's keys are forgotten there.
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    pub dedup_store: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HoldArgs {
+    /// The backup root.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// The user to hold (or release).
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true, required_unless_present = "list")]
+    pub user: Option<OsString>,
+
+    /// Why (a case number): written into holds.json and the audit log.
+    #[arg(long, value_name = "TEXT", required_unless_present = "list")]
+    pub reason: Option<String>,
+
+    /// Release the user's hold instead of placing one.
+    #[arg(long, conflicts_with = "list")]
+    pub release: bool,
+
+    /// Print the holds (user, since, by whom, reason); change nothing.
+    #[arg(long, conflicts_with_all = ["user", "reason"])]
+    pub list: bool,
+
+    /// Allow running as root (ROOT/.mailkeep's files it creates are given to the root's
+    /// owner). Default: refuse with exit 2; run as the backup's user.
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 /// Parses the command line `args`; on failure (or a request for help) says so and gives

@@ -414,6 +414,29 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Forgets every key of `user`, pending or committed (`erase` of a whole user): a later
+    /// copy of one of its messages is stored again. Returns how many.
+    pub fn forget_user(&self, user: &str) -> Result<usize> {
+        self.conn.execute("DELETE FROM seen WHERE user = ?1", params![user]).map_err(self.sql())
+    }
+
+    /// Forgets the key of `user`'s message stored as `file` in `folder` (`erase` of some
+    /// messages). Returns how many.
+    pub fn forget(&self, user: &str, folder: &str, file: &str) -> Result<usize> {
+        self.conn
+            .prepare_cached("DELETE FROM seen WHERE user = ?1 AND folder = ?2 AND file = ?3")
+            .and_then(|mut s| s.execute(params![user, folder, file]))
+            .map_err(self.sql())
+    }
+
+    /// Forgets every key of `user` under the Message-ID `msgid`, in any folder (`erase
+    /// --message-id`, which also takes keys whose copy was folded or stored elsewhere).
+    pub fn forget_message_id(&self, user: &str, msgid: &str) -> Result<usize> {
+        self.conn.execute("DELETE FROM seen WHERE user = ?1 AND msgid = ?2", params![user, msgid]).map_err(self.sql())
+    }
+}
+
 /// Deletes up to `limit` keys older than `cutoff`: committed ones past the window, and
 /// pending ones that old (their delivery is long dead).
 fn prune_some(conn: &Connection, cutoff: i64, limit: i64) -> rusqlite::Result<usize> {
@@ -793,6 +816,23 @@ mod tests {
             assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
             assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Duplicate { file: "f".into() });
         }
+    }
+
+    #[test]
+    fn forgotten_keys_fold_nothing_and_other_users_keep_theirs() {
+        let root = root_with_state_dir();
+        let s = Store::open(root.path(), 30).unwrap();
+        for (user, id) in [("alice", "a@x"), ("alice", "b@x"), ("alice", "c@x"), ("bob", "a@x")] {
+            let k = Key { user, folder: "Sent", msgid: id, body: &BODY };
+            assert_eq!(s.claim(&k).unwrap(), Claim::Owned);
+            s.commit(&k, &format!("f-{id}")).unwrap();
+        }
+        assert_eq!(s.forget("alice", "Sent", "f-a@x").unwrap(), 1);
+        assert_eq!(s.forget("alice", "INBOX", "f-b@x").unwrap(), 0, "another folder's file");
+        assert_eq!(s.forget_message_id("alice", "b@x").unwrap(), 1, "by Message-ID in any folder");
+        assert_eq!(s.claim(&key("a@x")).unwrap(), Claim::Owned);
+        assert_eq!(s.forget_user("alice").unwrap(), 2, "c@x and the new claim");
+        assert_eq!(keys(&s), 1, "bob's key stays");
     }
 
     #[test]

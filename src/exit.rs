@@ -155,12 +155,14 @@ const ADMIN: &[Row] = &[
         0,
         "ok",
         "done: the root is initialised or was already (init), the backup is clean or repaired (check), the file is \
-         written or unchanged (accounts sync)",
+         written or unchanged (accounts sync), every matching message is removed and recorded (expire, erase; \
+         expire skips users on legal hold), the hold is placed or released (hold)",
     ),
     row(
         1,
         "problems found",
-        "problems found: check found some it did not repair; accounts sync refused to shrink the file",
+        "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
+         erase refused a user on legal hold; expire or erase could not remove some messages",
     ),
     row(
         2,
@@ -168,7 +170,9 @@ const ADMIN: &[Row] = &[
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
-         a symlink where mailkeep keeps a directory, a key file others can read, a dedup store on a network filesystem",
+         a symlink where mailkeep keeps a directory, a key file others can read, \
+         expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
+         an audit log or holds file that does not parse, a dedup store on a network filesystem",
     ),
     row(
         75,
@@ -215,7 +219,9 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Admin => {
+                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold"]
+            }
             Family::Status => &["status"],
         }
     }
@@ -224,7 +230,9 @@ impl Family {
     pub fn title(self) -> &'static str {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
-            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate",
+            Family::Admin => {
+                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold"
+            }
             Family::Status => "status (Monitoring Plugins)",
         }
     }

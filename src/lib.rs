@@ -13,10 +13,12 @@ pub mod envelope;
 pub mod exit;
 pub mod fault;
 pub mod fsutil;
+pub mod holds;
 pub mod log;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
+pub mod removal;
 pub mod root;
 pub mod time;
 

@@ -107,10 +107,11 @@ pub fn now() -> Timestamp {
     system_now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// A duration written as a number and a unit, as admins write them in `status`'s thresholds:
-/// `3600s`, `90m`, `6h`, `14d`, `2w`. One unit, no fraction: `1h30m` is `90m`.
+/// A duration written as a number and a unit, as admins write them in `status`'s thresholds
+/// and retention periods: `3600s`, `90m`, `6h`, `14d`, `2w`, `7y` (a year is 365 days). One
+/// unit, no fraction: `1h30m` is `90m`.
 pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
-    let bad = || format!("'{text}' is no age: a number and a unit, s, m, h, d or w (90m, 6h, 14d)");
+    let bad = || format!("'{text}' is no age: a number and a unit, s, m, h, d, w or y (90m, 6h, 14d, 7y)");
     let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (number, unit) = text.split_at(split);
     let unit: u64 = match unit {
@@ -119,6 +120,7 @@ pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
         "h" => 3600,
         "d" => 86400,
         "w" => 7 * 86400,
+        "y" => 365 * 86400,
         _ => return Err(bad()),
     };
     let number: u64 = number.parse().map_err(|_| bad())?;
@@ -164,9 +166,46 @@ pub fn format_time(t: Timestamp) -> String {
         .unwrap_or_else(|| format!("@{t}"))
 }
 
+/// A date as an admin writes one on the command line (`erase --before`): `2024-01-31` (the
+/// start of that day, UTC) or `2024-01-31T12:00:00Z`; Unix seconds.
+pub fn parse_date(text: &str) -> Result<Timestamp, String> {
+    let bad = || format!("'{text}' is no date: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+    let (day, clock) = match text.split_once('T') {
+        Some((day, clock)) => (day, Some(clock.strip_suffix('Z').ok_or_else(bad)?)),
+        None => (text, None),
+    };
+    let numbers = |part: &str, sep: char, len: usize| -> Option<Vec<u32>> {
+        let v: Vec<&str> = part.split(sep).collect();
+        let digits = |s: &&str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
+        (v.len() == len && v.iter().all(digits)).then(|| v.iter().map(|s| s.parse().unwrap_or(u32::MAX)).collect())
+    };
+    let ymd = numbers(day, '-', 3).ok_or_else(bad)?;
+    let days = days_from_civil(i64::from(ymd[0]), ymd[1], ymd[2]).ok_or_else(bad)?;
+    let secs = match clock {
+        None => 0,
+        Some(clock) => match numbers(clock, ':', 3).ok_or_else(bad)?[..] {
+            [h, m, s] if h < 24 && m < 60 && s < 60 => i64::from(h * 3600 + m * 60 + s),
+            _ => return Err(bad()),
+        },
+    };
+    Ok(days * 86400 + secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_date_is_a_day_or_a_utc_time() {
+        assert_eq!(parse_date("2020-01-01"), Ok(1577836800));
+        assert_eq!(parse_date("2024-02-29T13:01:01Z"), Ok(1709208000 + 3661));
+        for bad in
+            ["", "2020-01", "2020-02-30", "2020-01-01T25:00:00Z", "2020-01-01T00:00:00", "yesterday", "2020-1-1x"]
+        {
+            let err = parse_date(bad).unwrap_err();
+            assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
 
     #[test]
     fn asctime_form_is_utc() {
@@ -321,6 +360,7 @@ mod tests {
         assert_eq!(secs("24h"), Ok(86400));
         assert_eq!(secs("14d"), Ok(14 * 86400));
         assert_eq!(secs("2w"), Ok(14 * 86400));
+        assert_eq!(secs("7y"), Ok(7 * 365 * 86400));
         assert_eq!(secs("0s"), Ok(0));
         for bad in ["", "6", "h", "6x", "-6h", "6 h", "1h30m", "1.5h", "99999999999999999999d", "6H"] {
             let err = parse_age(bad).unwrap_err();

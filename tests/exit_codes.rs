@@ -345,3 +345,53 @@ fn readme_tables_are_the_ones_exit_rs_renders() {
         assert!(readme.contains(&table), "README.md lacks the {family:?} table; expected:\n{table}");
     }
 }
+
+#[test]
+fn expire_erase_and_hold_exit_codes() {
+    let env = Env::new();
+    assert_exit(&env.deliver(["--user", "alice", "--direction", "in"], &[], MSG), 0);
+    let root = env.root();
+    let with = |list: &[&str], root: &Path| {
+        let mut a: Vec<OsString> = list.iter().map(OsString::from).collect();
+        a.extend([OsString::from("--root"), root.as_os_str().to_os_string()]);
+        a.extend(allow_root());
+        a
+    };
+    let mut c = Codes::default();
+    let expire = ["expire", "--older-than", "30d"];
+    let erase = ["erase", "--user", "alice", "--reason", "r", "--dry-run"];
+    let hold = ["hold", "--user", "alice", "--reason", "case 1"];
+    c.expect(0, "expire: nothing old", &run(&env, &with(&expire, &root), b"", false, false));
+    c.expect(0, "erase --dry-run", &run(&env, &with(&erase, &root), b"", false, false));
+    c.expect(75, "erase --dry-run, stdout cannot be written", &run(&env, &with(&erase, &root), b"", true, false));
+    c.expect_one_line(
+        2,
+        "expire: no unit",
+        &run(&env, &with(&["expire", "--older-than", "7"], &root), b"", false, false),
+    );
+    c.expect_one_line(
+        2,
+        "erase: no --reason",
+        &run(&env, &with(&["erase", "--user", "alice"], &root), b"", false, false),
+    );
+    let nobody = ["erase", "--user", "nobody", "--reason", "r"];
+    c.expect_one_line(2, "erase: no such user", &run(&env, &with(&nobody, &root), b"", false, false));
+    let missing = env.dir.path().join("missing");
+    c.expect_one_line(2, "expire: a missing root", &run(&env, &with(&expire, &missing), b"", false, false));
+    let bare = env.dir.path().join("bare");
+    std::fs::create_dir(&bare).unwrap();
+    c.expect_one_line(75, "erase: a root without marker", &run(&env, &with(&erase, &bare), b"", false, false));
+    c.require(files_below(&bare).is_empty(), format!("an uninitialised root got {:?}", files_below(&bare)));
+    c.expect(0, "hold", &run(&env, &with(&hold, &root), b"", false, false));
+    let real_erase = ["erase", "--user", "alice", "--reason", "r"];
+    c.expect_one_line(1, "erase of a held user", &run(&env, &with(&real_erase, &root), b"", false, false));
+    c.expect(0, "hold --list", &run(&env, &with(&["hold", "--list"], &root), b"", false, false));
+    std::fs::write(root.join(".mailkeep/holds.json"), "not json").unwrap();
+    c.expect_one_line(2, "holds.json does not parse", &run(&env, &with(&real_erase, &root), b"", false, false));
+    if is_root() {
+        let mut as_root = with(&expire, &root);
+        as_root.retain(|a| a != "--allow-root");
+        c.expect_one_line(2, "expire as root without --allow-root", &run(&env, &as_root, b"", false, false));
+    }
+    c.check();
+}

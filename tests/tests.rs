@@ -15,6 +15,7 @@ mod init;
 mod multirelay;
 mod props;
 mod replay;
+mod retention;
 mod serve_config;
 mod status;
 mod stress;

@@ -238,3 +238,9 @@ pub fn size_in_name(path: &Path) -> u64 {
     let name = path.file_name().unwrap().to_str().unwrap();
     name.rsplit_once(",S=").expect("name has ,S=").1.parse().unwrap()
 }
+
+/// The date `days` ago as `YYYY-MM-DD` (UTC), as `erase --before` reads it.
+pub fn date_days_ago(days: u64) -> String {
+    let out = Command::new("date").args(["-u", "-d", &format!("{days} days ago"), "+%Y-%m-%d"]).output().unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}

@@ -9,6 +9,7 @@ use crate::commands::accounts::AccountsError;
 use crate::commands::check::CheckError;
 use crate::commands::deliver::DeliverError;
 use crate::commands::generate::GenerateError;
+use crate::commands::retention::RetentionError;
 use crate::commands::serve_config::ServeError;
 use crate::commands::status::StatusError;
 use crate::config::ConfigError;
@@ -56,6 +57,8 @@ pub enum Error {
     /// `source`, with what it means for the run said first; classified as `source`.
     #[error("{context}: {source}")]
     Context { context: String, source: Box<Error> },
+    #[error(transparent)]
+    Retention(#[from] RetentionError),
 }
 
 impl Error {
@@ -83,6 +86,7 @@ impl Classify for Error {
             Error::Generate(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
+            Error::Retention(e) => e.exit(),
         }
     }
 }

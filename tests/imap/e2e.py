@@ -10,6 +10,7 @@ Prints one line per check and, last, "N passed, M failed"; exit status 1 on any 
 import datetime
 import hashlib
 import imaplib
+import json
 import os
 import re
 import subprocess
@@ -406,9 +407,65 @@ def restore_test():
     for root in (ROOT, ROOT_COURIER):
         rc, out = mailkeep_check(root)
         ok(rc == 0, f"mailkeep check after serving {os.path.basename(root)}: clean", out)
+    erase_drill(conf, d_port, passwords)
     left = [l for l in subprocess.run(["pgrep", "-af", WORK], capture_output=True, text=True).stdout.splitlines()
             if int(l.split()[0]) != os.getpid()]
     ok(not left, "no process of this run left (but this script)", "\n".join(left))
+
+
+# ---------------------------------------------------------------- erasure (issue 21)
+def erase_drill(conf, port, passwords):
+    """After `erase` of one message of alice (by Message-ID, moved to cur/ and flagged by the
+    servers above) and of all of bob's mail, Dovecot no longer shows them, the audit log
+    names them, and `mailkeep check` is clean."""
+    gone_id = "plain@e2e"
+    base = [MAILKEEP, "erase", "--root", ROOT, "--reason", "restore drill"]
+    dry = run(base + ["--user", "alice", "--message-id", f"<{gone_id}>", "--dry-run"], as_pipe=True)
+    listed = [l for l in dry.stdout.decode(errors="replace").splitlines() if l.startswith("would remove ")]
+    before = snapshot(ROOT)
+    ok(dry.returncode == 0 and len(listed) == 1 and "folder=INBOX" in listed[0],
+       "erase --dry-run lists alice's one message with that Message-ID", dry.stdout + dry.stderr)
+    for args, what in ((["--user", "alice", "--message-id", f"<{gone_id}>"], f"alice's <{gone_id}>"),
+                       (["--user", "bob"], "all of bob's mail")):
+        r = run(base + args, as_pipe=True)
+        ok(r.returncode == 0, f"mailkeep erase of {what} as {PIPE_USER}", r.stdout + r.stderr)
+    after = snapshot(ROOT)
+    alice_left = {f["mid"] for files in after["alice"].values() for f in files.values()}
+    alice_before = {f["mid"] for files in before["alice"].values() for f in files.values()}
+    ok(alice_left == alice_before - {gone_id}, f"only <{gone_id}> of alice's messages is gone from disk",
+       f"before {sorted(alice_before)}, after {sorted(alice_left)}")
+    ok(all(not files for files in after.get("bob", {}).values()), "bob's folders are empty on disk", after.get("bob"))
+    entries = [json.loads(l) for l in open(os.path.join(ROOT, ".mailkeep", "audit.log"), "rb")]
+    names = [(e["user"], r["folder"]) for e in entries if e["command"] == "erase" for r in e["removed"]]
+    bob_count = sum(len(files) for files in before.get("bob", {}).values())
+    ok(names.count(("alice", "INBOX")) == 1 and sum(1 for u, _ in names if u == "bob") == bob_count,
+       f"the audit log (json) names alice's message and bob's {bob_count} once each", entries)
+    dov = servers.Dovecot(conf, port)
+    SERVERS.append(dov)
+    try:
+        dov.start()
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=20)
+        m.login("alice", passwords["alice"])
+        typ, dat = m.select('"INBOX"')
+        found = m.search(None, "HEADER", "Message-ID", gone_id)[1][0].split()
+        n_inbox = sum(1 for f in after["alice"]["INBOX"].values())
+        ok(typ == "OK" and int(dat[0]) == n_inbox and not found,
+           f"dovecot alice/INBOX: {n_inbox} messages, <{gone_id}> no longer shown", f"{typ} {dat} found={found}")
+        m.logout()
+        m = imaplib.IMAP4("127.0.0.1", port, timeout=20)
+        m.login("bob", passwords["bob"])
+        counts = {}
+        for box in before.get("bob", {}):
+            typ, dat = m.select(f'"{box}"')
+            counts[box] = int(dat[0]) if typ == "OK" else -1
+        m.logout()
+        ok(counts and all(c == 0 for c in counts.values()), "dovecot bob: every folder shows 0 messages", counts)
+    except Exception:
+        ok(False, "dovecot after the erase", traceback.format_exc())
+    finally:
+        stop(dov)
+    rc, out = mailkeep_check(ROOT)
+    ok(rc == 0, "mailkeep check after the erase: clean", out)
 
 
 def main():

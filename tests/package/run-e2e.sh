@@ -34,7 +34,8 @@ fi
 echo "== install"
 check "dpkg -i" dpkg -i "$REPO/$DEB"
 expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
-for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts; do
+for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts \
+    mailkeep-expire mailkeep-erase mailkeep-hold; do
     check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
 done
 check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
@@ -58,22 +59,35 @@ MARKER=$(cat "$ROOT/.mailkeep/root.json" 2>/dev/null)
 expect "postinst again: the marker is unchanged" "$MARKER" "$(cat "$ROOT/.mailkeep/root.json" 2>/dev/null)"
 
 echo "== the timers"
-for u in mailkeep-status.service mailkeep-status.timer mailkeep-check.service mailkeep-check.timer; do
+for u in mailkeep-status.service mailkeep-status.timer mailkeep-check.service mailkeep-check.timer \
+    mailkeep-expire.service mailkeep-expire.timer; do
     check "unit $u installed" test -s "/lib/systemd/system/$u"
 done
 check "the timers are enabled (deb-systemd-helper, no running systemd needed)" \
-    test -L /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a -L /etc/systemd/system/timers.target.wants/mailkeep-check.timer
+    test -L /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a -L /etc/systemd/system/timers.target.wants/mailkeep-check.timer \
+    -a -L /etc/systemd/system/timers.target.wants/mailkeep-expire.timer
 # systemd-analyze verify needs no running systemd; it checks that ExecStart's binary exists
 # (hence after the install) and, when man is there, that the Documentation= pages exist.
 if command -v systemd-analyze >/dev/null; then
     man_opt=--man=no; command -v man >/dev/null && man_opt=--man=yes
     VERIFY=$(cd /lib/systemd/system && systemd-analyze verify "$man_opt" mailkeep-status.service mailkeep-status.timer \
-        mailkeep-check.service mailkeep-check.timer 2>&1); verify_rc=$?
+        mailkeep-check.service mailkeep-check.timer mailkeep-expire.service mailkeep-expire.timer 2>&1); verify_rc=$?
     [ -n "$VERIFY" ] && sed 's/^/    /' <<<"$VERIFY"
     expect "systemd-analyze verify passes on the units ($man_opt)" "0 0" "$verify_rc $(grep -c . <<<"$VERIFY")"
 else
     bad "systemd-analyze is not installed (package systemd; tests/install-deps.sh installs it)"
 fi
+
+echo "== retention: off until a period is set"
+check "/etc/default/mailkeep is a conffile, the period commented out" bash -c \
+    "dpkg-query -W -f='\${Conffiles}' mailkeep | grep -q /etc/default/mailkeep && grep -q '^#MAILKEEP_RETENTION=' /etc/default/mailkeep && ! grep -q '^MAILKEEP_RETENTION=' /etc/default/mailkeep"
+# The service's command line as systemd runs it ($$ is a literal $), as mailbackup.
+EXPIRE_CMD=$(sed -n 's/^ExecStart=//p' /lib/systemd/system/mailkeep-expire.service | sed 's/\$\$/$/g')
+OUT=$(env -i PATH=/usr/bin:/bin setpriv --reuid=mailbackup --regid=mailbackup --init-groups sh -c "$EXPIRE_CMD" 2>&1); rc=$?
+expect "the expire service without a period removes nothing, says so, exits 0" "0 no retention period set" "$rc ${OUT:0:23}"
+OUT=$(env -i PATH=/usr/bin:/bin MAILKEEP_RETENTION=7y setpriv --reuid=mailbackup --regid=mailbackup --init-groups sh -c "$EXPIRE_CMD" 2>&1); rc=$?
+expect "the expire service with MAILKEEP_RETENTION=7y runs expire as mailbackup" "0" "$rc"
+grep -q 'expired 0 messages older than 7y' <<<"$OUT" && ok "its output says what it did" || bad "expire's output: $OUT"
 
 echo "== the real-Exim end-to-end test against the installed binary and snippets"
 if SNIPPETS=/usr/share/doc/mailkeep/examples MAILKEEP=/usr/bin/mailkeep "$REPO/tests/exim/run-e2e.sh" > /tmp/mailkeep-package-e2e.log 2>&1; then
@@ -97,8 +111,9 @@ check "the binary is gone" test ! -e /usr/bin/mailkeep
 check "the backup root is still there" test -d "$ROOT"
 expect "its mail is still there" 1 "$(ls "$ROOT/pkgtest/new" 2>/dev/null | wc -l)"
 check "the user mailbackup is still there" getent passwd mailbackup
-check "the timers are no longer enabled" test ! -e /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-check.timer
-check "the units are gone" test ! -e /lib/systemd/system/mailkeep-status.service
+check "the timers are no longer enabled" test ! -e /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-check.timer \
+    -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-expire.timer
+check "the units are gone" test ! -e /lib/systemd/system/mailkeep-status.service -a ! -e /lib/systemd/system/mailkeep-expire.service
 rm -rf "$ROOT/pkgtest"
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

@@ -1,0 +1,427 @@
+//! The one remover: `expire` and `erase` take messages out of a user's folder through here,
+//! while Exim delivers into it and an IMAP server renames its files, and each removal is
+//! written into the audit log (`audit.rs`) before the first file goes.
+//!
+//! The algorithm, for one folder (the commands run it per user and folder):
+//! 1. list new/, then cur/ (a file an IMAP server moves between the two listings is seen
+//!    twice under one base name, and kept once, as the cur/ one);
+//! 2. keep the regular files the selection matches (date from `fstatat`; a Message-ID from
+//!    the header read through `fsutil::open_regular`, which takes no symlink and waits on no
+//!    FIFO), and hash each one whole: size and SHA-256 of what was read;
+//! 3. (the command) append one audit entry naming them, fsynced;
+//! 4. unlink each; an unlink that finds no file (ENOENT) because the IMAP server renamed it
+//!    (new/ -> cur/, flags changed) looks for the same base name in cur/ again and retries;
+//!    a file gone for good (expunged meanwhile) is fine;
+//! 5. fsync new/ and cur/, so that the removals survive a crash.
+//!
+//! A crash between 3 and the last unlink leaves the entry and some of its files: a rerun
+//! finds them again and completes. tmp/ is never touched (the writer sweeps it), nor is any
+//! file that is not a regular file, nor a name that is not UTF-8 (no mailkeep or IMAP name).
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::sys::stat::{SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+
+use crate::audit::Removed;
+use crate::exit::{Classify, Exit};
+use crate::fsutil::{self, OpenError};
+use crate::maildir::FolderKind;
+use crate::message::{self, HeaderInfo};
+use crate::time::Timestamp;
+
+/// How often one file's unlink follows it to a new name before giving up on it.
+const RENAMES_FOLLOWED: usize = 8;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemovalError {
+    #[error("refusing to follow symlink {}", .0.display())]
+    Symlink(PathBuf),
+    #[error("{} exists but is not a directory", .0.display())]
+    NotADirectory(PathBuf),
+    #[error("cannot {op} {}: {}", path.display(), errno.desc())]
+    Io { op: &'static str, path: PathBuf, errno: Errno },
+}
+
+impl Classify for RemovalError {
+    fn exit(&self) -> Exit {
+        match self {
+            // The admin's to look at (check reports it too), not fixed by waiting.
+            RemovalError::Symlink(_) | RemovalError::NotADirectory(_) => Exit::Usage,
+            RemovalError::Io { .. } => Exit::TempFail,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, RemovalError>;
+
+/// new/ or cur/.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    pub fn name(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
+/// The unique part of a message file's name: before `:2,` (the flags an IMAP server sets).
+pub fn base_name(name: &str) -> &str {
+    name.split_once(":2,").map_or(name, |(base, _)| base)
+}
+
+/// Which messages go: all of them, or those older than a time, or with a Message-ID.
+#[derive(Debug, Default, Clone)]
+pub struct Selection {
+    /// Only messages whose INTERNALDATE (the file's mtime) is before this.
+    pub before: Option<Timestamp>,
+    /// Only messages with this Message-ID (`message::normalise_message_id`'d).
+    pub message_id: Option<String>,
+}
+
+/// A message found to remove.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub folder: FolderKind,
+    pub sub: Sub,
+    /// The file's name when it was listed.
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    pub mtime: Timestamp,
+}
+
+impl Found {
+    pub fn base(&self) -> &str {
+        base_name(&self.name)
+    }
+
+    /// What the audit log says of it.
+    pub fn removed(&self) -> Removed {
+        Removed {
+            folder: self.folder.name().to_string(),
+            name: self.base().to_string(),
+            size: self.size,
+            sha256: self.sha256.clone(),
+        }
+    }
+}
+
+/// What the unlinks of a folder came to.
+#[derive(Debug, Default)]
+pub struct Removal {
+    pub removed: usize,
+    /// Found, then gone before its unlink (an IMAP client expunged it): nothing to do.
+    pub gone: usize,
+    /// Each file that could not be unlinked, and why.
+    pub failed: Vec<(String, Errno)>,
+}
+
+/// One folder of one user, open for listing and unlinking: its new/ and cur/.
+pub struct Folder {
+    pub kind: FolderKind,
+    pub path: PathBuf,
+    new: Option<OwnedFd>,
+    cur: Option<OwnedFd>,
+}
+
+fn refused(path: &Path) -> impl FnOnce(OpenError) -> RemovalError + '_ {
+    move |e| match e {
+        OpenError::Symlink => RemovalError::Symlink(path.to_path_buf()),
+        OpenError::WrongType => RemovalError::NotADirectory(path.to_path_buf()),
+        e => RemovalError::Io { op: "open", path: path.to_path_buf(), errno: e.errno() },
+    }
+}
+
+/// Opens `name` below `parent` as a directory without following; `None` when missing.
+fn open_dir_if_there(parent: BorrowedFd<'_>, name: &str, path: &Path) -> Result<Option<OwnedFd>> {
+    match fsutil::open_dir(parent, name) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(OpenError::Missing) => Ok(None),
+        Err(e) => Err(refused(path)(e)),
+    }
+}
+
+impl Folder {
+    /// The folder `kind` of the user whose Maildir is open as `user_dir` (`user_path`);
+    /// `None` when the user has no such folder.
+    pub fn open(user_dir: BorrowedFd<'_>, user_path: &Path, kind: FolderKind) -> Result<Option<Folder>> {
+        let (path, sub_fd);
+        let dir = match kind.dir() {
+            None => {
+                path = user_path.to_path_buf();
+                user_dir
+            }
+            Some(sub) => {
+                path = user_path.join(sub);
+                match open_dir_if_there(user_dir, sub, &path)? {
+                    Some(fd) => {
+                        sub_fd = fd;
+                        sub_fd.as_fd()
+                    }
+                    None => return Ok(None),
+                }
+            }
+        };
+        let new = open_dir_if_there(dir, "new", &path.join("new"))?;
+        let cur = open_dir_if_there(dir, "cur", &path.join("cur"))?;
+        Ok(Some(Folder { kind, path, new, cur }))
+    }
+
+    fn dir(&self, sub: Sub) -> Option<BorrowedFd<'_>> {
+        match sub {
+            Sub::New => self.new.as_ref().map(AsFd::as_fd),
+            Sub::Cur => self.cur.as_ref().map(AsFd::as_fd),
+        }
+    }
+
+    fn sub_path(&self, sub: Sub) -> PathBuf {
+        self.path.join(sub.name())
+    }
+
+    /// The message names in `sub` (UTF-8, not hidden), as they are now.
+    fn list(&self, sub: Sub) -> Result<Vec<String>> {
+        let Some(dir) = self.dir(sub) else { return Ok(Vec::new()) };
+        let io = |errno| RemovalError::Io { op: "list", path: self.sub_path(sub), errno };
+        let mut names = Vec::new();
+        for entry in fsutil::list_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name().to_bytes();
+            if let (false, Ok(name)) = (name.starts_with(b"."), std::str::from_utf8(name)) {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    }
+
+    /// The regular file with base name `base` now in cur/, if there is one.
+    fn find_in_cur(&self, base: &str) -> Result<Option<String>> {
+        let Some(cur) = self.dir(Sub::Cur) else { return Ok(None) };
+        for name in self.list(Sub::Cur)? {
+            if base_name(&name) == base && is_regular(cur, &name) == Ok(true) {
+                return Ok(Some(name));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Steps 1 and 2: the messages `selection` matches, hashed, sorted by name.
+    pub fn find(&self, selection: &Selection) -> Result<Vec<Found>> {
+        // 1. new/ first: a file moved meanwhile is then seen in cur/ too, which wins.
+        let mut by_base = std::collections::BTreeMap::new();
+        for sub in [Sub::New, Sub::Cur] {
+            for name in self.list(sub)? {
+                by_base.insert(base_name(&name).to_string(), (sub, name));
+            }
+        }
+        // 2.
+        let mut found = Vec::new();
+        for (base, (sub, name)) in by_base {
+            if let Some(f) = self.look_at(sub, name, &base, selection)? {
+                found.push(f);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Step 2 for one file: `Some` when it is a regular file that `selection` matches.
+    fn look_at(&self, mut sub: Sub, mut name: String, base: &str, selection: &Selection) -> Result<Option<Found>> {
+        for _ in 0..RENAMES_FOLLOWED {
+            let dir = self.dir(sub).expect("listed, so open");
+            let path = || self.sub_path(sub).join(&name);
+            let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) => st,
+                Err(Errno::ENOENT) => match self.find_in_cur(base)? {
+                    Some(moved) => {
+                        (sub, name) = (Sub::Cur, moved);
+                        continue;
+                    }
+                    None => return Ok(None),
+                },
+                Err(errno) => return Err(RemovalError::Io { op: "stat", path: path(), errno }),
+            };
+            if fsutil::file_type(&st) != SFlag::S_IFREG || selection.before.is_some_and(|t| st.st_mtime >= t) {
+                return Ok(None);
+            }
+            let mut file = match fsutil::open_regular(dir, name.as_str()) {
+                Ok((file, _)) => file,
+                Err(OpenError::Missing) => continue,
+                // Swapped for a symlink or a FIFO since the look: not a message.
+                Err(OpenError::Symlink | OpenError::WrongType) => return Ok(None),
+                Err(e) => return Err(RemovalError::Io { op: "open", path: path(), errno: e.errno() }),
+            };
+            let digest = digest(&mut file, selection.message_id.as_deref()).map_err(|e| RemovalError::Io {
+                op: "read",
+                path: path(),
+                errno: fsutil::errno_of(e),
+            })?;
+            return Ok(digest.map(|(size, sha256)| Found {
+                folder: self.kind,
+                sub,
+                name: name.clone(),
+                size,
+                sha256,
+                mtime: st.st_mtime,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Steps 4 and 5: unlinks each of `found`, following renames; then fsyncs the
+    /// directories. Failed unlinks are listed, not fatal: the others still go.
+    pub fn remove(&self, found: &[Found]) -> Result<Removal> {
+        let mut removal = Removal::default();
+        for (i, f) in found.iter().enumerate() {
+            match self.unlink(f)? {
+                Ok(true) => removal.removed += 1,
+                Ok(false) => removal.gone += 1,
+                Err(errno) => removal.failed.push((f.name.clone(), errno)),
+            }
+            if i == 0 {
+                crate::fault::point("remove-after-first-unlink");
+            }
+        }
+        for sub in [Sub::New, Sub::Cur] {
+            if let Some(dir) = self.dir(sub) {
+                nix::unistd::fsync(dir).map_err(|errno| RemovalError::Io {
+                    op: "fsync",
+                    path: self.sub_path(sub),
+                    errno,
+                })?;
+            }
+        }
+        Ok(removal)
+    }
+
+    /// Unlinks one message: `Ok(true)` removed, `Ok(false)` gone already, `Err` the errno
+    /// of an unlink that failed.
+    fn unlink(&self, f: &Found) -> Result<std::result::Result<bool, Errno>> {
+        let (mut sub, mut name) = (f.sub, f.name.clone());
+        for _ in 0..RENAMES_FOLLOWED {
+            let dir = self.dir(sub).expect("listed, so open");
+            match unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                Ok(()) => return Ok(Ok(true)),
+                Err(Errno::ENOENT) => match self.find_in_cur(f.base())? {
+                    Some(moved) => (sub, name) = (Sub::Cur, moved),
+                    None => return Ok(Ok(false)),
+                },
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+        // Renamed faster than we can follow: say so rather than loop.
+        Ok(Err(Errno::EAGAIN))
+    }
+}
+
+/// Whether `name` below `dir` is a regular file (never following a symlink).
+fn is_regular(dir: BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
+    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| fsutil::file_type(&st) == SFlag::S_IFREG)
+}
+
+/// The size and lower-case hex SHA-256 of the whole file, or `None` when `message_id` is
+/// given and the message's header (`message::header_part`, as dedup reads it) has another.
+fn digest(file: &mut std::fs::File, message_id: Option<&str>) -> io::Result<Option<(u64, String)>> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    let mut head: Option<Vec<u8>> = message_id.map(|_| Vec::new());
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        ctx.update(&buf[..n]);
+        size += n as u64;
+        if let Some(h) = head.as_mut() {
+            h.extend_from_slice(&buf[..n]);
+            if message::holds_header_part(h) {
+                if !has_message_id(h, message_id) {
+                    return Ok(None);
+                }
+                head = None;
+            }
+        }
+    }
+    if head.is_some_and(|h| !has_message_id(&h, message_id)) {
+        return Ok(None);
+    }
+    let hex = message::digest_of(ctx).iter().map(|b| format!("{b:02x}")).collect();
+    Ok(Some((size, hex)))
+}
+
+fn has_message_id(head: &[u8], want: Option<&str>) -> bool {
+    HeaderInfo::parse(message::header_part(head)).message_id.as_deref() == want
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn maildir(root: &Path) -> PathBuf {
+        let u = root.join("alice");
+        for d in ["new", "cur", "tmp"] {
+            fs::create_dir_all(u.join(d)).unwrap();
+        }
+        u
+    }
+
+    fn open(u: &Path) -> Folder {
+        let fd = fsutil::open_dir_path(u).unwrap();
+        Folder::open(fd.as_fd(), u, FolderKind::Inbox).unwrap().unwrap()
+    }
+
+    #[test]
+    fn base_name_drops_the_flags() {
+        assert_eq!(base_name("1.M1P1Q1.h,S=6:2,FS"), "1.M1P1Q1.h,S=6");
+        assert_eq!(base_name("1.M1P1Q1.h,S=6"), "1.M1P1Q1.h,S=6");
+    }
+
+    #[test]
+    fn found_messages_are_hashed_whole_and_filtered_by_id() {
+        let t = tempfile::tempdir().unwrap();
+        let u = maildir(t.path());
+        fs::write(u.join("new/1.a,S=30"), "Message-ID: <a@x>\n\nhello\n").unwrap();
+        fs::write(u.join("cur/2.b,S=30:2,S"), "Message-ID: < b@x >\n\nhello\n").unwrap();
+        fs::write(u.join("tmp/3.c"), "Message-ID: <a@x>\n\n").unwrap();
+        nix::unistd::mkfifo(&u.join("new/4.fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let f = open(&u);
+        let all = f.find(&Selection::default()).unwrap();
+        let names: Vec<&str> = all.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["1.a,S=30", "2.b,S=30:2,S"], "tmp/ and the FIFO are left alone");
+        let sha =
+            message::sha256(b"Message-ID: <a@x>\n\nhello\n").iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!((all[0].size, all[0].sha256.as_str()), (25, sha.as_str()));
+        let by_id = f.find(&Selection { message_id: Some("b@x".into()), ..Selection::default() }).unwrap();
+        assert_eq!(by_id.len(), 1);
+        assert_eq!(by_id[0].removed().name, "2.b,S=30");
+    }
+
+    #[test]
+    fn a_file_renamed_after_listing_is_still_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let u = maildir(t.path());
+        fs::write(u.join("new/1.a,S=2"), "x\n").unwrap();
+        let f = open(&u);
+        let found = f.find(&Selection::default()).unwrap();
+        // As an IMAP server does between our listing and our unlink.
+        fs::rename(u.join("new/1.a,S=2"), u.join("cur/1.a,S=2:2,S")).unwrap();
+        let r = f.remove(&found).unwrap();
+        assert_eq!((r.removed, r.gone, r.failed.len()), (1, 0, 0));
+        assert_eq!(fs::read_dir(u.join("cur")).unwrap().count(), 0);
+        // Gone for good: fine.
+        assert_eq!(f.remove(&found).unwrap().gone, 1);
+    }
+}
