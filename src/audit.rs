@@ -90,13 +90,14 @@ impl Entry {
 /// 1. open (creating, mode `mode`) with `O_APPEND|O_NOFOLLOW|O_NONBLOCK`: a symlink or FIFO
 ///    planted as the log is refused, never followed or waited on;
 /// 2. take an exclusive lock, so two appends never interleave;
-/// 3. write the line in one `write`, then `fsync` the file;
+/// 3. end a line an earlier, crashed append left without its newline, write the line in
+///    one `write`, then `fsync` the file;
 /// 4. `fsync` the directory, so a log created now survives a crash.
 pub fn append(state_dir: BorrowedFd<'_>, entry: &Entry, mode: u32) -> Result<(), AuditError> {
     let io = |op| move |errno: Errno| AuditError::Io { op, errno };
-    // 1.
+    // 1. Read-write, because step 3 reads the last byte back.
     let flags =
-        OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        OFlag::O_RDWR | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = openat(state_dir, AUDIT_LOG, flags, Mode::from_bits_truncate(mode)).map_err(|e| match e {
         Errno::ELOOP => AuditError::NotAFile,
         e => AuditError::Io { op: "open", errno: e },
@@ -108,14 +109,31 @@ pub fn append(state_dir: BorrowedFd<'_>, entry: &Entry, mode: u32) -> Result<(),
     let mut file = File::from(fd);
     // 2.
     file.lock().map_err(|e| AuditError::Io { op: "lock", errno: fsutil::errno_of(e) })?;
-    // 3.
-    let mut line = serde_json::to_vec(entry).expect("an audit entry always serialises");
+    // 3. A crash in an earlier append may have left a line without its newline; that
+    //    fragment stays (the log is append-only) but is ended, so this entry starts a line.
+    let mut line = Vec::new();
+    if !ends_with_newline(&file)? {
+        line.push(b'\n');
+    }
+    serde_json::to_writer(&mut line, entry).expect("an audit entry always serialises");
     line.push(b'\n');
     file.write_all(&line).map_err(|e| AuditError::Io { op: "write", errno: fsutil::errno_of(e) })?;
     file.sync_all().map_err(|e| AuditError::Io { op: "fsync", errno: fsutil::errno_of(e) })?;
     // 4.
     nix::unistd::fsync(state_dir).map_err(io("fsync the directory of"))?;
     Ok(())
+}
+
+/// Whether the log is empty or ends with a newline (its last byte read with `pread`).
+fn ends_with_newline(file: &File) -> Result<bool, AuditError> {
+    use std::os::unix::fs::FileExt;
+    let len = file.metadata().map_err(|e| AuditError::Io { op: "stat", errno: fsutil::errno_of(e) })?.len();
+    if len == 0 {
+        return Ok(true);
+    }
+    let mut last = [0u8];
+    file.read_exact_at(&mut last, len - 1).map_err(|e| AuditError::Io { op: "read", errno: fsutil::errno_of(e) })?;
+    Ok(last[0] == b'\n')
 }
 
 /// The log's bytes as they are now (empty when there is none), read without following a
@@ -132,8 +150,11 @@ pub fn read_bytes(state_dir: BorrowedFd<'_>) -> Result<Vec<u8>, AuditError> {
     Ok(bytes)
 }
 
-/// The entries of complete lines in `bytes`. A last line without its newline is an append
-/// cut short by a crash before its fsync returned; it removed nothing yet and is skipped.
+/// The entries of complete lines in `bytes`. A line that is not an entry but was followed
+/// by one is a fragment of an append cut short by a crash (`append` ends it with a newline
+/// before the next entry) only if it is a prefix of a JSON object that does not parse; it
+/// removed nothing (the removals come after the fsync) and is skipped. A last line without
+/// its newline is the same. Any other line that does not parse is corruption.
 pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, AuditError> {
     let complete = match bytes.iter().rposition(|&b| b == b'\n') {
         Some(end) => &bytes[..=end],
@@ -143,8 +164,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<Entry>, AuditError> {
         .split(|&b| b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.is_empty())
-        .map(|(i, line)| {
-            serde_json::from_slice(line).map_err(|e| AuditError::Corrupt { line: i + 1, msg: e.to_string() })
+        .filter_map(|(i, line)| match serde_json::from_slice(line) {
+            Ok(entry) => Some(Ok(entry)),
+            Err(e) if e.is_eof() => None,
+            Err(e) => Some(Err(AuditError::Corrupt { line: i + 1, msg: e.to_string() })),
         })
         .collect()
 }
@@ -188,6 +211,25 @@ mod tests {
         bytes.push(b'\n');
         bytes.extend_from_slice(b"{\"time\":\"2026");
         assert_eq!(parse(&bytes).unwrap(), vec![entry()]);
+    }
+
+    #[test]
+    fn an_entry_appended_after_a_torn_append_starts_its_own_line_and_both_logs_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = fsutil::open_dir_path(dir.path()).unwrap();
+        append(fd.as_fd(), &entry(), 0o600).unwrap();
+        let mut log = std::fs::OpenOptions::new().append(true).open(dir.path().join(AUDIT_LOG)).unwrap();
+        log.write_all(b"{\"time\":\"2026-12").unwrap();
+        append(fd.as_fd(), &entry(), 0o600).unwrap();
+        assert_eq!(parse(&read_bytes(fd.as_fd()).unwrap()).unwrap(), vec![entry(), entry()]);
+    }
+
+    #[test]
+    fn a_line_that_is_not_json_is_corruption() {
+        let mut bytes = b"{\"time\": 12, \"x\": garbage}\n".to_vec();
+        bytes.extend_from_slice(&serde_json::to_vec(&entry()).unwrap());
+        bytes.push(b'\n');
+        assert!(matches!(parse(&bytes), Err(AuditError::Corrupt { line: 1, .. })));
     }
 
     #[test]

@@ -821,7 +821,7 @@ mod tests {
     #[test]
     fn forgotten_keys_fold_nothing_and_other_users_keep_theirs() {
         let root = root_with_state_dir();
-        let s = Store::open(root.path(), 30).unwrap();
+        let s = open_in(root.path(), 30).unwrap();
         for (user, id) in [("alice", "a@x"), ("alice", "b@x"), ("alice", "c@x"), ("bob", "a@x")] {
             let k = Key { user, folder: "Sent", msgid: id, body: &BODY };
             assert_eq!(s.claim(&k).unwrap(), Claim::Owned);

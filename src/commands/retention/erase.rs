@@ -47,7 +47,8 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
         failed += done.failed;
         removed.extend(done.removed);
     }
-    let keys = if args.dry_run { 0 } else { forget_keys(&session, args.dedup_store.as_deref(), user, &removed, &selection)? };
+    let keys =
+        if args.dry_run { 0 } else { forget_keys(&session, args.dedup_store.as_deref(), user, &removed, &selection)? };
     let verb = if args.dry_run { "would erase" } else { "erased" };
     let mut line = format!("{verb} {} messages of user={}", found - failed, escape(user));
     if !args.dry_run {
