@@ -11,6 +11,7 @@ pub mod init;
 pub mod replay;
 pub mod serve_config;
 pub mod status;
+pub mod export;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;
@@ -28,5 +29,6 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Status(args) => status::run(&args),
         Command::Accounts(AccountsCommand::Sync(args)) => accounts::sync(&args),
         Command::Generate(args) => generate::generate(&args),
+        Command::Export(args) => export::run(&args),
     }
 }
