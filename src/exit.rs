@@ -151,12 +151,13 @@ const ADMIN: &[Row] = &[
         0,
         "ok",
         "done: the root is initialised or was already (init), the backup is clean or repaired (check), the file is \
-         written or unchanged (accounts sync)",
+         written or unchanged (accounts sync), every selected message is exported (export)",
     ),
     row(
         1,
         "problems found",
-        "problems found: check found some it did not repair; accounts sync refused to shrink the file",
+        "problems found: check found some it did not repair; accounts sync refused to shrink the file; export \
+         skipped a file that is no regular message (a FIFO, a symlink; each is named)",
     ),
     row(
         2,
@@ -164,7 +165,8 @@ const ADMIN: &[Row] = &[
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
-         a symlink where mailkeep keeps a directory, a key file others can read",
+         a symlink where mailkeep keeps a directory, a key file others can read, an export's --out that exists \
+         (without --force), a user without a backup",
     ),
     row(
         75,
