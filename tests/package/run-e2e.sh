@@ -42,6 +42,7 @@ check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
 check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/mailkeep
 check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
+check "restore/to-imap.sh in /usr/share/mailkeep, executable" test -x /usr/share/mailkeep/restore/to-imap.sh
 check "changelog and copyright in /usr/share/doc/mailkeep" test -s /usr/share/doc/mailkeep/changelog.gz -a -s /usr/share/doc/mailkeep/copyright
 # The test hooks (cargo feature fault-injection, src/fault.rs) must not be in the binary Exim runs.
 if command -v strings >/dev/null; then
