@@ -594,7 +594,10 @@ mod tests {
         let mut w = MboxrdWriter::new(Vec::new());
         w.start(None, 0).unwrap();
         w.start(Some(b"a b@c"), 0).unwrap();
-        assert_eq!(w.into_inner(), b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nFrom a_b@c Thu Jan  1 00:00:00 1970\n");
+        assert_eq!(
+            w.into_inner(),
+            b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nFrom a_b@c Thu Jan  1 00:00:00 1970\n"
+        );
     }
 
     fn assert_bytes_eq(got: &[u8], want: &[u8]) {

@@ -51,7 +51,8 @@ fn backup() -> Env {
     deliver(&env, "out", "alice@example.com", &["x@y.org", "z@w.org"], b"Message-ID: <s@x>\nSubject: sent\n\nhi\n");
     for (i, f) in messages(&env.root()).iter().enumerate() {
         let t = filetime(1_600_000_000 + 86_400 * i as i64);
-        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, f, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink).unwrap();
+        nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, f, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+            .unwrap();
     }
     env
 }
@@ -156,7 +157,8 @@ fn python_mailbox_reads_the_export_with_the_same_count_and_bodies() {
     want.sort();
     assert_eq!(read.len(), want.len(), "Python's mailbox.mbox message count");
     for (hex, (_, want)) in read.iter().zip(&want) {
-        let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
         // Python's mbox keeps the `>` quoting and the separating blank line in the message.
         let got = unquote(&bytes);
         let got = if got.ends_with(b"\n\n") && !want.ends_with(b"\n\n") { &got[..got.len() - 1] } else { &got[..] };
@@ -199,8 +201,10 @@ fn an_existing_file_is_replaced_only_with_force_and_no_temp_file_stays() {
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     assert_exit(&export(&env, &["--out", file.to_str().unwrap(), "--force"]), 0);
     assert!(std::fs::read(&file).unwrap().starts_with(b"From "));
-    let leftovers: Vec<_> =
-        std::fs::read_dir(env.dir.path()).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".a.mbox")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(env.dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".a.mbox"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
@@ -248,7 +252,8 @@ fn a_hostile_user_name_or_a_symlinked_user_dir_is_refused_and_nothing_written() 
 #[test]
 fn a_fifo_or_symlink_in_new_is_skipped_said_and_exit_1_without_hanging() {
     let env = backup();
-    nix::unistd::mkfifo(&env.root().join("alice/new/planted"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(&env.root().join("alice/new/planted"), nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap();
     std::os::unix::fs::symlink("/etc/passwd", env.root().join("alice/new/link")).unwrap();
     let out = export(&env, &["--folder", "INBOX", "--out", "-"]);
     assert_exit(&out, 1);
@@ -274,7 +279,13 @@ fn maildir_format_keeps_names_folders_and_mtimes_with_hard_links_and_resumes() {
         assert_eq!(a.ino(), b.ino(), "{}: a hard link on the same file system", rel.display());
         n += 1;
     }
-    assert_eq!(n, files_below(&dir).iter().filter(|p| p.to_string_lossy().contains("new/") || p.to_string_lossy().contains("cur/")).count());
+    assert_eq!(
+        n,
+        files_below(&dir)
+            .iter()
+            .filter(|p| p.to_string_lossy().contains("new/") || p.to_string_lossy().contains("cur/"))
+            .count()
+    );
     assert!(dir.join(".Sent/maildirfolder").exists() && dir.join(".Chats/tmp").is_dir());
     // Not into a directory that has something, unless --force; then nothing is added twice.
     assert_exit(&export(&env, &["--format", "maildir", "--out", dir.to_str().unwrap()]), 2);

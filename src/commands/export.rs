@@ -58,6 +58,12 @@ impl Classify for ExportError {
             ExportError::NoUser { .. } => Exit::NoUser,
             ExportError::Refused { .. } => Exit::CantCreate,
             ExportError::OutExists(_) => Exit::Usage,
+            // A directory for --out that is not there, or not ours: the admin's to fix.
+            ExportError::Write { err, .. }
+                if matches!(err.kind(), io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied) =>
+            {
+                Exit::CantCreate
+            }
             ExportError::Read { .. } | ExportError::Write { .. } => Exit::TempFail,
         }
     }
@@ -617,5 +623,52 @@ impl Progress {
         if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A folder below `dir` as `open_source` opens it, with one message `name` in `sub`.
+    fn folder_with(dir: &Path, sub: Sub, name: &str) -> (SourceFolder, Entry) {
+        for d in ["new", "cur"] {
+            std::fs::create_dir_all(dir.join(d)).unwrap();
+        }
+        std::fs::write(dir.join(sub.name()).join(name), "Subject: s\n\nbody\n").unwrap();
+        let open = |d: &str| Some(fsutil::open_dir_path(&dir.join(d)).unwrap());
+        let folder =
+            SourceFolder { kind: FolderKind::Inbox, path: dir.to_path_buf(), new: open("new"), cur: open("cur") };
+        let entry = Entry { sub, name: name.into(), mtime: 0, mtime_ns: 0 };
+        (folder, entry)
+    }
+
+    #[test]
+    fn a_message_an_imap_server_moved_to_cur_is_found_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let (folder, entry) = folder_with(dir.path(), Sub::New, "1.M1P1Q1.host,S=18");
+        std::fs::rename(dir.path().join("new/1.M1P1Q1.host,S=18"), dir.path().join("cur/1.M1P1Q1.host,S=18:2,S"))
+            .unwrap();
+        std::fs::write(dir.path().join("cur/1.M1P1Q10.host,S=18:2,"), "another\n").unwrap();
+        let mut counts = Counts::default();
+        let found = open_message(&folder, &entry, &mut counts).unwrap().expect("found again");
+        assert_eq!((found.sub, found.name.to_str().unwrap()), (Sub::Cur, "1.M1P1Q1.host,S=18:2,S"));
+        // A flag changed: cur/NAME:2,S became cur/NAME:2,RS.
+        let (folder, entry) = folder_with(dir.path(), Sub::Cur, "2.M1P1Q1.host,S=18:2,S");
+        std::fs::rename(dir.path().join("cur/2.M1P1Q1.host,S=18:2,S"), dir.path().join("cur/2.M1P1Q1.host,S=18:2,RS"))
+            .unwrap();
+        let found = open_message(&folder, &entry, &mut counts).unwrap().expect("found again");
+        assert_eq!(found.name.to_str().unwrap(), "2.M1P1Q1.host,S=18:2,RS");
+        assert_eq!((counts.vanished, counts.skipped), (0, 0));
+    }
+
+    #[test]
+    fn a_message_expunged_meanwhile_is_counted_gone_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (folder, entry) = folder_with(dir.path(), Sub::New, "1.M1P1Q1.host,S=18");
+        std::fs::remove_file(dir.path().join("new/1.M1P1Q1.host,S=18")).unwrap();
+        let mut counts = Counts::default();
+        assert!(open_message(&folder, &entry, &mut counts).unwrap().is_none());
+        assert_eq!((counts.vanished, counts.skipped), (1, 0));
     }
 }

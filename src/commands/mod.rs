@@ -6,12 +6,12 @@ pub mod check;
 pub mod dedup;
 pub mod deliver;
 mod error;
+pub mod export;
 pub mod generate;
 pub mod init;
 pub mod replay;
 pub mod serve_config;
 pub mod status;
-pub mod export;
 
 use crate::cli::{AccountsCommand, Command};
 use crate::exit::Exit;
