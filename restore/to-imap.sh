@@ -30,8 +30,10 @@
 #   --chats NAME             where the Chats folder goes (Chats)
 #   --max-size SIZE          the provider's message size limit, bytes or with k/m (25m)
 #   --state DIR              mbsync's state and the lists, kept between runs
-#                            (/var/lib/mailkeep/restore)
-#   --accounts FILE          with --all: the users (an lsearch file); default: every user in --logins
+#                            (/var/lib/mailkeep/restore); STATE/USER/mbsyncrc holds both
+#                            passwords (mode 0600): remove STATE when the move is done
+#   --accounts FILE          with --all: the users (mailkeep's accounts file, lsearch);
+#                            default: every user directory in ROOT
 set -uo pipefail
 
 usage() { echo "usage: $0 [options] ROOT USER|--all HOST (see the top of this script)" >&2; exit 2; }
@@ -87,7 +89,8 @@ if [ "$ALL" = 1 ]; then
     if [ -n "$ACCOUNTS" ]; then
         mapfile -t USERS < <(sed -e 's/#.*//' -e 's/[[:space:]]*:.*//' -e 's/[[:space:]]//g' "$ACCOUNTS" | grep -v '^$')
     else
-        mapfile -t USERS < <(awk -F'\t' '!/^#/ && NF >= 3 { print $1 }' "$LOGINS")
+        # Every user the backup has: one without a login in --logins is FAILED, not left out.
+        mapfile -t USERS < <(find "$ROOT" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%f\n' | sort)
     fi
 else
     USERS=("$WHO")

@@ -9,7 +9,9 @@ message limit (quota plugin, quota_max_mail_size, which refuses an APPEND over i
 Checked through imaplib on the target, for every message of the backup: it is in the right
 folder, its body and headers are the stored file's (plus the one X-TUID header line mbsync
 adds), its RFC822.SIZE, its INTERNALDATE is the file's mtime; the one too large is listed
-by the script (exit 1) and stands as mbsync's placeholder. A second run copies nothing.
+by the script (exit 1) and stands as mbsync's placeholder. A second run copies nothing. A
+user without a login at the provider is FAILED, and a message the provider refuses (a
+--max-size above its limit) is reported, on that run and the next.
 
 usage: e2e.py WORK MAILKEEP REPO     (run by run-e2e.sh, as root)
 Prints one line per check and, last, "N passed, M failed"; exit status 1 on any failure.
@@ -73,7 +75,10 @@ LIVE = [
      msg("quoted@restore", "From_ lines, ünïcödé".encode(), b"From here on\n>From there\n")),
     ("alice", "out", "alice@example.com", "sent@restore", msg("sent@restore", b"sent", b"to bob\n")),
     ("bob", "in", "alice@example.com", "tobob@restore", msg("tobob@restore", b"to bob", b"hi bob\n")),
+    # a user of the backup the provider has no login for: reported FAILED, never left out
+    ("zed", "in", "ext@example.net", "tozed@restore", msg("tozed@restore", b"to zed", b"hi zed\n")),
 ]
+NO_LOGIN = "zed"
 BIG_ID = "big@restore"
 
 
@@ -196,7 +201,7 @@ def start_servers(users):
         f.write(TARGET_CONF.format(d=d, mail=TARGET_MAIL, uid=pw[2], gid=pw[3], pw=TARGET_PW, port=dst_port))
     with open(os.path.join(WORK, "logins"), "w") as f:
         f.write("# user\tlogin at the provider\tpassword\n")
-        f.writelines(f"{u}\tnew-{u}\t{TARGET_PW}\n" for u in users)
+        f.writelines(f"{u}\tnew-{u}\t{TARGET_PW}\n" for u in users if u != NO_LOGIN)
     src = servers.Dovecot(os.path.join(WORK, "dovecot", "dovecot.conf"), src_port)
     dst = servers.Dovecot(os.path.join(d, "dovecot.conf"), dst_port)
     for s in (src, dst):
@@ -206,10 +211,10 @@ def start_servers(users):
     return src, dst
 
 
-def to_imap(src, dst):
-    cmd = [SCRIPT, "--logins", os.path.join(WORK, "logins"), "--source-passwords",
+def to_imap(src, dst, logins="logins", state=STATE, max_size="25m", who="--all"):
+    cmd = [SCRIPT, "--logins", os.path.join(WORK, logins), "--source-passwords",
            os.path.join(WORK, "source-passwords"), "--source-port", str(src.port), "--port", str(dst.port),
-           "--tls", "none", "--state", STATE, "--max-size", "25m", ROOT, "--all", "127.0.0.1"]
+           "--tls", "none", "--state", state, "--max-size", max_size, ROOT, who, "127.0.0.1"]
     t0 = time.monotonic()
     r = run(cmd, text=True)
     return r, time.monotonic() - t0
@@ -298,7 +303,11 @@ def main():
         print("  to-imap.sh, first run:\n" + "".join(f"    {l}\n" for l in (r.stdout + r.stderr).splitlines()))
         ok(r.returncode == 1, f"first run: exit 1 (one message not copied) in {secs:.1f} s", r.returncode)
         lines = {l.split(":")[0]: l for l in r.stdout.splitlines() if ": " in l}
-        ok(all(" OK:" in lines.get(u, "") for u in snap if u != "alice"), "first run: every user but alice OK", lines)
+        ok(all(" OK:" in lines.get(u, "") for u in snap if u not in ("alice", NO_LOGIN)),
+           "first run: every user but alice and zed OK", lines)
+        ok("FAILED: no target login" in lines.get(NO_LOGIN, ""), "first run: zed, without a login, FAILED",
+           lines.get(NO_LOGIN))
+        del snap[NO_LOGIN]
         ok("FAILED" in lines.get("alice", "") and "1 too large" in lines.get("alice", ""),
            "first run: alice FAILED, 1 too large", lines.get("alice"))
         listed = open(os.path.join(STATE, "alice", "too-large.txt")).read().splitlines()
@@ -314,6 +323,16 @@ def main():
         ok(r.returncode == 1, f"second run: exit 1 again (the big message is still not copied), {secs:.1f} s")
         second = verify(snap, 2)
         ok(first == second and first, "second run copied nothing: every folder has the same count", (first, second))
+        # An admin who gives a limit above the provider's: the refusal is caught all the same.
+        with open(os.path.join(WORK, "logins-other"), "w") as f:
+            f.write(f"alice\tother-alice\t{TARGET_PW}\n")
+        r, _ = to_imap(src, dst, "logins-other", os.path.join(WORK, "state-other"), "100m", "alice")
+        ok(r.returncode == 1 and "1 refused by the target" in r.stdout,
+           "--max-size above the provider's limit: the message the provider refuses is reported, exit 1",
+           r.stdout + r.stderr)
+        r, _ = to_imap(src, dst, "logins-other", os.path.join(WORK, "state-other"), "100m", "alice")
+        ok(r.returncode == 1 and "1 not copied" in r.stdout,
+           "run again: mbsync's state counts the refused message done, the script still reports it", r.stdout)
         for s in SERVERS:
             left = s.stop()
             ok(not left and servers.port_closed(s.port), f"Dovecot on {s.port} stopped, nothing left", left)
