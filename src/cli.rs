@@ -439,8 +439,7 @@ pub enum ExportFolder {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     /// One mbox file, mboxrd quoting (`>From ` lines, reversibly), From_ lines carrying
-    /// Return-Path and INTERNALDATE (UTC); `mailkeep replay`, Python's mailbox, mutt,
-    /// Thunderbird's ImportExportTools read it.
+    /// Return-Path and INTERNALDATE (UTC), as `mailkeep replay` and Python's mailbox read it.
     Mboxrd,
     /// A fresh Maildir with Maildir++ folders: same file names, same mtimes; hard links to
     /// the backup's files on the same file system, else fsynced copies.

@@ -34,7 +34,7 @@ fi
 echo "== install"
 check "dpkg -i" dpkg -i "$REPO/$DEB"
 expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
-for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts; do
+for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts mailkeep-export; do
     check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
 done
 check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
