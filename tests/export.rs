@@ -295,3 +295,30 @@ fn maildir_format_keeps_names_folders_and_mtimes_with_hard_links_and_resumes() {
     let out = export(&env, &["--format", "maildir", "--out", "-"]);
     assert_exit(&out, 2);
 }
+
+/// Where hard links cannot be made (another file system): fsynced copies, same names, bytes
+/// and mtimes to the nanosecond. Needs a second file system (/dev/shm) to mean anything.
+#[test]
+fn maildir_format_copies_across_file_systems_with_the_same_bytes_and_mtimes() {
+    use std::os::unix::fs::MetadataExt;
+    let shm = Path::new("/dev/shm");
+    let env = backup();
+    let dev = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    if dev(shm).is_none() || dev(shm) == dev(env.dir.path()) {
+        eprintln!("skipped: /dev/shm is not another file system here");
+        return;
+    }
+    let dir = tempfile::tempdir_in(shm).unwrap();
+    let out_dir = dir.path().join("alice");
+    assert_exit(&export(&env, &["--format", "maildir", "--out", out_dir.to_str().unwrap()]), 0);
+    let src = env.root().join("alice");
+    let all = messages(&env.root());
+    assert!(!all.is_empty());
+    for path in all {
+        let copy = out_dir.join(path.strip_prefix(&src).unwrap());
+        let (a, b) = (std::fs::metadata(&path).unwrap(), std::fs::metadata(&copy).unwrap());
+        assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{}", copy.display());
+        assert_bytes_eq("a copied message", &std::fs::read(&path).unwrap(), &std::fs::read(&copy).unwrap());
+    }
+    assert!(files_below(&out_dir.join("tmp")).is_empty(), "tmp/ is empty after the copies");
+}

@@ -564,7 +564,7 @@ fn place(m: &mut Opened, dst: BorrowedFd<'_>, tmp: BorrowedFd<'_>, src: &Path, t
         Err(Errno::EEXIST) => return Ok(false),
         Err(_) => {} // another file system, or links not allowed: copy
     }
-    if fsutil::regular_or_missing(dst, name).is_ok_and(|missing| !missing) {
+    if fsutil::regular_or_missing(dst, name).is_ok_and(|there| there) {
         return Ok(false);
     }
     let write_err = |err| ExportError::Write { path: to.to_path_buf(), err };
