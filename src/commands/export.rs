@@ -568,6 +568,8 @@ fn place(m: &mut Opened, dst: BorrowedFd<'_>, tmp: BorrowedFd<'_>, src: &Path, t
         return Ok(false);
     }
     let write_err = |err| ExportError::Write { path: to.to_path_buf(), err };
+    // A leftover of an export killed while copying this very message: ours, in our tmp/.
+    let _ = nix::unistd::unlinkat(tmp, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
     let flags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let fd = openat(tmp, name, flags, Mode::from_bits_truncate(0o600)).map_err(|e| write_err(e.into()))?;
     let mut copy = File::from(fd);
