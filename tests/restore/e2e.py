@@ -220,14 +220,18 @@ def to_imap(src, dst, logins="logins", state=STATE, max_size="25m", who="--all")
     return r, time.monotonic() - t0
 
 
+def crlf(data):
+    """A stored file as IMAP shows it: every line end CRLF (a stored CR LF is one too)."""
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
 def crlf_size(data):
-    return len(data.replace(b"\n", b"\r\n"))
+    return len(crlf(data))
 
 
 def without_tuid(data):
-    """The message as the target has it, without mbsync's X-TUID line, LF line ends."""
-    data = data.replace(b"\r\n", b"\n")
-    return re.sub(rb"(?m)^X-TUID: [^\n]*\n", b"", data, count=1)
+    """A message as the provider has it, without the X-TUID line mbsync adds."""
+    return re.sub(rb"(?m)^X-TUID: [^\r\n]*\r\n", b"", data, count=1)
 
 
 def target_messages(user, box):
@@ -276,7 +280,7 @@ def verify(snap, run_no):
                     ok(len(ph) == 1 and ph[0][0] == mtime, f"{where}: {name} ({crlf_size(data)} bytes) stands as "
                        "mbsync's placeholder with its date", ph[:1])
                     continue
-                found = by_bytes.get(data, [])
+                found = by_bytes.get(crlf(data), [])
                 if not ok(len(found) >= 1, f"{where}: {name}: headers and body as stored (X-TUID aside)"):
                     continue
                 when, size, raw = found.pop()
