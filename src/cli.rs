@@ -66,6 +66,10 @@ pub enum Command {
     /// Place or release a legal hold on a user: expire and erase leave a held user's mail alone.
     #[command(after_help = Family::Admin.footer())]
     Hold(HoldArgs),
+    /// Write a user's mail out of the backup as an mboxrd file or a fresh Maildir (to hand it
+    /// over, or to move it into a new mailbox); nothing in the backup changes.
+    #[command(after_help = Family::Admin.footer())]
+    Export(ExportArgs),
 }
 
 #[derive(Debug, Args)]
@@ -556,6 +560,69 @@ pub struct HoldArgs {
     /// owner). Default: refuse with exit 2; run as the backup's user.
     #[arg(long)]
     pub allow_root: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFolder {
+    /// The INBOX (received mail).
+    #[value(name = "INBOX", alias = "inbox")]
+    Inbox,
+    /// The .Sent folder.
+    #[value(name = "Sent", alias = "sent")]
+    Sent,
+    /// The .Chats folder (Google Takeout's chats).
+    #[value(name = "Chats", alias = "chats")]
+    Chats,
+    /// All three; in an mbox each message gets an `X-Gmail-Labels: Inbox|Sent|Chat` line.
+    All,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// One mbox file, mboxrd quoting (`>From ` lines, reversibly), From_ lines carrying
+    /// Return-Path and INTERNALDATE (UTC), as `mailkeep replay` and Python's mailbox read it.
+    Mboxrd,
+    /// A fresh Maildir with Maildir++ folders: same file names, same mtimes; hard links to
+    /// the backup's files on the same file system, else fsynced copies.
+    Maildir,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The backup root. Nothing is written there.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Whose mail: a user name as `deliver` takes it (anything else exits 2).
+    #[arg(long, value_name = "NAME", allow_hyphen_values = true)]
+    pub user: OsString,
+
+    /// Which folder. Messages go out folder by folder (INBOX, Sent, Chats), each in
+    /// INTERNALDATE order (file mtime, then name).
+    #[arg(long, value_enum, default_value_t = ExportFolder::All)]
+    pub folder: ExportFolder,
+
+    /// Only messages received on or after DATE (YYYY-MM-DD, UTC, or YYYY-MM-DDThh:mm:ssZ).
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+
+    /// Only messages received before DATE (YYYY-MM-DD, UTC, or YYYY-MM-DDThh:mm:ssZ).
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
+
+    /// What to write.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Mboxrd)]
+    pub format: ExportFormat,
+
+    /// The mbox file (written as a temp file beside it, then renamed), `-` for stdout, or
+    /// the Maildir directory (must be missing or empty).
+    #[arg(long, value_name = "FILE|DIR|-")]
+    pub out: PathBuf,
+
+    /// Replace an existing mbox file; add to an existing Maildir (names it has are skipped,
+    /// so an interrupted Maildir export resumes).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Parses the command line `args`; on failure (or a request for help) says so and gives

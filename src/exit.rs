@@ -156,13 +156,15 @@ const ADMIN: &[Row] = &[
         "ok",
         "done: the root is initialised or was already (init), the backup is clean or repaired (check), the file is \
          written or unchanged (accounts sync), every matching message is removed and recorded (expire, erase; \
-         expire skips users on legal hold), the hold is placed or released (hold)",
+         expire skips users on legal hold), the hold is placed or released (hold), every selected message is \
+         exported (export)",
     ),
     row(
         1,
         "problems found",
         "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
-         erase refused a user on legal hold; expire or erase could not remove some messages",
+         erase refused a user on legal hold; expire or erase could not remove some messages; export \
+         skipped a file that is no regular message (a FIFO, a symlink; each is named)",
     ),
     row(
         2,
@@ -172,7 +174,8 @@ const ADMIN: &[Row] = &[
          init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read, \
          expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
-         an audit log or holds file that does not parse, a dedup store on a network filesystem",
+         an audit log or holds file that does not parse, a dedup store on a network filesystem, \
+         an export's --out that exists (without --force), a user without a backup",
     ),
     row(
         75,
@@ -220,7 +223,7 @@ impl Family {
         match self {
             Family::Delivery => &["deliver", "replay"],
             Family::Admin => {
-                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold"]
+                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold", "export"]
             }
             Family::Status => &["status"],
         }
@@ -231,7 +234,7 @@ impl Family {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
             Family::Admin => {
-                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold"
+                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export"
             }
             Family::Status => "status (Monitoring Plugins)",
         }

@@ -8,12 +8,17 @@
 //! mailbox and mutt split them there.
 //! Lines are given LF line ends; mboxrd unescapes every `>+From ` by one level, mboxo
 //! only `>From `, mboxcl2 takes the body length from Content-Length and unescapes nothing.
+//!
+//! The writer (`MboxrdWriter`, for `export`) is mboxrd, the one dialect every reader can
+//! undo exactly: each `>*From ` line gets one more `>`, decided byte by byte, so a line of
+//! any length streams through in constant memory.
 
-use std::io::{self, BufRead};
+use std::io::{self, BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use crate::exit::{Classify, Exit};
 use crate::message::{FromLine, LfStream, header_block_len};
+use crate::time::{Timestamp, format_asctime};
 
 /// How far auto-detection looks into a file.
 pub const SNIFF: usize = 1024 * 1024;
@@ -446,9 +451,158 @@ impl<R: BufRead> MboxReader<R> {
     }
 }
 
+/// Writes messages as mboxrd: a From_ line, the message with every `>*From ` line quoted
+/// by one more `>`, a final newline if it had none, and a blank line.
+pub struct MboxrdWriter<W: Write> {
+    out: W,
+    /// Where the current line stands: its leading `>`s and how much of `From ` followed
+    /// them are held back until the line shows whether it needs quoting.
+    quotes: u64,
+    matched: usize,
+    /// Still in the line's prefix (nothing of the line written yet, or only held back).
+    in_prefix: bool,
+    /// The last byte of the message written was a newline (or nothing was written yet).
+    at_line_start: bool,
+}
+
+const FROM_: &[u8] = b"From ";
+
+impl<W: Write> MboxrdWriter<W> {
+    pub fn new(out: W) -> MboxrdWriter<W> {
+        MboxrdWriter { out, quotes: 0, matched: 0, in_prefix: true, at_line_start: true }
+    }
+
+    /// Starts a message: `From <sender or MAILER-DAEMON> <asctime of date, UTC>`. White space
+    /// in the address becomes `_`: a reader takes the first word for the address and the
+    /// rest for the date.
+    pub fn start(&mut self, sender: Option<&[u8]>, date: Timestamp) -> io::Result<()> {
+        let addr: Vec<u8> = match sender.filter(|s| !s.is_empty()) {
+            Some(s) => s.iter().map(|&b| if b.is_ascii_whitespace() || b < 0x20 { b'_' } else { b }).collect(),
+            None => b"MAILER-DAEMON".to_vec(),
+        };
+        self.out.write_all(b"From ")?;
+        self.out.write_all(&addr)?;
+        writeln!(self.out, " {}", format_asctime(date))?;
+        (self.quotes, self.matched, self.in_prefix, self.at_line_start) = (0, 0, true, true);
+        Ok(())
+    }
+
+    /// Writes more of the message's bytes, quoting as it goes.
+    pub fn write(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            if self.in_prefix {
+                let b = bytes[0];
+                bytes = &bytes[1..];
+                if self.matched == 0 && b == b'>' {
+                    self.quotes += 1;
+                } else if b == FROM_[self.matched] {
+                    self.matched += 1;
+                    if self.matched == FROM_.len() {
+                        self.quotes += 1; // the quote mboxrd adds
+                        self.flush_prefix()?;
+                    }
+                } else {
+                    self.flush_prefix()?;
+                    self.out.write_all(&[b])?;
+                    self.at_line_start = b == b'\n';
+                    self.in_prefix = self.at_line_start;
+                }
+                continue;
+            }
+            let end = bytes.iter().position(|&b| b == b'\n').map_or(bytes.len(), |i| i + 1);
+            self.out.write_all(&bytes[..end])?;
+            self.at_line_start = bytes[end - 1] == b'\n';
+            self.in_prefix = self.at_line_start;
+            bytes = &bytes[end..];
+        }
+        Ok(())
+    }
+
+    /// Writes what a line's prefix held back (`>`s, part or all of `From `).
+    fn flush_prefix(&mut self) -> io::Result<()> {
+        let quotes = [b'>'; 64];
+        while self.quotes > 0 {
+            let n = self.quotes.min(64) as usize;
+            self.out.write_all(&quotes[..n])?;
+            self.quotes -= n as u64;
+            self.at_line_start = false;
+        }
+        if self.matched > 0 {
+            self.out.write_all(&FROM_[..self.matched])?;
+            self.at_line_start = false;
+        }
+        self.matched = 0;
+        self.in_prefix = false;
+        Ok(())
+    }
+
+    /// Ends the message: what its last line held back, a newline if it had none, and the
+    /// blank line that separates it from the next From_ line.
+    pub fn end(&mut self) -> io::Result<()> {
+        self.flush_prefix()?;
+        if !self.at_line_start {
+            self.out.write_all(b"\n")?;
+        }
+        self.out.write_all(b"\n")?;
+        self.in_prefix = true;
+        self.at_line_start = true;
+        Ok(())
+    }
+
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    pub fn into_inner(self) -> W {
+        self.out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_rd(messages: &[&[&[u8]]]) -> Vec<u8> {
+        let mut w = MboxrdWriter::new(Vec::new());
+        for pieces in messages {
+            w.start(Some(b"a@b"), 1577836800).unwrap();
+            pieces.iter().for_each(|p| w.write(p).unwrap());
+            w.end().unwrap();
+        }
+        w.into_inner()
+    }
+
+    #[test]
+    fn the_writer_quotes_every_from_line_one_level_however_the_bytes_are_cut() {
+        let msg: &[u8] = b"S: x\n\nFrom a\n>From b\n>>From c\nFrom\n>From\nFromage\n> From d\nx From e\n";
+        let want = b"From a@b Wed Jan  1 00:00:00 2020\nS: x\n\n>From a\n>>From b\n>>>From c\nFrom\n>From\nFromage\n> From d\nx From e\n\n";
+        assert_bytes_eq(&write_rd(&[&[msg]]), want);
+        let bytewise: Vec<&[u8]> = msg.chunks(1).collect();
+        assert_bytes_eq(&write_rd(&[&bytewise]), want);
+        for format in [Format::Mboxrd, Format::Auto] {
+            let (msgs, _) = read_all(want, format);
+            assert_eq!(msgs, [("a@b".to_string(), msg.to_vec())], "{format:?}");
+        }
+    }
+
+    #[test]
+    fn the_writer_ends_each_message_with_a_newline_and_a_blank_line() {
+        let out = write_rd(&[&[b"A: 1\n\nno newline"], &[b"A: 2\n\nends blank\n\n"], &[b"A: 3\n\n>From"]]);
+        let (msgs, _) = read_all(&out, Format::Auto);
+        let bodies: Vec<&[u8]> = msgs.iter().map(|(_, b)| b.as_slice()).collect();
+        assert_eq!(bodies, [&b"A: 1\n\nno newline\n"[..], b"A: 2\n\nends blank\n\n", b"A: 3\n\n>From\n"]);
+        let mut w = MboxrdWriter::new(Vec::new());
+        w.start(None, 0).unwrap();
+        w.start(Some(b"a b@c"), 0).unwrap();
+        assert_eq!(
+            w.into_inner(),
+            b"From MAILER-DAEMON Thu Jan  1 00:00:00 1970\nFrom a_b@c Thu Jan  1 00:00:00 1970\n"
+        );
+    }
+
+    fn assert_bytes_eq(got: &[u8], want: &[u8]) {
+        assert_eq!(String::from_utf8_lossy(got), String::from_utf8_lossy(want));
+    }
 
     fn read_all(data: &[u8], choice: Format) -> (Vec<(String, Vec<u8>)>, Format) {
         let (mut r, _) = MboxReader::new(data, Path::new("t.mbox"), choice).unwrap();

@@ -319,6 +319,51 @@ impl Stamp<'_> {
     }
 }
 
+/// The label `export --folder all` gives each message, by folder, as an `X-Gmail-Labels`
+/// line among our header lines: Gmail-style importers and `replay --direction auto` put the
+/// message back into its folder by it.
+pub const EXPORT_LABELS: [&str; 3] = ["Inbox", "Sent", "Chat"];
+
+/// Where `export --folder all` put its label line in a message: right after our header
+/// lines (`Stamp::lines_len`, with an Envelope-To field for a Sent copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportLabel {
+    /// The length of our header lines before it.
+    pub stamp_len: usize,
+    /// The length of the label line itself.
+    pub line_len: usize,
+    pub label: &'static str,
+}
+
+impl ExportLabel {
+    /// The label line: `X-Gmail-Labels: Inbox`.
+    pub fn line(label: &str) -> Vec<u8> {
+        format!("X-Gmail-Labels: {label}\n").into_bytes()
+    }
+
+    /// The label line an export placed at the start of `message` (a From_ line's message as
+    /// an mbox gives it): our Return-Path and Delivered-To lines, an Envelope-To field or
+    /// not, then exactly `X-Gmail-Labels: <one of EXPORT_LABELS>`. A message of another
+    /// origin rarely starts so: Takeout's start with X-GM-THRID, a server's mbox has its
+    /// own fields between.
+    pub fn find(message: &[u8]) -> Option<ExportLabel> {
+        if !message.starts_with(b"Return-Path: <") {
+            return None;
+        }
+        let without = Stamp::lines_len(message, false);
+        if !message[..without].windows(14).any(|w| w == b"\nDelivered-To:") {
+            return None;
+        }
+        [without, Stamp::lines_len(message, true)].into_iter().find_map(|stamp_len| {
+            let rest = &message[stamp_len..];
+            EXPORT_LABELS.iter().find_map(|&label| {
+                let line = ExportLabel::line(label);
+                rest.starts_with(&line).then_some(ExportLabel { stamp_len, line_len: line.len(), label })
+            })
+        })
+    }
+}
+
 /// `name item, item, ...` folded so that no line passes `width` columns unless one item
 /// alone is longer; continuation lines start with a space.
 pub fn fold_list(name: &[u8], items: &[Vec<u8>], width: usize) -> Vec<u8> {
@@ -547,6 +592,23 @@ mod tests {
         // A message whose first line starts with a space is no fold of an unfolded field.
         let stored = b"Return-Path: <a@b>\nDelivered-To: c@d\nEnvelope-To: x@y\n odd first line\n\nbody\n";
         assert_eq!(Stamp::strip(stored, true), b" odd first line\n\nbody\n");
+    }
+
+    #[test]
+    fn an_export_label_is_found_only_right_after_our_lines() {
+        let inbox = b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox\nSubject: s\n\nbody\n";
+        let found = ExportLabel::find(inbox).unwrap();
+        assert_eq!((found.stamp_len, found.line_len, found.label), (37, 22, "Inbox"));
+        let sent = b"Return-Path: <a@b>\nDelivered-To: a@b\nEnvelope-To: x@y,\n z@w\nX-Gmail-Labels: Sent\n\nb\n";
+        assert_eq!(ExportLabel::find(sent).map(|l| l.label), Some("Sent"));
+        for not in [
+            &b"X-Gmail-Labels: Inbox\n\nbody\n"[..],
+            b"Return-Path: <a@b>\nX-Gmail-Labels: Inbox\n\n",
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Original-To: c@d\nX-Gmail-Labels: Inbox\n\n",
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox,Important\n\n",
+        ] {
+            assert_eq!(ExportLabel::find(not), None, "{}", String::from_utf8_lossy(not));
+        }
     }
 
     #[test]

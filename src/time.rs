@@ -166,29 +166,52 @@ pub fn format_time(t: Timestamp) -> String {
         .unwrap_or_else(|| format!("@{t}"))
 }
 
-/// A date as an admin writes one on the command line (`erase --before`): `2024-01-31` (the
-/// start of that day, UTC) or `2024-01-31T12:00:00Z`; Unix seconds.
-pub fn parse_date(text: &str) -> Result<Timestamp, String> {
-    let bad = || format!("'{text}' is no date: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)");
+/// `Wed Jan  1 00:00:00 2020`: asctime(3) of Unix seconds in UTC, the date an mbox From_
+/// line carries (`parse_from_line_date` reads it back to the second). A time outside the
+/// years 0..=9999 is written as the nearest one inside them.
+pub fn format_asctime(t: Timestamp) -> String {
+    const WEEKDAY: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let clamped = t.clamp(-62_167_219_200, 253_402_300_799);
+    let time = OffsetDateTime::from_unix_timestamp(clamped).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let month = std::str::from_utf8(MONTHS[usize::from(u8::from(time.month())) - 1]).unwrap_or("Jan");
+    format!(
+        "{} {month} {:>2} {:02}:{:02}:{:02} {}",
+        WEEKDAY[usize::from(time.weekday().number_days_from_monday())],
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second(),
+        time.year()
+    )
+}
+
+/// A day or a moment as an admin writes it on a command line: `2024-03-01` (its first
+/// second, UTC) or `2024-03-01T12:30:00Z`. `None` for anything else.
+pub fn parse_day(text: &str) -> Option<Timestamp> {
     let (day, clock) = match text.split_once('T') {
-        Some((day, clock)) => (day, Some(clock.strip_suffix('Z').ok_or_else(bad)?)),
+        Some((d, c)) => (d, Some(c.strip_suffix('Z')?)),
         None => (text, None),
     };
-    let numbers = |part: &str, sep: char, len: usize| -> Option<Vec<u32>> {
-        let v: Vec<&str> = part.split(sep).collect();
-        let digits = |s: &&str| !s.is_empty() && s.len() <= 4 && s.bytes().all(|b| b.is_ascii_digit());
-        (v.len() == len && v.iter().all(digits)).then(|| v.iter().map(|s| s.parse().unwrap_or(u32::MAX)).collect())
-    };
-    let ymd = numbers(day, '-', 3).ok_or_else(bad)?;
-    let days = days_from_civil(i64::from(ymd[0]), ymd[1], ymd[2]).ok_or_else(bad)?;
+    let mut parts = day.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
+        return None;
+    }
+    let num = |s: &str| digits(s.as_bytes());
+    let days = days_from_civil(num(y)?, u32::try_from(num(m)?).ok()?, u32::try_from(num(d)?).ok()?)?;
     let secs = match clock {
         None => 0,
-        Some(clock) => match numbers(clock, ':', 3).ok_or_else(bad)?[..] {
-            [h, m, s] if h < 24 && m < 60 && s < 60 => i64::from(h * 3600 + m * 60 + s),
-            _ => return Err(bad()),
-        },
+        Some(c) => {
+            let (h, mi, s) = parse_hms(c.as_bytes())?;
+            h * 3600 + mi * 60 + s
+        }
     };
-    Ok(days * 86400 + secs)
+    Some(days * 86400 + secs)
+}
+
+/// `parse_day` for clap (`erase --before`): the error names the text and the two forms.
+pub fn parse_date(text: &str) -> Result<Timestamp, String> {
+    parse_day(text).ok_or_else(|| format!("'{text}' is no date: YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ (UTC)"))
 }
 
 #[cfg(test)]
@@ -204,6 +227,24 @@ mod tests {
         {
             let err = parse_date(bad).unwrap_err();
             assert!(err.contains(&format!("'{bad}'")), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn asctime_is_what_a_from_line_carries_and_reads_back() {
+        assert_eq!(format_asctime(1577836800), "Wed Jan  1 00:00:00 2020");
+        assert_eq!(format_asctime(1795897882), "Sat Nov 28 20:31:22 2026");
+        for t in [0, 1, 951782400, 1709208000, 1795897882] {
+            assert_eq!(parse_exact_from_line_date(format_asctime(t).as_bytes()), Some(t), "{t}");
+        }
+    }
+
+    #[test]
+    fn a_day_on_the_command_line_is_its_first_second_utc() {
+        assert_eq!(parse_day("2020-01-01"), Some(1577836800));
+        assert_eq!(parse_day("2020-01-01T01:00:30Z"), Some(1577836800 + 3630));
+        for bad in ["2020-1-1", "2020-02-30", "yesterday", "2020-01-01T25:00:00Z", "2020-01-01T01:00:00"] {
+            assert_eq!(parse_day(bad), None, "{bad}");
         }
     }
 

@@ -395,3 +395,36 @@ fn expire_erase_and_hold_exit_codes() {
     }
     c.check();
 }
+
+#[test]
+fn export_exit_codes() {
+    let env = Env::new();
+    let root = env.root();
+    let mut deliver =
+        args(&[&"deliver", &"--root", &root, &"--user", &"alice", &"--direction", &"in", &"--log", &"none"]);
+    deliver.extend(allow_root());
+    assert_exit(&run(&env, &deliver, MSG, false, false), 0);
+    let export = |user: &str, out: &dyn AsRef<std::ffi::OsStr>| {
+        args(&[&"export", &"--root", &root, &"--user", &user, &"--out", out])
+    };
+    let mut c = Codes::default();
+    c.expect(0, "an mbox to stdout", &run(&env, &export("alice", &"-"), b"", false, false));
+    c.expect(0, "an mbox file", &run(&env, &export("alice", &"a.mbox"), b"", false, false));
+    c.expect_one_line(2, "an mbox file that exists", &run(&env, &export("alice", &"a.mbox"), b"", false, false));
+    c.expect_one_line(2, "a user without a backup", &run(&env, &export("bob", &"-"), b"", false, false));
+    c.expect_one_line(2, "an unsafe user name", &run(&env, &export("../alice", &"-"), b"", false, false));
+    planted_link(&env, "mallory");
+    c.expect_one_line(2, "a symlinked user directory", &run(&env, &export("mallory", &"-"), b"", false, false));
+    c.expect_one_line(
+        2,
+        "--out in a missing directory",
+        &run(&env, &export("alice", &"no/such/a.mbox"), b"", false, false),
+    );
+    c.expect_one_line(75, "stdout that cannot be written", &run(&env, &export("alice", &"-"), b"", true, false));
+    nix::unistd::mkfifo(&root.join("alice/new/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    c.expect(1, "a FIFO among the messages", &run(&env, &export("alice", &"-"), b"", false, false));
+    let bare = Env::uninitialised();
+    let unmarked = args(&[&"export", &"--root", &bare.root(), &"--user", &"alice", &"--out", &"-"]);
+    c.expect_one_line(75, "a root without its marker", &run(&bare, &unmarked, b"", false, false));
+    c.check();
+}

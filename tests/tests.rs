@@ -10,6 +10,7 @@ mod dedup;
 mod deliver;
 mod escape;
 mod exit_codes;
+mod export;
 mod faults;
 mod init;
 mod multirelay;

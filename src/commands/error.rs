@@ -8,6 +8,7 @@ use crate::cli::UsageError;
 use crate::commands::accounts::AccountsError;
 use crate::commands::check::CheckError;
 use crate::commands::deliver::DeliverError;
+use crate::commands::export::ExportError;
 use crate::commands::generate::GenerateError;
 use crate::commands::retention::RetentionError;
 use crate::commands::serve_config::ServeError;
@@ -48,6 +49,8 @@ pub enum Error {
     Accounts(#[from] AccountsError),
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Export(#[from] ExportError),
     /// Writing a command's report to stdout failed (a closed pipe, a full disk).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -84,6 +87,7 @@ impl Classify for Error {
             Error::Status(e) => e.exit(),
             Error::Accounts(e) => e.exit(),
             Error::Generate(e) => e.exit(),
+            Error::Export(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
             Error::Retention(e) => e.exit(),

@@ -6,6 +6,7 @@ pub mod check;
 pub mod dedup;
 pub mod deliver;
 mod error;
+pub mod export;
 pub mod generate;
 pub mod init;
 pub mod replay;
@@ -32,5 +33,6 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Expire(args) => retention::expire::run(&args),
         Command::Erase(args) => retention::erase::run(&args),
         Command::Hold(args) => retention::hold::run(&args),
+        Command::Export(args) => export::run(&args),
     }
 }

@@ -35,7 +35,7 @@ echo "== install"
 check "dpkg -i" dpkg -i "$REPO/$DEB"
 expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
 for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts \
-    mailkeep-expire mailkeep-erase mailkeep-hold; do
+    mailkeep-expire mailkeep-erase mailkeep-hold mailkeep-export; do
     check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
 done
 check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
@@ -43,6 +43,7 @@ check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
 check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/mailkeep
 check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
+check "restore/to-imap.sh in /usr/share/mailkeep, executable" test -x /usr/share/mailkeep/restore/to-imap.sh
 check "changelog and copyright in /usr/share/doc/mailkeep" test -s /usr/share/doc/mailkeep/changelog.gz -a -s /usr/share/doc/mailkeep/copyright
 # The test hooks (cargo feature fault-injection, src/fault.rs) must not be in the binary Exim runs.
 if command -v strings >/dev/null; then

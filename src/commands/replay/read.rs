@@ -16,7 +16,7 @@ use crate::cli::{ReplayArgs, ReplayDirection};
 use crate::envelope::{Sender, User};
 use crate::maildir::FolderKind;
 use crate::mbox::{Format, MboxError, MboxReader, MessageStart};
-use crate::message::{HeaderInfo, Stamp, header_part, holds_header_part};
+use crate::message::{ExportLabel, HeaderInfo, Stamp, header_part, holds_header_part};
 use crate::time::{Timestamp, now};
 
 /// Pieces are handed over in batches of about this many bytes (fewer wake-ups), and at
@@ -222,17 +222,14 @@ fn message<R: BufRead>(
         let what = "empty message".into();
         return Err(MboxError::Broken { path: path.to_path_buf(), offset: start.offset, line: start.line, what }.into());
     }
-    let info = HeaderInfo::parse(header_part(&head));
+    let (bytes, prefix_len, info, labels) = stamped(opts, &start.from.sender, head);
     let (date, source) = match (start.from.date, info.date, file_mtime) {
         (Some(d), _, _) => (d, DateSource::FromLine),
         (None, Some(d), _) => (d, DateSource::DateHeader),
         (None, None, m) => (m.unwrap_or_else(now), DateSource::FileMtime),
     };
-    let mut bytes = header_lines(opts, &start.from.sender, &info);
-    let prefix_len = bytes.len();
-    bytes.extend_from_slice(&head);
     let size = bytes.len();
-    let kind = folder_for(opts.direction, info.gmail_labels.as_deref());
+    let kind = folder_for(opts.direction, labels.as_deref());
     let message_id = info.message_id;
     let without_blank = start.without_blank;
     out.push(Piece::Start(Box::new(Head { kind, date, source, message_id, bytes, prefix_len, without_blank })), size)?;
@@ -243,6 +240,25 @@ fn message<R: BufRead>(
         out.push(Piece::Data(chunk), size)?;
     }
     out.push(Piece::End, 0)
+}
+
+/// A message's first bytes as they are stored, where its own bytes begin in them, what
+/// its headers say and its labels. A message `export --folder all` wrote keeps the header
+/// lines it was stored with, and its label line, the export's own, is taken out: so the
+/// round trip gives the stored file back byte for byte. Any other message gets ours.
+fn stamped(opts: &Options, from_line: &Sender, head: Vec<u8>) -> (Vec<u8>, usize, HeaderInfo, Option<String>) {
+    if let Some(label) = ExportLabel::find(&head) {
+        let mut bytes = head;
+        bytes.drain(label.stamp_len..label.stamp_len + label.line_len);
+        let info = HeaderInfo::parse(header_part(&bytes[label.stamp_len..]));
+        return (bytes, label.stamp_len, info, Some(label.label.to_string()));
+    }
+    let info = HeaderInfo::parse(header_part(&head));
+    let mut bytes = header_lines(opts, from_line, &info);
+    let prefix_len = bytes.len();
+    bytes.extend_from_slice(&head);
+    let labels = info.gmail_labels.clone();
+    (bytes, prefix_len, info, labels)
 }
 
 /// The header lines `deliver` would prepend: Return-Path from the From_ line,
