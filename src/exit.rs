@@ -211,7 +211,7 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate", "seal"],
             Family::Status => &["status"],
         }
     }
@@ -220,7 +220,7 @@ impl Family {
     pub fn title(self) -> &'static str {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
-            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate",
+            Family::Admin => "init, check, dedup stats and prune, serve-config, accounts sync, generate, seal",
             Family::Status => "status (Monitoring Plugins)",
         }
     }

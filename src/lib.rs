@@ -18,6 +18,7 @@ pub mod maildir;
 pub mod mbox;
 pub mod message;
 pub mod root;
+pub mod seal;
 pub mod time;
 
 // Process start-up, the command line, and the commands.

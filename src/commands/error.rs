@@ -18,6 +18,7 @@ use crate::exit::{Classify, Exit};
 use crate::maildir::MaildirError;
 use crate::mbox::MboxError;
 use crate::root::RootError;
+use crate::seal::SealError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -47,6 +48,8 @@ pub enum Error {
     Accounts(#[from] AccountsError),
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Writing a command's report to stdout failed (a closed pipe, a full disk).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -81,6 +84,7 @@ impl Classify for Error {
             Error::Status(e) => e.exit(),
             Error::Accounts(e) => e.exit(),
             Error::Generate(e) => e.exit(),
+            Error::Seal(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
         }
