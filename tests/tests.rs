@@ -14,6 +14,7 @@ mod faults;
 mod init;
 mod props;
 mod replay;
+mod seal;
 mod serve_config;
 mod status;
 mod stress;
