@@ -156,7 +156,8 @@ const ADMIN: &[Row] = &[
     row(
         1,
         "problems found",
-        "problems found: check found some it did not repair; accounts sync refused to shrink the file",
+        "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
+         seal found a file it could not seal, or audit.log rewritten",
     ),
     row(
         2,
@@ -164,7 +165,7 @@ const ADMIN: &[Row] = &[
         "usage or configuration, to fix before running again: a bad option or argument, a missing root or dedup store, \
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
-         a symlink where mailkeep keeps a directory, a key file others can read",
+         a symlink where mailkeep keeps a directory, a key file others can read, a seal key that is none",
     ),
     row(
         75,
