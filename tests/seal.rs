@@ -231,6 +231,7 @@ fn signatures_verify_with_the_right_key_only() {
     fs::write(keys.join("key.pem"), KEY).unwrap();
     fs::write(keys.join("pub.pem"), PUB).unwrap();
     fs::write(keys.join("other.pem"), OTHER_PUB).unwrap();
+    fs::set_permissions(keys.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
     let (key, public, other) = (keys.join("key.pem"), keys.join("pub.pem"), keys.join("other.pem"));
     deliver(&env, "erin", 2);
     seal_ok(&env, &["--sign-key", key.to_str().unwrap()]);

@@ -41,8 +41,14 @@ fn der_of(bytes: &[u8], label: &str) -> Option<Vec<u8>> {
 pub struct SigningKey(Ed25519KeyPair);
 
 impl SigningKey {
-    /// Reads the PKCS#8 private key at `path` (PEM or DER).
+    /// Reads the PKCS#8 private key at `path` (PEM or DER), refusing a file that others
+    /// may read: whoever holds it can sign a rewritten chain.
     pub fn load(path: &std::path::Path) -> Result<SigningKey, SealError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?.permissions().mode();
+        if mode & 0o004 != 0 {
+            return Err(key_error(path, format!("others may read it (mode {:04o}): chmod o-r it", mode & 0o7777)));
+        }
         let bytes = read_key_file(path)?;
         let der = der_of(&bytes, "PRIVATE KEY").ok_or_else(|| key_error(path, "no PEM block PRIVATE KEY in it"))?;
         Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
@@ -112,6 +118,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.pem");
         std::fs::write(&key, OPENSSL_KEY).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let exposed = SigningKey::load(&key).err().unwrap().to_string();
+        assert!(exposed.ends_with("others may read it (mode 0644): chmod o-r it"), "{exposed}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let signer = SigningKey::load(&key).unwrap();
         let sig = signer.sign(b"seal bytes");
         let pem = VerifyKey::parse(OPENSSL_PUB.as_bytes()).unwrap();
@@ -135,6 +146,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.pem");
         std::fs::write(&key, "hello").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
         let err = SigningKey::load(&key).err().unwrap().to_string();
         assert!(err.starts_with(&format!("key {}: not an Ed25519", key.display())), "{err}");
         assert!(VerifyKey::load(&key).is_err());
