@@ -13,11 +13,9 @@ use crate::util::*;
 
 /// What `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` wrote.
 const KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIP6fkTcRBixV2ujYEh2PCUN3iSpnt/MKPC8gcgWgS5Av\n-----END PRIVATE KEY-----\n";
-const PUB: &str =
-    "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEArPwYQtPZBBzECKxLbg5VEVV2c2z5O0a4yGciv/LYJZc=\n-----END PUBLIC KEY-----\n";
+const PUB: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEArPwYQtPZBBzECKxLbg5VEVV2c2z5O0a4yGciv/LYJZc=\n-----END PUBLIC KEY-----\n";
 /// Another key pair's public key.
-const OTHER_PUB: &str =
-    "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAfj46T3tmrNCwWycnx50Om4SwMQy3DgYHKQhXvSVG1ys=\n-----END PUBLIC KEY-----\n";
+const OTHER_PUB: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAfj46T3tmrNCwWycnx50Om4SwMQy3DgYHKQhXvSVG1ys=\n-----END PUBLIC KEY-----\n";
 
 fn seals_dir(env: &Env) -> PathBuf {
     env.root().join(".mailkeep/seals")
@@ -27,8 +25,14 @@ fn seals_dir(env: &Env) -> PathBuf {
 fn deliver(env: &Env, user: &str, n: usize) -> Vec<PathBuf> {
     let before = env.new_files(user);
     for i in 0..n {
-        let msg = format!("From: a@outside.example\nSubject: m{i}\nMessage-ID: <{user}.{i}.{}@x>\n\nbody {i}\n", before.len());
-        assert_exit(&env.deliver(["--user", user, "--direction", "in", "--rcpt", "x@example.com"], &[], msg.as_bytes()), 0);
+        let msg = format!(
+            "From: a@outside.example\nSubject: m{i}\nMessage-ID: <{user}.{i}.{}@x>\n\nbody {i}\n",
+            before.len()
+        );
+        assert_exit(
+            &env.deliver(["--user", user, "--direction", "in", "--rcpt", "x@example.com"], &[], msg.as_bytes()),
+            0,
+        );
     }
     env.new_files(user).into_iter().filter(|p| !before.contains(p)).collect()
 }
@@ -113,7 +117,7 @@ fn check_seals_reports_exactly_the_deleted_and_the_altered_message_not_the_one_d
         (
             "sealed_altered".to_string(),
             format!(
-                "sealed message altered: folder INBOX, name {}: SHA-256 {}, sealed with {}",
+                "sealed message altered: user alice, folder INBOX, name {}: SHA-256 {}, sealed with {}",
                 base(&files[1]),
                 sha256_of(&files[1]),
                 sealed_sha
@@ -121,7 +125,10 @@ fn check_seals_reports_exactly_the_deleted_and_the_altered_message_not_the_one_d
         ),
         (
             "sealed_missing".to_string(),
-            format!("sealed message missing: folder INBOX, name {} (no audit entry removed it)", base(&files[0])),
+            format!(
+                "sealed message missing: user alice, folder INBOX, name {} (no audit entry removed it)",
+                base(&files[0])
+            ),
         ),
     ];
     assert_eq!((rc, seal_problems(&report)), (1, want), "{report:#}");
@@ -221,7 +228,10 @@ fn a_kept_head_finds_seals_removed_from_the_end() {
     fs::remove_file(seals_dir(&env).join("000002.seal")).unwrap();
     let (rc, report) = check_seals(&env, &["--seal-head", &head]);
     assert_eq!(rc, 1);
-    assert!(seal_problems(&report)[0].1.contains(&format!("the kept head {head} is no seal in the chain")), "{report:#}");
+    assert!(
+        seal_problems(&report)[0].1.contains(&format!("the kept head {head} is no seal in the chain")),
+        "{report:#}"
+    );
 }
 
 #[test]
@@ -304,7 +314,9 @@ fn files_moved_to_cur_while_sealing_are_sealed_once_and_check_is_clean() {
     mover.join().unwrap();
     assert_eq!((rc, err.as_str()), (0, ""), "{out}");
     seal_ok(&env, &[]);
-    let seals = fs::read_dir(seals_dir(&env)).unwrap().filter(|e| e.as_ref().unwrap().path().extension() == Some("seal".as_ref()));
+    let seals = fs::read_dir(seals_dir(&env))
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("seal".as_ref()));
     let mut all: Vec<String> = (1..=seals.count() as u32).flat_map(|s| sealed_names(&env, s)).collect();
     let n = all.len();
     all.sort();

@@ -264,7 +264,13 @@ impl Chain {
 }
 
 /// Writes seal `seq`'s signature beside it.
-fn sign(seals: BorrowedFd<'_>, seq: u64, bytes: &[u8], key: &SigningKey, owner: fsutil::Owner) -> Result<(), SealError> {
+fn sign(
+    seals: BorrowedFd<'_>,
+    seq: u64,
+    bytes: &[u8],
+    key: &SigningKey,
+    owner: fsutil::Owner,
+) -> Result<(), SealError> {
     let name = seal::sig_name(seq);
     fsutil::replace_file(seals, OsStr::new(&name), &key.sign(bytes), seal::SEAL_MODE, owner)
         .map_err(|e| io(&name, "write")(fsutil::errno_of(e)))
@@ -422,4 +428,3 @@ impl Run {
         out.flush()
     }
 }
-

@@ -61,7 +61,10 @@ impl Index {
     /// The newest seal indexed: its number and digest.
     pub fn head(&self) -> Result<Option<(u64, String)>, SealError> {
         let sql = "SELECT seq, digest FROM seals ORDER BY seq DESC LIMIT 1";
-        self.conn.query_row(sql, [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))).optional().map_err(|e| self.err(e))
+        self.conn
+            .query_row(sql, [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
+            .optional()
+            .map_err(|e| self.err(e))
     }
 
     /// Forgets everything, for a rebuild.
@@ -75,7 +78,8 @@ impl Index {
         let err = |err| SealError::Index { path: path.clone(), err };
         let tx = self.conn.transaction().map_err(err)?;
         {
-            let mut sealed = tx.prepare_cached("INSERT OR IGNORE INTO sealed VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(err)?;
+            let mut sealed =
+                tx.prepare_cached("INSERT OR IGNORE INTO sealed VALUES (?1, ?2, ?3, ?4, ?5, ?6)").map_err(err)?;
             for line in lines {
                 match line {
                     Line::Message(m) => {
@@ -113,19 +117,15 @@ impl Index {
 
     /// Every (user, folder) with a sealed message, sorted.
     pub fn folders(&self) -> Result<Vec<(String, String)>, SealError> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT user, folder FROM sealed ORDER BY 1, 2").map_err(|e| self.err(e))?;
+        let mut stmt =
+            self.conn.prepare("SELECT DISTINCT user, folder FROM sealed ORDER BY 1, 2").map_err(|e| self.err(e))?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Calls `visit` with each message sealed in `user`'s `folder` (by name) and whether
     /// the audit log records its removal.
-    pub fn each_sealed(
-        &self,
-        user: &str,
-        folder: &str,
-        mut visit: impl FnMut(Sealed, bool),
-    ) -> Result<(), SealError> {
+    pub fn each_sealed(&self, user: &str, folder: &str, mut visit: impl FnMut(Sealed, bool)) -> Result<(), SealError> {
         let sql = "SELECT s.name, s.size, s.sha256, r.name IS NOT NULL FROM sealed s
             LEFT JOIN removed r ON r.user = s.user AND r.folder = s.folder AND r.name = s.name
             WHERE s.user = ?1 AND s.folder = ?2 ORDER BY s.name";
@@ -163,7 +163,13 @@ mod tests {
     use super::*;
 
     fn sealed(name: &str) -> Line {
-        Line::Message(Sealed { user: "a".into(), folder: "INBOX".into(), name: name.into(), size: 1, sha256: "x".into() })
+        Line::Message(Sealed {
+            user: "a".into(),
+            folder: "INBOX".into(),
+            name: name.into(),
+            size: 1,
+            sha256: "x".into(),
+        })
     }
 
     #[test]

@@ -45,7 +45,8 @@ impl SigningKey {
     /// may read: whoever holds it can sign a rewritten chain.
     pub fn load(path: &std::path::Path) -> Result<SigningKey, SealError> {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?.permissions().mode();
+        let mode =
+            std::fs::metadata(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?.permissions().mode();
         if mode & 0o004 != 0 {
             return Err(key_error(path, format!("others may read it (mode {:04o}): chmod o-r it", mode & 0o7777)));
         }
@@ -110,8 +111,7 @@ mod tests {
 
     /// What `openssl genpkey -algorithm ed25519` and `openssl pkey -pubout` wrote.
     const OPENSSL_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIP6fkTcRBixV2ujYEh2PCUN3iSpnt/MKPC8gcgWgS5Av\n-----END PRIVATE KEY-----\n";
-    const OPENSSL_PUB: &str =
-        "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEArPwYQtPZBBzECKxLbg5VEVV2c2z5O0a4yGciv/LYJZc=\n-----END PUBLIC KEY-----\n";
+    const OPENSSL_PUB: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEArPwYQtPZBBzECKxLbg5VEVV2c2z5O0a4yGciv/LYJZc=\n-----END PUBLIC KEY-----\n";
 
     #[test]
     fn an_openssl_key_signs_and_its_public_key_verifies_in_every_form() {

@@ -231,7 +231,11 @@ pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError
         e => SealError::Refused { name: name.into(), what: e.to_string() },
     })?;
     let mut bytes = Vec::with_capacity(st.st_size.max(0) as usize);
-    file.read_to_end(&mut bytes).map_err(|e| SealError::Io { name: name.into(), op: "read", errno: fsutil::errno_of(e) })?;
+    file.read_to_end(&mut bytes).map_err(|e| SealError::Io {
+        name: name.into(),
+        op: "read",
+        errno: fsutil::errno_of(e),
+    })?;
     Ok(bytes)
 }
 
@@ -296,8 +300,7 @@ pub fn folders(user: BorrowedFd<'_>) -> nix::Result<Vec<(String, OwnedFd)>> {
     for entry in fsutil::list_dir(user)? {
         let entry = entry?;
         let name = entry.file_name().to_bytes();
-        let Some(folder) = name.strip_prefix(b".").filter(|f| !f.is_empty() && *f != b"." && !f.contains(&b'/'))
-        else {
+        let Some(folder) = name.strip_prefix(b".").filter(|f| !f.is_empty() && *f != b"." && !f.contains(&b'/')) else {
             continue;
         };
         let Ok(fd) = fsutil::open_dir(user, name) else { continue };

@@ -106,8 +106,8 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
 fn verify_seals(args: &CheckArgs, only: Option<&User>, report: &mut Report) -> Result<(), Error> {
     let key = args.verify_key.as_deref().map(crate::seal::key::VerifyKey::load).transpose()?;
     let opts = seals::Options { verify_content: args.verify_content, key, head: args.seal_head.as_deref(), only };
-    let root_fd = crate::fsutil::open_dir_path(&args.root)
-        .map_err(|err| CheckError::Root { path: args.root.clone(), err })?;
+    let root_fd =
+        crate::fsutil::open_dir_path(&args.root).map_err(|err| CheckError::Root { path: args.root.clone(), err })?;
     seals::verify(&args.root, root_fd.as_fd(), &opts, report)?;
     Ok(())
 }

@@ -25,11 +25,10 @@ pub enum Fault {
     Unsubscribed { file: &'static str, line: String },
     NoSuchUser,
     Dedup(String),
-    /// A sealed message is gone and no audit entry records its removal.
-    SealedMissing { folder: String, name: String },
-    /// A sealed message is there with another size or content.
-    SealedAltered { folder: String, name: String, what: String },
-    /// The chain of seals does not hold: a seal missing, edited, unsigned, unreadable.
+    // `--seals`: a sealed message gone without an audit entry removing it, or there with
+    // another size or content; the chain not holding (a seal missing, edited, unsigned).
+    SealedMissing { user: String, folder: String, name: String },
+    SealedAltered { user: String, folder: String, name: String, what: String },
     SealChain(String),
 }
 
@@ -72,11 +71,14 @@ impl std::fmt::Display for Fault {
             }
             Fault::NoSuchUser => f.write_str("no such user directory"),
             Fault::Dedup(why) => write!(f, "dedup store is not usable (SQLite's integrity check): {why}"),
-            Fault::SealedMissing { folder, name } => {
-                write!(f, "sealed message missing: folder {folder}, name {name} (no audit entry removed it)")
+            Fault::SealedMissing { user, folder, name } => {
+                write!(
+                    f,
+                    "sealed message missing: user {user}, folder {folder}, name {name} (no audit entry removed it)"
+                )
             }
-            Fault::SealedAltered { folder, name, what } => {
-                write!(f, "sealed message altered: folder {folder}, name {name}: {what}")
+            Fault::SealedAltered { user, folder, name, what } => {
+                write!(f, "sealed message altered: user {user}, folder {folder}, name {name}: {what}")
             }
             Fault::SealChain(why) => write!(f, "seal chain broken: {why}"),
         }

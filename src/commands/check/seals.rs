@@ -150,7 +150,10 @@ impl Verifier<'_> {
                     ));
                 }
                 if header.audit.from != *prev_to {
-                    self.chain(format!("{name} takes in audit.log from byte {}, the seal before ended at {prev_to}", header.audit.from));
+                    self.chain(format!(
+                        "{name} takes in audit.log from byte {}, the seal before ended at {prev_to}",
+                        header.audit.from
+                    ));
                 }
             }
             if let Some(why) = audit_hash.check(&header.audit) {
@@ -194,12 +197,13 @@ impl Verifier<'_> {
             if opts.only.is_some_and(|u| u.as_str() != user) {
                 continue;
             }
-            let place = User::parse(OsStr::new(&user)).ok().filter(|u| u.as_str() == user).and(seal::folder_dir(&folder));
+            let place =
+                User::parse(OsStr::new(&user)).ok().filter(|u| u.as_str() == user).and(seal::folder_dir(&folder));
             let Some(dir) = place else {
                 self.chain(format!("a seal names user {user:?}, folder {folder:?}: no such place below a root"));
                 continue;
             };
-            let path = root.join(&user).join(&dir);
+            let path = if dir.is_empty() { root.join(&user) } else { root.join(&user).join(&dir) };
             let fd = fsutil::open_dir(root_fd, user.as_str())
                 .and_then(|u| if dir.is_empty() { Ok(u) } else { fsutil::open_dir(u.as_fd(), dir.as_str()) })
                 .ok();
@@ -243,7 +247,8 @@ impl<'a> AuditPrefix<'a> {
         self.ctx.update(&self.log[self.fed..to]);
         self.fed = to;
         let got = seal::hex(self.ctx.clone().finish().as_ref());
-        (got != span.sha256).then(|| format!("audit.log bytes 0..{to} are not what the seal pinned: the log was edited"))
+        (got != span.sha256)
+            .then(|| format!("audit.log bytes 0..{to} are not what the seal pinned: the log was edited"))
     }
 }
 
@@ -285,7 +290,15 @@ impl FolderCheck {
             let Ok(dir) = fsutil::open_dir(fd.as_fd(), sub.dir()) else { continue };
             let path = self.path.join(sub.dir()).join(OsStr::from_bytes(name.to_bytes()));
             let altered = |what: String| {
-                Some((path.clone(), Fault::SealedAltered { folder: sealed.folder.clone(), name: sealed.name.clone(), what }))
+                Some((
+                    path.clone(),
+                    Fault::SealedAltered {
+                        user: sealed.user.clone(),
+                        folder: sealed.folder.clone(),
+                        name: sealed.name.clone(),
+                        what,
+                    },
+                ))
             };
             let Ok(st) = fstatat(dir.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else { continue };
             if st.st_size as u64 != sealed.size {
@@ -302,7 +315,11 @@ impl FolderCheck {
                 Err(e) => altered(format!("cannot be read: {}", e.desc())),
             };
         }
-        let missing = Fault::SealedMissing { folder: sealed.folder.clone(), name: sealed.name.clone() };
+        let missing = Fault::SealedMissing {
+            user: sealed.user.clone(),
+            folder: sealed.folder.clone(),
+            name: sealed.name.clone(),
+        };
         Some((self.path.clone(), missing))
     }
 }
