@@ -376,3 +376,34 @@ print(len(names), lines, prev)
     let digest = head.lines().last().unwrap().rsplit(' ').next().unwrap();
     assert_eq!(got, format!("2 6 {digest}"), "python: seals, lines, head digest");
 }
+
+/// Every status of `seal` (the admin family), each with an input that produces it.
+#[test]
+fn seal_exit_codes() {
+    let env = Env::new();
+    deliver(&env, "kim", 1);
+    let root = env.root();
+    let root = root.to_str().unwrap();
+    let run = |args: &[&str]| code(&env.run(args, &[], b""));
+    assert_eq!(run(&["seal", "--root", root]), 0, "a backup");
+    let missing = env.dir.path().join("missing");
+    assert_eq!(run(&["seal", "--root", missing.to_str().unwrap()]), 2, "a missing root");
+    assert_eq!(run(&["seal", "--root", root, "--bogus"]), 2, "an unknown option");
+    let key = env.dir.path().join("key.pem");
+    fs::write(&key, KEY).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = env.run(["seal", "--root", root, "--sign-key", key.to_str().unwrap()], &[], b"");
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("others may read it (mode 0644)"), "{}", stderr(&out));
+    let bare = env.dir.path().join("bare");
+    fs::create_dir(&bare).unwrap();
+    assert_eq!(run(&["seal", "--root", bare.to_str().unwrap()]), 75, "a root without its marker (not mounted?)");
+    assert!(!bare.join(".mailkeep").exists(), "nothing is created in it");
+    let full = Command::new(BIN)
+        .args(["seal", "--root", root])
+        .env_clear()
+        .stdout(fs::File::options().write(true).open("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&full), 75, "the head cannot be printed: {}", stderr(&full));
+}
