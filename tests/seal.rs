@@ -407,3 +407,28 @@ fn seal_exit_codes() {
         .unwrap();
     assert_eq!(code(&full), 75, "the head cannot be printed: {}", stderr(&full));
 }
+
+/// One seal at a time: a second run waits for the lock, says so, and then seals.
+#[test]
+fn a_second_seal_waits_for_the_first() {
+    let env = Env::new();
+    deliver(&env, "lee", 1);
+    seal_ok(&env, &[]);
+    deliver(&env, "lee", 1);
+    let lock = fs::File::open(seals_dir(&env).join("lock")).unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["seal", "--root", env.root().to_str().unwrap()])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    assert!(child.try_wait().unwrap().is_none(), "seal did not wait for the lock");
+    lock.unlock().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("another seal is running; waiting for it to finish"), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 1 messages"));
+}

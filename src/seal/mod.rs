@@ -17,7 +17,8 @@
 //!   edited or truncated audit.log is found too.
 //!
 //! A run writes at most `BATCH` messages into one seal and goes on with the next, so no
-//! seal, and no run's memory, grows with the backup. With a key, NNNNNN.sig beside a seal
+//! seal grows with the backup; a run's memory grows only with the unsealed names of the one
+//! folder it is at (a folder's first seal: about 150 bytes a message). With a key, NNNNNN.sig beside a seal
 //! is the Ed25519 signature of its bytes, in base64 (`key`).
 //!
 //! The sealed names are also kept in an index (`index`, SQLite), derived from the seals:
