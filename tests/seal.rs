@@ -432,3 +432,21 @@ fn a_second_seal_waits_for_the_first() {
     assert!(stderr(&out).contains("another seal is running; waiting for it to finish"), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("sealed 1 messages"));
 }
+
+/// The index is derived data: missing or damaged, it is made again from the seals, and
+/// nothing sealed is sealed twice.
+#[test]
+fn a_missing_or_damaged_index_is_rebuilt_from_the_seals() {
+    let env = Env::new();
+    deliver(&env, "max", 3);
+    seal_ok(&env, &[]);
+    let index = seals_dir(&env).join("index.sqlite");
+    fs::remove_file(&index).unwrap();
+    assert!(seal_ok(&env, &[]).contains("nothing new to seal"));
+    fs::write(&index, vec![0xAB; 8192]).unwrap();
+    let (rc, out, err) = seal(&env, &[]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("nothing new to seal") && err.contains("is unusable"), "{out}{err}");
+    deliver(&env, "max", 1);
+    assert!(seal_ok(&env, &["--rebuild-index"]).contains("sealed 1 messages"));
+}

@@ -64,12 +64,20 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
     let seals = seals_dir(state.as_fd(), owner)?;
     let _lock = lock(seals.as_fd(), owner)?;
     let index_path = state_path(args).join(seal::SEALS_DIR).join(INDEX_FILE);
-    let mut index = Index::open(&index_path)?;
-    chown_at(seals.as_fd(), INDEX_FILE, owner);
-    if args.rebuild_index {
-        index.clear()?;
-    }
-    seal::sync_index(&mut index, seals.as_fd())?;
+    let index = match open_index(&index_path, seals.as_fd(), owner, args.rebuild_index) {
+        Err(SealError::Index { err, .. }) => {
+            // Derived data: a damaged index is made again from the seals.
+            crate::log::stderr_line(&format!(
+                "seal: the index {} is unusable ({err}); rebuilding it",
+                index_path.display()
+            ));
+            for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
+                let _ = nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+            }
+            open_index(&index_path, seals.as_fd(), owner, true)?
+        }
+        other => other?,
+    };
     let mut chain = Chain::load(seals.as_fd(), state.as_fd(), owner, key, index)?;
     let mut run = Run::new(&args.root, !args.quiet);
     run.walk(root_fd.as_fd(), &mut chain)?;
@@ -79,6 +87,17 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
     }
     run.finish(&chain, args.quiet).map_err(Error::Stdout)?;
     Ok(if run.problems == 0 { Exit::Ok } else { Exit::Problems })
+}
+
+/// The index of sealed names, brought up to the seal files (emptied first to `rebuild`).
+fn open_index(path: &Path, seals: BorrowedFd<'_>, owner: fsutil::Owner, rebuild: bool) -> Result<Index, SealError> {
+    let mut index = Index::open(path)?;
+    chown_at(seals, INDEX_FILE, owner);
+    if rebuild {
+        index.clear()?;
+    }
+    seal::sync_index(&mut index, seals)?;
+    Ok(index)
 }
 
 fn state_path(args: &SealArgs) -> PathBuf {
