@@ -27,7 +27,7 @@
 //!
 //! The parts: `walk` goes through the root, the users and their folders and records what
 //! it finds; `repair` holds what `--repair` does about a finding; `report` is the findings
-//! and their text and JSON forms.
+//! and their text and JSON forms; `seals` is `--seals`, the chain and the sealed messages.
 
 mod repair;
 mod report;
