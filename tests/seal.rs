@@ -231,7 +231,11 @@ fn a_kept_head_finds_seals_removed_from_the_end() {
     assert!(
         seal_problems(&report)[0].1.contains(&format!("the kept head {head} is no seal in the chain")),
         "{report:#}"
-    );
+    ); // The next seal goes on, and says that the seal its index ended with is gone.
+    let (rc, out, err) = seal(&env, &[]);
+    assert_eq!(rc, 1, "{out}{err}");
+    assert!(err.contains(&format!("seal: problem: 000002.seal (digest {head} when it was indexed) is gone")), "{err}");
+    assert!(out.contains("in seal 000002.seal"), "the message of the removed seal is sealed again: {out}");
 }
 
 #[test]

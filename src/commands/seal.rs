@@ -64,7 +64,8 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
     let seals = seals_dir(state.as_fd(), owner)?;
     let _lock = lock(seals.as_fd(), owner)?;
     let index_path = state_path(args).join(seal::SEALS_DIR).join(INDEX_FILE);
-    let index = match open_index(&index_path, seals.as_fd(), owner, args.rebuild_index) {
+    let mut chain_changed = false;
+    let index = match open_index(&index_path, seals.as_fd(), owner, args.rebuild_index, &mut chain_changed) {
         Err(SealError::Index { err, .. }) => {
             // Derived data: a damaged index is made again from the seals.
             crate::log::stderr_line(&format!(
@@ -74,7 +75,7 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
             for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
                 let _ = nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
             }
-            open_index(&index_path, seals.as_fd(), owner, true)?
+            open_index(&index_path, seals.as_fd(), owner, true, &mut chain_changed)?
         }
         other => other?,
     };
@@ -86,17 +87,30 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
         chain.write()?;
     }
     run.finish(&chain, args.quiet).map_err(Error::Stdout)?;
-    Ok(if run.problems == 0 { Exit::Ok } else { Exit::Problems })
+    Ok(if run.problems == 0 && !chain_changed { Exit::Ok } else { Exit::Problems })
 }
 
 /// The index of sealed names, brought up to the seal files (emptied first to `rebuild`).
-fn open_index(path: &Path, seals: BorrowedFd<'_>, owner: fsutil::Owner, rebuild: bool) -> Result<Index, SealError> {
+fn open_index(
+    path: &Path,
+    seals: BorrowedFd<'_>,
+    owner: fsutil::Owner,
+    rebuild: bool,
+    changed: &mut bool,
+) -> Result<Index, SealError> {
     let mut index = Index::open(path)?;
     chown_at(seals, INDEX_FILE, owner);
     if rebuild {
         index.clear()?;
     }
-    seal::sync_index(&mut index, seals)?;
+    if let Some(what) = seal::sync_index(&mut index, seals)? {
+        // A seal removed or replaced since the last run: sealing goes on (new mail must be
+        // sealed), but the run says so and ends with 1.
+        crate::log::stderr_line(&format!(
+            "seal: problem: {what}: the chain was cut or rewritten; run 'mailkeep check --seals'"
+        ));
+        *changed = true;
+    }
     Ok(index)
 }
 

@@ -242,13 +242,17 @@ pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError
 
 /// Brings `index` up to the seal files in `seals`: the seals after the newest one it holds
 /// are taken in; an index whose newest seal is gone or has another digest now is rebuilt
-/// from all of them. Whether the chain holds is `check --seals`'s to say, not this.
-pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<(), SealError> {
+/// from all of them, and what it held is returned: a seal that went or changed since it was
+/// indexed. Whether the chain holds is `check --seals`'s to say, not this.
+pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Option<String>, SealError> {
     let seqs = list(seals)?;
+    let mut changed = None;
     let trusted = match index.head()? {
         None => 0,
         Some((seq, digest)) if seqs.contains(&seq) && sha256_hex(&read(seals, seq)?) == digest => seq,
-        Some(_) => {
+        Some((seq, digest)) => {
+            let now = if seqs.contains(&seq) { "has another digest now" } else { "is gone" };
+            changed = Some(format!("{} (digest {digest} when it was indexed) {now}", seal_name(seq)));
             index.clear()?;
             0
         }
@@ -258,7 +262,7 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<(),
         let (_, lines) = parse(&seal_name(seq), &bytes)?;
         index.add(seq, &sha256_hex(&bytes), &lines)?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 /// The end of the last complete line of audit.log's `bytes`: what a seal may take in
