@@ -2,7 +2,7 @@
 # Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
 # (without the test hooks: no --features), man pages and completions generated from the CLI
 # definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
-# the systemd units of the timers (status every 5 minutes, check weekly, expire daily),
+# the systemd units of the timers (status every 5 minutes, check weekly, expire and seal daily),
 # /etc/default/mailkeep (a conffile: the retention period, unset), and maintainer
 # scripts that create the unprivileged user, initialise the backup root and enable the timers.
 # tests/package/run-e2e.sh checks it with lintian (no errors) and installs it.

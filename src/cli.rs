@@ -70,6 +70,10 @@ pub enum Command {
     /// over, or to move it into a new mailbox); nothing in the backup changes.
     #[command(after_help = Family::Admin.footer())]
     Export(ExportArgs),
+    /// Seal every message not sealed yet (user, folder, name, size, SHA-256) and the audit
+    /// log's new entries into the hash chain in ROOT/.mailkeep/seals; print the head digest.
+    #[command(after_help = Family::Admin.footer())]
+    Seal(SealArgs),
 }
 
 #[derive(Debug, Args)]
@@ -364,6 +368,47 @@ pub struct CheckArgs {
     /// with a maildirfolder file; the rest is listed as not mailkeep's and left alone.
     #[arg(long)]
     pub repair: bool,
+
+    /// Also verify the seals (`mailkeep seal`): the chain of digests, and that every sealed
+    /// message is still there (new/ or cur/, any flags) with its size, unless audit.log
+    /// records its removal (expire, erase).
+    #[arg(long)]
+    pub seals: bool,
+
+    /// With --seals: also compare every sealed message's SHA-256 (reads every file).
+    #[arg(long, requires = "seals")]
+    pub verify_content: bool,
+
+    /// With --seals: every seal must carry a good signature by this Ed25519 public key
+    /// (`openssl pkey -pubout` PEM, or its 64 hex digits).
+    #[arg(long, value_name = "PUBKEY", requires = "seals")]
+    pub verify_key: Option<PathBuf>,
+
+    /// With --seals: a head digest kept off the machine; it must be a seal in the chain (a
+    /// seal removed from the end of the chain is found only so).
+    #[arg(long, value_name = "DIGEST", requires = "seals")]
+    pub seal_head: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The backup root to seal.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Sign each new seal with this Ed25519 private key (PKCS#8, as `openssl genpkey
+    /// -algorithm ed25519` writes it): NNNNNN.sig beside NNNNNN.seal. Default: unsigned.
+    #[arg(long, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+
+    /// Print only the head line ("head NNNNNN.seal DIGEST").
+    #[arg(long)]
+    pub quiet: bool,
+
+    /// Rebuild the index of sealed names (seals/index.sqlite) from the seal files first. It
+    /// is rebuilt by itself when missing or out of step with the seals.
+    #[arg(long)]
+    pub rebuild_index: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -164,7 +164,8 @@ const ADMIN: &[Row] = &[
         "problems found",
         "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
          erase refused a user on legal hold; expire or erase could not remove some messages; export \
-         skipped a file that is no regular message (a FIFO, a symlink; each is named)",
+         skipped a file that is no regular message (a FIFO, a symlink; each is named); \
+         seal found a file it could not seal, or audit.log rewritten",
     ),
     row(
         2,
@@ -175,7 +176,7 @@ const ADMIN: &[Row] = &[
          a symlink where mailkeep keeps a directory, a key file others can read, \
          expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
          an audit log or holds file that does not parse, a dedup store on a network filesystem, \
-         an export's --out that exists (without --force), a user without a backup",
+         an export's --out that exists (without --force), a user without a backup, a seal key that is none",
     ),
     row(
         75,
@@ -223,7 +224,7 @@ impl Family {
         match self {
             Family::Delivery => &["deliver", "replay"],
             Family::Admin => {
-                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold", "export"]
+                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold", "export", "seal"]
             }
             Family::Status => &["status"],
         }
@@ -234,7 +235,7 @@ impl Family {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim)",
             Family::Admin => {
-                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export"
+                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export, seal"
             }
             Family::Status => "status (Monitoring Plugins)",
         }

@@ -20,6 +20,7 @@ pub mod mbox;
 pub mod message;
 pub mod removal;
 pub mod root;
+pub mod seal;
 pub mod time;
 
 // Process start-up, the command line, and the commands.

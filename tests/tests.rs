@@ -17,6 +17,7 @@ mod multirelay;
 mod props;
 mod replay;
 mod retention;
+mod seal;
 mod serve_config;
 mod status;
 mod stress;

@@ -20,6 +20,7 @@ use crate::exit::{Classify, Exit};
 use crate::maildir::MaildirError;
 use crate::mbox::MboxError;
 use crate::root::RootError;
+use crate::seal::SealError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +52,8 @@ pub enum Error {
     Generate(#[from] GenerateError),
     #[error(transparent)]
     Export(#[from] ExportError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
     /// Writing a command's report to stdout failed (a closed pipe, a full disk).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -88,6 +91,7 @@ impl Classify for Error {
             Error::Accounts(e) => e.exit(),
             Error::Generate(e) => e.exit(),
             Error::Export(e) => e.exit(),
+            Error::Seal(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
             Error::Retention(e) => e.exit(),

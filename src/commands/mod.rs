@@ -11,6 +11,7 @@ pub mod generate;
 pub mod init;
 pub mod replay;
 pub mod retention;
+pub mod seal;
 pub mod serve_config;
 pub mod status;
 
@@ -34,5 +35,6 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Erase(args) => retention::erase::run(&args),
         Command::Hold(args) => retention::hold::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Seal(args) => seal::run(&args),
     }
 }

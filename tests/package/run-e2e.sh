@@ -35,7 +35,7 @@ echo "== install"
 check "dpkg -i" dpkg -i "$REPO/$DEB"
 expect "mailkeep --version names the commit" "mailkeep $(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -1) (commit $(git -C "$REPO" rev-parse --short=12 HEAD))" "$(/usr/bin/mailkeep --version)"
 for page in mailkeep mailkeep-deliver mailkeep-replay mailkeep-check mailkeep-serve-config mailkeep-dedup mailkeep-accounts \
-    mailkeep-expire mailkeep-erase mailkeep-hold mailkeep-export; do
+    mailkeep-expire mailkeep-erase mailkeep-hold mailkeep-export mailkeep-seal; do
     check "man page $page(1)" test -s "/usr/share/man/man1/$page.1.gz"
 done
 check "man page has EXIT STATUS, FILES, EXAMPLES, SEE ALSO" bash -c \
@@ -61,18 +61,21 @@ expect "postinst again: the marker is unchanged" "$MARKER" "$(cat "$ROOT/.mailke
 
 echo "== the timers"
 for u in mailkeep-status.service mailkeep-status.timer mailkeep-check.service mailkeep-check.timer \
-    mailkeep-expire.service mailkeep-expire.timer; do
+    mailkeep-expire.service mailkeep-expire.timer \
+    mailkeep-seal.service mailkeep-seal.timer; do
     check "unit $u installed" test -s "/lib/systemd/system/$u"
 done
 check "the timers are enabled (deb-systemd-helper, no running systemd needed)" \
     test -L /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a -L /etc/systemd/system/timers.target.wants/mailkeep-check.timer \
-    -a -L /etc/systemd/system/timers.target.wants/mailkeep-expire.timer
+    -a -L /etc/systemd/system/timers.target.wants/mailkeep-expire.timer \
+    -a -L /etc/systemd/system/timers.target.wants/mailkeep-seal.timer
 # systemd-analyze verify needs no running systemd; it checks that ExecStart's binary exists
 # (hence after the install) and, when man is there, that the Documentation= pages exist.
 if command -v systemd-analyze >/dev/null; then
     man_opt=--man=no; command -v man >/dev/null && man_opt=--man=yes
     VERIFY=$(cd /lib/systemd/system && systemd-analyze verify "$man_opt" mailkeep-status.service mailkeep-status.timer \
-        mailkeep-check.service mailkeep-check.timer mailkeep-expire.service mailkeep-expire.timer 2>&1); verify_rc=$?
+        mailkeep-check.service mailkeep-check.timer mailkeep-expire.service mailkeep-expire.timer \
+        mailkeep-seal.service mailkeep-seal.timer 2>&1); verify_rc=$?
     [ -n "$VERIFY" ] && sed 's/^/    /' <<<"$VERIFY"
     expect "systemd-analyze verify passes on the units ($man_opt)" "0 0" "$verify_rc $(grep -c . <<<"$VERIFY")"
 else
@@ -113,8 +116,9 @@ check "the backup root is still there" test -d "$ROOT"
 expect "its mail is still there" 1 "$(ls "$ROOT/pkgtest/new" 2>/dev/null | wc -l)"
 check "the user mailbackup is still there" getent passwd mailbackup
 check "the timers are no longer enabled" test ! -e /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-check.timer \
-    -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-expire.timer
-check "the units are gone" test ! -e /lib/systemd/system/mailkeep-status.service -a ! -e /lib/systemd/system/mailkeep-expire.service
+    -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-expire.timer \
+    -a ! -e /etc/systemd/system/timers.target.wants/mailkeep-seal.timer
+check "the units are gone" test ! -e /lib/systemd/system/mailkeep-status.service -a ! -e /lib/systemd/system/mailkeep-expire.service -a ! -e /lib/systemd/system/mailkeep-seal.service
 rm -rf "$ROOT/pkgtest"
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" = 0 ]

@@ -27,10 +27,11 @@
 //!
 //! The parts: `walk` goes through the root, the users and their folders and records what
 //! it finds; `repair` holds what `--repair` does about a finding; `report` is the findings
-//! and their text and JSON forms.
+//! and their text and JSON forms; `seals` is `--seals`, the chain and the sealed messages.
 
 mod repair;
 mod report;
+mod seals;
 mod walk;
 
 use std::io::{self, Write};
@@ -47,7 +48,7 @@ use crate::envelope::User;
 use crate::exit::{Classify, Exit};
 use crate::root::RootError;
 
-pub use report::{Fault, FolderStats, Foreign, Problem, Report};
+pub use report::{Fault, FolderStats, Foreign, Problem, Report, SealSummary};
 pub use walk::{HEAD_SCAN, size_in_name};
 
 #[derive(Debug, thiserror::Error)]
@@ -92,10 +93,23 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
         let why = format!("the root's marker: {err}; deliveries refuse this root (--repair changes nothing below it)");
         report.problems.push(Problem { path, user: None, fault: Fault::Unreadable(why), repair: None });
     }
+    if args.seals {
+        verify_seals(args, only.as_ref(), &mut report)?;
+    }
     let mut out = io::stdout().lock();
     let written = if args.json { report.write_json(&mut out) } else { report.write_text(&mut out) };
     written.and_then(|()| out.flush()).map_err(CheckError::Output)?;
     Ok(if report.unrepaired() == 0 { Exit::Ok } else { Exit::Problems })
+}
+
+/// `--seals`: the chain and the sealed messages (`seals`), into `report`.
+fn verify_seals(args: &CheckArgs, only: Option<&User>, report: &mut Report) -> Result<(), Error> {
+    let key = args.verify_key.as_deref().map(crate::seal::key::VerifyKey::load).transpose()?;
+    let opts = seals::Options { verify_content: args.verify_content, key, head: args.seal_head.as_deref(), only };
+    let root_fd =
+        crate::fsutil::open_dir_path(&args.root).map_err(|err| CheckError::Root { path: args.root.clone(), err })?;
+    seals::verify(&args.root, root_fd.as_fd(), &opts, report)?;
+    Ok(())
 }
 
 /// Checks (and with `repair` fixes) the backup below `root`, or only user `only`'s part of

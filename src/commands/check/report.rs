@@ -25,6 +25,11 @@ pub enum Fault {
     Unsubscribed { file: &'static str, line: String },
     NoSuchUser,
     Dedup(String),
+    // `--seals`: a sealed message gone without an audit entry removing it, or there with
+    // another size or content; the chain not holding (a seal missing, edited, unsigned).
+    SealedMissing { user: String, folder: String, name: String },
+    SealedAltered { user: String, folder: String, name: String, what: String },
+    SealChain(String),
 }
 
 impl Fault {
@@ -41,6 +46,9 @@ impl Fault {
             Fault::Unsubscribed { .. } => "unsubscribed",
             Fault::NoSuchUser => "no_such_user",
             Fault::Dedup(_) => "dedup_corrupt",
+            Fault::SealedMissing { .. } => "sealed_missing",
+            Fault::SealedAltered { .. } => "sealed_altered",
+            Fault::SealChain(_) => "seal_chain",
         }
     }
 }
@@ -63,6 +71,16 @@ impl std::fmt::Display for Fault {
             }
             Fault::NoSuchUser => f.write_str("no such user directory"),
             Fault::Dedup(why) => write!(f, "dedup store is not usable (SQLite's integrity check): {why}"),
+            Fault::SealedMissing { user, folder, name } => {
+                write!(
+                    f,
+                    "sealed message missing: user {user}, folder {folder}, name {name} (no audit entry removed it)"
+                )
+            }
+            Fault::SealedAltered { user, folder, name, what } => {
+                write!(f, "sealed message altered: user {user}, folder {folder}, name {name}: {what}")
+            }
+            Fault::SealChain(why) => write!(f, "seal chain broken: {why}"),
         }
     }
 }
@@ -109,6 +127,20 @@ pub struct Report {
     pub problems: Vec<Problem>,
     /// What is not mailkeep's: listed, never checked or changed, no problem.
     pub foreign: Vec<Foreign>,
+    /// With `--seals`: the chain's end and what it holds.
+    pub seals: Option<SealSummary>,
+}
+
+/// What `check --seals` found in the chain.
+#[derive(Debug, Default, Serialize)]
+pub struct SealSummary {
+    pub seals: u64,
+    /// The newest seal's file name and digest: compare with the one kept off the machine.
+    pub head: String,
+    pub head_digest: String,
+    pub sealed_messages: u64,
+    /// Sealed messages whose removal audit.log records (expire, erase).
+    pub removed: u64,
 }
 
 impl Report {
@@ -146,6 +178,13 @@ impl Report {
             };
             writeln!(out, "{}", crate::log::escape(&line))?;
         }
+        if let Some(s) = &self.seals {
+            let line = format!(
+                "seals: {} seals, head {} {}; {} sealed messages, {} of them removed on purpose",
+                s.seals, s.head, s.head_digest, s.sealed_messages, s.removed
+            );
+            writeln!(out, "{line}")?;
+        }
         let (messages, bytes) = self.totals();
         let left = self.unrepaired();
         let fixed = self.problems.len() - left;
@@ -170,6 +209,7 @@ impl Report {
             messages,
             bytes,
             unrepaired: self.unrepaired(),
+            seals: self.seals.as_ref(),
         };
         let json = serde_json::to_string_pretty(&doc).map_err(io::Error::other)?;
         writeln!(out, "{}", crate::log::escape_json(json))
@@ -187,6 +227,8 @@ struct JsonReport<'a> {
     messages: u64,
     bytes: u64,
     unrepaired: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seals: Option<&'a SealSummary>,
 }
 
 /// A problem in JSON: its kind and message from the fault, and the repair's outcome as two

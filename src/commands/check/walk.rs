@@ -97,6 +97,7 @@ impl Checker {
                 folders: Vec::new(),
                 problems: Vec::new(),
                 foreign: Vec::new(),
+                seals: None,
             },
         }
     }
