@@ -223,9 +223,19 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => {
-                &["init", "check", "dedup", "serve-config", "accounts", "generate", "expire", "erase", "hold", "export", "seal"]
-            }
+            Family::Admin => &[
+                "init",
+                "check",
+                "dedup",
+                "serve-config",
+                "accounts",
+                "generate",
+                "expire",
+                "erase",
+                "hold",
+                "export",
+                "seal",
+            ],
             Family::Status => &["status"],
         }
     }
