@@ -33,6 +33,9 @@ gen=$(mktemp -d); trap 'rm -rf "$gen"' EXIT
 install -m 0644 "$gen/mailkeep.bash" "$STAGE/usr/share/bash-completion/completions/mailkeep"
 install -m 0644 "$gen/_mailkeep" "$STAGE/usr/share/zsh/vendor-completions/_mailkeep"
 cp -r exim-snippets/. "$STAGE/usr/share/doc/mailkeep/examples/"
+# The Postfix pieces (issue 23) beside the Exim ones, which they refer to (accounts.example,
+# update-provider-relays*.example.sh).
+cp -r postfix-snippets/. "$STAGE/usr/share/doc/mailkeep/examples/postfix/"
 find "$STAGE/usr/share/doc/mailkeep/examples" -type f -exec chmod 0644 {} + 
 find "$STAGE/usr/share/doc/mailkeep/examples" -name '*.sh' -exec chmod 0755 {} +
 install -m 0644 README.md "$STAGE/usr/share/doc/mailkeep/README.md"

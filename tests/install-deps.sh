@@ -2,7 +2,7 @@
 # Installs, idempotently and without starting any system daemon, what the test suite
 # uses: Python 3 (the independent Maildir reader), mblaze (mexport writes mbox files for the
 # replay tests), lintian, binutils' strings and systemd's systemd-analyze (the package test),
-# Exim 4, Dovecot, Courier's parts, prometheus_client (the status test parses the Prometheus
+# Exim 4, Dovecot, Courier's parts, Postfix unpacked beside Exim (tests/postfix/setup.sh), prometheus_client (the status test parses the Prometheus
 # textfile with it).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
