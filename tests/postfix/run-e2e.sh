@@ -39,6 +39,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 EXIMT=$REPO/tests/exim          # send.py, sink.py and e2e_inspect.py are shared
 SNIP=${SNIPPETS:-$REPO/postfix-snippets}
 ACCOUNTS_EXAMPLE=${ACCOUNTS_EXAMPLE:-$REPO/exim-snippets/accounts.example}
+EXSNIP=$(dirname "$ACCOUNTS_EXAMPLE")  # the Exim snippets: accounts.example, the relays scripts
 MAILKEEP=${MAILKEEP:-$REPO/target/release/mailkeep}
 PFDIR=${POSTFIX_DIR:-/var/tmp/mailkeep-postfix}
 PY=/usr/bin/python3
@@ -233,7 +234,20 @@ cat "$WORK/master.fragment" >> "$CONF/master.cf"
 check "transport.example: only the provider's MX substituted" \
     subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25=smtp:[127.0.0.1]:$SINK_PORT"
 cp "$SNIP/recipient-access.pcre" "$ETC/"
-{ cat "$SNIP/provider-relays.example"; printf '# test only: the fake provider\n%s\n' "$PROVIDER_IP"; } > "$ETC/provider-relays"
+# The provider's relays: Microsoft 365's Exchange ranges as the M365 script writes them for
+# Postfix (from a saved sample of the endpoints JSON; IPv6 in brackets, which Postfix must
+# take), plus the fake provider.
+RELAYS=$ETC/provider-relays FORMAT=postfix ENDPOINTS_FILE=$HERE/m365-endpoints.sample.json \
+    "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>"$WORK/m365.err"
+expect "update-provider-relays-m365.example.sh: serviceArea Exchange, TCP 25, IPv6 bracketed for Postfix" \
+    "40.92.0.0/15 40.107.0.0/16 52.100.0.0/14 52.238.78.88/32 104.47.0.0/17 [2a01:111:f400::]/48 [2a01:111:f403::]/48" \
+    "$(grep -v '^#' "$ETC/provider-relays" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')$(cat "$WORK/m365.err")"
+printf '{"not": "a list"}' > "$WORK/bad.json"
+cp "$ETC/provider-relays" "$WORK/relays.before"
+RELAYS=$ETC/provider-relays ENDPOINTS_FILE=$WORK/bad.json "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>&1
+expect "update-provider-relays-m365.example.sh: bad JSON -> exit 1, file kept, no temp file" "1 same" \
+    "$? $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+printf '# test only: the fake provider\n%s\n' "$PROVIDER_IP" >> "$ETC/provider-relays"
 cp "$ACCOUNTS_EXAMPLE" "$ETC/accounts"
 # A stale map: "ghost" was removed from the accounts file, the maps were not rebuilt yet,
 # so mailkeep refuses the copy (67, permanent): the admin must hear of it, the sender not.
