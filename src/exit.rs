@@ -282,8 +282,9 @@ impl Family {
     pub fn roff(self) -> String {
         let mut out = String::new();
         for r in self.rows() {
-            let exim = if self == Family::Delivery { format!(". Exim, Postfix: {}", mta_does(r.code)) } else { String::new() };
-            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", r.code, roff_escape(r.meaning), roff_escape(&exim)));
+            let mta =
+                if self == Family::Delivery { format!(". Exim, Postfix: {}", mta_does(r.code)) } else { String::new() };
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", r.code, roff_escape(r.meaning), roff_escape(&mta)));
         }
         out
     }
