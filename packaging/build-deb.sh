@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
 # (without the test hooks: no --features), man pages and completions generated from the CLI
-# definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
+# definition, the Exim and Postfix snippets as examples, the changelog, copyright and lintian overrides,
 # the systemd units of the two timers (status every 5 minutes, check weekly), and maintainer
 # scripts that create the unprivileged user, initialise the backup root and enable the timers.
 # tests/package/run-e2e.sh checks it with lintian (no errors) and installs it.
