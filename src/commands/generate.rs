@@ -110,7 +110,8 @@ fn examples(command: Option<&str>) -> Option<String> {
     }
 }
 
-const SEE_ALSO: &str = "\\fBexim4\\fR(8), \\fBpipe\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
+const SEE_ALSO: &str =
+    "\\fBexim4\\fR(8), \\fBpipe\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
 
 pub fn generate(args: &GenerateArgs) -> Result<Exit, crate::commands::Error> {
     let dir = &args.dir;
