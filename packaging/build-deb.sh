@@ -1,7 +1,7 @@
 #!/bin/bash
 # Builds target/debian/mailkeep_<version>_<arch>.deb with dpkg-deb: the release binary
 # (without the test hooks: no --features), man pages and completions generated from the CLI
-# definition, the Exim snippets as examples, the changelog, copyright and lintian overrides,
+# definition, the Exim and Postfix snippets as examples, the changelog, copyright and lintian overrides,
 # the systemd units of the timers (status every 5 minutes, check weekly, expire and seal daily),
 # /etc/default/mailkeep (a conffile: the retention period, unset), and maintainer
 # scripts that create the unprivileged user, initialise the backup root and enable the timers.
@@ -34,6 +34,9 @@ gen=$(mktemp -d); trap 'rm -rf "$gen"' EXIT
 install -m 0644 "$gen/mailkeep.bash" "$STAGE/usr/share/bash-completion/completions/mailkeep"
 install -m 0644 "$gen/_mailkeep" "$STAGE/usr/share/zsh/vendor-completions/_mailkeep"
 cp -r exim-snippets/. "$STAGE/usr/share/doc/mailkeep/examples/"
+# The Postfix pieces (issue 23) beside the Exim ones, which they refer to (accounts.example,
+# update-provider-relays*.example.sh).
+cp -r postfix-snippets/. "$STAGE/usr/share/doc/mailkeep/examples/postfix/"
 find "$STAGE/usr/share/doc/mailkeep/examples" -type f -exec chmod 0644 {} + 
 find "$STAGE/usr/share/doc/mailkeep/examples" -name '*.sh' -exec chmod 0755 {} +
 install -m 0644 README.md "$STAGE/usr/share/doc/mailkeep/README.md"

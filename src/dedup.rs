@@ -528,7 +528,7 @@ fn open_store_dir(root: &Path) -> Result<Option<OwnedFd>> {
 /// turn that name into a path by reading every symlink in it (so `/proc/self/fd/N` becomes
 /// the directory's path again, open to the swap); the `mailkeep-fd` VFS is "unix" with that
 /// step left out. What is in the directory is looked at first: the three files must each
-/// be a regular file or missing (a symlink is refused with 73, a FIFO with 75).
+/// be a regular file or missing (a symlink or a FIFO is refused with 75).
 pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Connection> {
     connect_named(dir, &root.join(STORE_DIR), OsStr::new(STORE_FILE), flags)
 }

@@ -3,10 +3,12 @@
 //!
 //! An error says what kind of failure it is (an `Exit` class, each error type's own
 //! exhaustive `match`); the command's `Family` says which number that class is.
-//! - `deliver` and `replay` speak sysexits(3), as Exim's pipe transport needs: it treats 75
-//!   and 73 (`temp_errors`) as "try again later" and every other non-zero status as a
-//!   permanent failure that bounces to the original sender, an outside party. So anything
-//!   not certainly permanent must end as `TempFail`.
+//! - `deliver` and `replay` speak sysexits(3), as the MTAs' pipe transports need: Exim
+//!   treats 75 and 73 (`temp_errors`) as "try again later", Postfix's pipe(8) only 75 (it
+//!   bounces 73), and both treat every other non-zero status as a permanent failure. So
+//!   anything not certainly permanent must end as 75, whichever MTA runs us: a symlink
+//!   planted below the root (`CantCreate`) too, since the copy succeeds once it is removed
+//!   (issue 23).
 //! - The admin commands speak what restic and borg users script against: 0 ok, 1 problems
 //!   found, 2 usage or configuration (run again only after fixing something), and 75
 //!   where running again may help. 75 rather than borg's or restic's 3: it is the one "try
@@ -71,8 +73,8 @@ impl Exit {
                 Exit::DataErr => 65,
                 Exit::NoInput => 66,
                 Exit::NoUser => 67,
-                Exit::CantCreate => 73,
-                Exit::TempFail => 75,
+                // Postfix bounces 73: a path the admin must fix is retried like any other.
+                Exit::CantCreate | Exit::TempFail => 75,
                 Exit::Config => 78,
             },
             Family::Admin => match self {
@@ -100,7 +102,7 @@ impl Exit {
         }
     }
 
-    /// True when Exim keeps the message queued and retries on this status.
+    /// True when the MTA keeps the message queued and retries on this status.
     pub fn defers(self) -> bool {
         matches!(self, Exit::TempFail | Exit::CantCreate)
     }
@@ -137,14 +139,11 @@ const DELIVERY: &[Row] = &[
     row(66, "no input", "a file named to replay is missing, unreadable or a directory (nothing is stored)"),
     row(67, "unknown user", "unsafe user name, or one not listed in --accounts"),
     row(
-        73,
-        "temporary (Exim retries)",
-        "a path below the root is a symlink or not a directory; the dedup store is a symlink or on a network filesystem",
-    ),
-    row(
         75,
-        "temporary (Exim retries)",
+        "temporary (the MTA retries)",
         "anything temporary or unknown: the root missing or without its marker (not initialised or not mounted), \
+         a path below the root that is a symlink or not a directory (until the admin removes it), \
+         a dedup store that is a symlink or on a network filesystem (until the admin moves it), \
          I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
     ),
     row(78, "configuration", "configuration: run as root without --allow-root"),
@@ -243,7 +242,7 @@ impl Family {
     /// Its commands as a reader names them.
     pub fn title(self) -> &'static str {
         match self {
-            Family::Delivery => "deliver and replay (sysexits, for Exim)",
+            Family::Delivery => "deliver and replay (sysexits, for Exim and Postfix)",
             Family::Admin => {
                 "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export, seal"
             }
@@ -272,7 +271,7 @@ impl Family {
         format!("Exit status of deliver and replay: {delivery}.\nOf status: {status}.\nOf the other commands: {admin}.")
     }
 
-    /// The statuses on one line: "0 stored, 64 usage, ..., 73/75 temporary (Exim retries), ...".
+    /// The statuses on one line: "0 stored, 64 usage, ..., 75 temporary (the MTA retries), ...".
     fn statuses(self) -> String {
         let mut parts: Vec<(String, &str)> = Vec::new();
         for r in self.rows() {
@@ -289,13 +288,13 @@ impl Family {
     pub fn markdown(self) -> String {
         let mut out = String::new();
         match self {
-            Family::Delivery => out.push_str("| status | meaning | what Exim does |\n|---|---|---|\n"),
+            Family::Delivery => out.push_str("| status | meaning | what Exim and Postfix do |\n|---|---|---|\n"),
             Family::Admin | Family::Status => out.push_str("| status | meaning |\n|---|---|\n"),
         }
         for r in self.rows() {
             out.push_str(&format!("| {} | {} |", r.code, r.meaning));
             if self == Family::Delivery {
-                out.push_str(&format!(" {} |", exim_does(r.code)));
+                out.push_str(&format!(" {} |", mta_does(r.code)));
             }
             out.push('\n');
         }
@@ -306,19 +305,21 @@ impl Family {
     pub fn roff(self) -> String {
         let mut out = String::new();
         for r in self.rows() {
-            let exim = if self == Family::Delivery { format!(". Exim: {}", exim_does(r.code)) } else { String::new() };
-            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", r.code, roff_escape(r.meaning), roff_escape(&exim)));
+            let mta =
+                if self == Family::Delivery { format!(". Exim, Postfix: {}", mta_does(r.code)) } else { String::new() };
+            out.push_str(&format!(".TP\n\\fB{}\\fR\n{}{}\n", r.code, roff_escape(r.meaning), roff_escape(&mta)));
         }
         out
     }
 }
 
-/// What Exim's pipe transport does with a delivery's status (`temp_errors = 75:73`).
-fn exim_does(code: u8) -> &'static str {
+/// What Exim's pipe transport (`temp_errors = 75:73`) and Postfix's pipe(8) (75 only) do
+/// with a delivery's status: for every status deliver uses, the same.
+fn mta_does(code: u8) -> &'static str {
     match code {
         0 => "delivered",
-        73 | 75 => "defers, retries",
-        _ => "bounces (to errors_to)",
+        75 => "defers, retries",
+        _ => "bounces (Exim: to errors_to; Postfix: to bounce_notice_recipient)",
     }
 }
 
@@ -339,7 +340,7 @@ mod tests {
         assert_eq!(code(Exit::DataErr), 65);
         assert_eq!(code(Exit::NoInput), 66);
         assert_eq!(code(Exit::NoUser), 67);
-        assert_eq!(code(Exit::CantCreate), 73);
+        assert_eq!(code(Exit::CantCreate), 75, "Postfix bounces 73 (issue 23)");
         assert_eq!(code(Exit::TempFail), 75);
         assert_eq!(code(Exit::Config), 78);
     }
@@ -371,12 +372,15 @@ mod tests {
     }
 
     #[test]
-    fn only_73_and_75_defer() {
+    fn only_75_defers_so_postfix_retries_it_too_issue_23() {
         for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoInput, Exit::NoUser, Exit::Config] {
             assert!(!e.defers(), "{e:?}");
         }
         assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());
-        assert_eq!(exim_does(Exit::CantCreate.code(Family::Delivery)), "defers, retries");
+        assert_eq!(mta_does(Exit::CantCreate.code(Family::Delivery)), "defers, retries");
+        for e in Exit::ALL {
+            assert_ne!(e.code(Family::Delivery), 73, "{e:?}: Postfix bounces 73");
+        }
     }
 
     /// Every status a command of the family can end with is documented, and nothing else.
@@ -402,7 +406,7 @@ mod tests {
     fn help_footer_names_every_code_of_the_family() {
         assert_eq!(
             Family::Delivery.footer(),
-            "Exit status: 0 stored, 64 usage, 65 data, 66 no input, 67 unknown user, 73/75 temporary (Exim retries), \
+            "Exit status: 0 stored, 64 usage, 65 data, 66 no input, 67 unknown user, 75 temporary (the MTA retries), \
              78 configuration."
         );
         assert_eq!(

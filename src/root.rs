@@ -143,7 +143,7 @@ fn invalid(what: String) -> io::Error {
 }
 
 /// A symlink where the state directory or the marker belongs: InvalidData, and told apart
-/// by `is_symlink` (refused with 73 as every symlink below the root).
+/// by `is_symlink` (refused with 75 as every symlink below the root).
 #[derive(Debug, thiserror::Error)]
 #[error("{0} is a symlink")]
 struct Symlink(&'static str);

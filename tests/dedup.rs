@@ -198,14 +198,14 @@ fn deliver_numbered(env: &Env, i: usize) -> i32 {
 }
 
 #[test]
-fn symlinked_store_directory_is_refused_with_73_and_nothing_is_made_outside_issue_18() {
+fn symlinked_store_directory_is_refused_with_75_and_nothing_is_made_outside_issue_18_23() {
     let env = Env::new();
     let outside = env.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::fs::remove_dir_all(env.root().join(".mailkeep")).unwrap();
     std::os::unix::fs::symlink(&outside, env.root().join(".mailkeep")).unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("link@x"));
-    assert_exit(&out, 73);
+    assert_exit(&out, 75); // Postfix bounces 73 (issue 23)
     assert_eq!(stderr(&out).lines().count(), 1, "one line on stderr: {}", stderr(&out));
     let root = env.root();
     let stats = env.run(["dedup", "stats", "--root", root.to_str().unwrap()], &[], b"");
@@ -215,19 +215,19 @@ fn symlinked_store_directory_is_refused_with_73_and_nothing_is_made_outside_issu
 }
 
 #[test]
-fn symlinked_store_file_is_refused_with_73_issue_18() {
+fn symlinked_store_file_is_refused_with_75_issue_18_23() {
     let env = Env::new();
     let outside = env.dir.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
     std::os::unix::fs::symlink(outside.join("dedup.sqlite3"), env.root().join(".mailkeep/dedup.sqlite3")).unwrap();
     let out = env.deliver(args("alice", "out"), &[], &msg("filelink@x"));
-    assert_exit(&out, 73);
+    assert_exit(&out, 75);
     assert_eq!(files_below(&outside), Vec::<std::path::PathBuf>::new());
 }
 
 /// Swaps `ROOT/.mailkeep` (a real directory, holding the store) with a symlink to a
 /// directory outside the root, over and over, while deliveries with `--dedup` run: each
-/// must either use the real store or refuse (73), and nothing may ever appear outside.
+/// must either use the real store or refuse (75), and nothing may ever appear outside.
 #[test]
 fn store_directory_swapped_for_a_symlink_mid_delivery_never_leads_outside_issue_18() {
     use std::sync::Arc;
@@ -261,7 +261,7 @@ fn store_directory_swapped_for_a_symlink_mid_delivery_never_leads_outside_issue_
         outside_files.is_empty(),
         "expected nothing outside the root, got {outside_files:?} ({swaps} swaps, exit codes {codes:?})"
     );
-    assert!(codes.iter().all(|&c| c == 0 || c == 73), "expected only 0 or 73, got {codes:?}");
+    assert!(codes.iter().all(|&c| c == 0 || c == 75), "expected only 0 or 75, got {codes:?}");
     assert_eq!(env.new_files("alice/.Sent").len(), stored + 1, "every delivery that exited 0 stored its message");
 }
 

@@ -109,8 +109,8 @@ fn deliver_exit_codes() {
     c.expect_one_line(65, "an empty message", &run(&env, &deliver(&root, "bob", &[]), b"", false, false));
     c.expect_one_line(67, "an unsafe user", &run(&env, &deliver(&root, "../bob", &[]), MSG, false, false));
     c.expect_one_line(
-        73,
-        "a symlink as the user's directory",
+        75,
+        "a symlink as the user's directory (Postfix bounces 73, issue 23)",
         &run(&env, &deliver(&root, "linked", &[]), MSG, false, false),
     );
     c.expect_one_line(75, "no room to write", &run(&env, &deliver(&root, "carol", &[]), MSG, false, true));
@@ -155,8 +155,8 @@ fn replay_exit_codes() {
     c.expect(66, "a missing file", &run(&env, &replay(&root, "bob", &absent, true), b"", false, false));
     c.expect(67, "an unsafe user", &run(&env, &replay(&root, "../bob", &mbox, true), b"", false, false));
     c.expect(
-        73,
-        "a symlink as the user's directory",
+        75,
+        "a symlink as the user's directory (Postfix bounces 73, issue 23)",
         &run(&env, &replay(&root, "linked", &mbox, true), b"", false, false),
     );
     c.expect(75, "no room to write", &run(&env, &replay(&root, "carol", &mbox, true), b"", false, true));

@@ -1,7 +1,7 @@
 //! Faults (issue 8): `mailkeep deliver` and `replay` killed at random moments and at every
 //! system call, every system call made to fail, full, read-only and size-limited filesystems,
 //! broken permissions and symlinks planted below the root. After each: a message is complete
-//! in new/ or absent from new/ and cur/, exit 0 means a complete copy, every failure is 73 or 75,
+//! in new/ or absent from new/ and cur/, exit 0 means a complete copy, every failure is 75,
 //! nothing is written outside the root, and the retry Exim would make stores the message.
 //!
 //! The fast part runs with `cargo test`; `MAILKEEP_LONG=1` runs the long counts (see
@@ -1289,7 +1289,7 @@ fn directories_owned_by_someone_else_defer_with_75_naming_the_path() {
 }
 
 #[test]
-fn path_that_is_a_file_where_a_directory_belongs_defers_with_73() {
+fn path_that_is_a_file_where_a_directory_belongs_defers_with_75_issue_23() {
     let env = Env::new();
     let root = env.root();
     for user in ["bob", "dave"] {
@@ -1310,7 +1310,7 @@ fn path_that_is_a_file_where_a_directory_belongs_defers_with_73() {
     ] {
         let before = snapshot(&root);
         let (code, err) = Delivery::new(user, out, message_with("N000001", 100)).run(&root);
-        assert_eq!(code, 73, "{bad} is a file: {err}");
+        assert_eq!(code, 75, "{bad} is a file: {err}");
         assert!(err.contains(&root.join(bad).display().to_string()) && err.contains("not a directory"), "{err}");
         let after = snapshot(&root);
         let added: Vec<_> = after.keys().filter(|k| !before.contains_key(*k)).collect();
@@ -1400,7 +1400,7 @@ fn symlink_planted_below_the_root_is_never_followed_for_writing() {
         (".mailkeep/dedup.sqlite3", "file", false, true, Prep::Same),
         (".mailkeep/dedup.sqlite3-wal", "file", false, true, Prep::Same),
     ];
-    let must_be_73 = ["alice", "alice/new", "alice/tmp", "alice/.Sent", "alice/.Sent/new", "alice/.Sent/tmp"];
+    let must_name_link = ["alice", "alice/new", "alice/tmp", "alice/.Sent", "alice/.Sent/new", "alice/.Sent/tmp"];
     let mut problems = Vec::new();
     let mut lines = String::new();
     for &(link, kind, out, dedup, prep) in cases {
@@ -1456,10 +1456,10 @@ fn symlink_planted_below_the_root_is_never_followed_for_writing() {
             {
                 problems.push(format!("{line}  <- stored outside the root"));
             }
-        } else if code != 73 && code != 75 {
-            problems.push(format!("{line}  <- must be 73 or 75"));
-        } else if must_be_73.contains(&link) && (code != 73 || !names_link) {
-            problems.push(format!("{line}  <- want 73 naming the link"));
+        } else if code != 75 {
+            problems.push(format!("{line}  <- must be 75 (Postfix bounces 73, issue 23)"));
+        } else if must_name_link.contains(&link) && !names_link {
+            problems.push(format!("{line}  <- want 75 naming the link"));
         }
     }
     report("symlinks", &lines);

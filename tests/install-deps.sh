@@ -2,8 +2,9 @@
 # Installs, idempotently and without starting any system daemon, what the test suite
 # uses: Python 3 (the independent Maildir reader), mblaze (mexport writes mbox files for the
 # replay tests), lintian, binutils' strings and systemd's systemd-analyze (the package test),
-# Exim 4, Dovecot, Courier's parts, prometheus_client (the status test parses the Prometheus
-# textfile with it), isync (mbsync: the move-to-a-new-provider test, tests/restore).
+# Exim 4, Dovecot, Courier's parts, Postfix unpacked beside Exim (tests/postfix/setup.sh),
+# prometheus_client (the status test parses the Prometheus textfile with it), isync (mbsync:
+# the move-to-a-new-provider test, tests/restore).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" != 0 ]; then

@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole test suite: unit and integration tests (cargo), then the end-to-end runs with
-# the real Exim, Dovecot and Courier. Run as root on a machine prepared by
+# the real Exim, Postfix, Dovecot and Courier. Run as root on a machine prepared by
 # tests/install-deps.sh (the README's test command, .ci/run, does both).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -19,12 +19,22 @@ fi
 # The Exim test leaves its filled backup root for the restore test, which serves it (with
 # a Takeout-style replay and live copies of its own) through Dovecot and Courier.
 EXIM_ROOT=$(mktemp -d /tmp/mailkeep-exim-root.XXXXXX)
+# The real Postfix (issue 23, run from its unpacked packages beside Exim) leaves its own
+# root; the restore test serves that one too, after the loop.
+POSTFIX_ROOT=$(mktemp -d /tmp/mailkeep-postfix-root.XXXXXX)
 for t in tests/*/run-e2e.sh; do
     [ -x "$t" ] || continue
     echo "== $t"
-    MAILKEEP="$BIN" EXPORT_ROOT="$EXIM_ROOT/root" MAILKEEP_E2E_ROOT="$EXIM_ROOT/root" "$t" || rc=1
+    case "$t" in
+        tests/postfix/*) MAILKEEP="$BIN" EXPORT_ROOT="$POSTFIX_ROOT/root" "$t" || rc=1;;
+        *) MAILKEEP="$BIN" EXPORT_ROOT="$EXIM_ROOT/root" MAILKEEP_E2E_ROOT="$EXIM_ROOT/root" "$t" || rc=1;;
+    esac
 done
-rm -rf "$EXIM_ROOT"
+if [ -d "$POSTFIX_ROOT/root" ]; then
+    echo "== tests/imap/run-e2e.sh on the real Postfix's backup"
+    MAILKEEP="$BIN" MAILKEEP_E2E_ROOT="$POSTFIX_ROOT/root" tests/imap/run-e2e.sh || rc=1
+fi
+rm -rf "$EXIM_ROOT" "$POSTFIX_ROOT"
 # The side-by-side benchmark at CI size (issue 7): a measurement, printed for the log. It
 # checks that every tool stored every message; a peer's failure must not block a landing,
 # so its status is reported, not counted (mailkeep's own correctness is the tests' job).

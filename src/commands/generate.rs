@@ -57,6 +57,18 @@ Exim router and transport snippets
 /// page shows the very text an admin installs. The recipients go after `--`: a local part
 /// may start with `-` and must never be an option.
 const TRANSPORTS: &str = include_str!("../../exim-snippets/debian/conf.d/transport/30_mailkeep_pipes");
+/// The Postfix services that run deliver (issue 23): shown beside Exim's transport.
+const POSTFIX_SERVICES: &str = include_str!("../../postfix-snippets/master.cf.fragment");
+
+/// The `mailkeep-in` pipe(8) service of the Postfix snippet: its line and the indented
+/// lines that continue it.
+fn postfix_inbox_service() -> String {
+    let start = POSTFIX_SERVICES.find("\nmailkeep-in ").map_or(0, |i| i + 1);
+    let mut lines = POSTFIX_SERVICES[start..].lines();
+    let first = lines.next().unwrap_or_default();
+    let rest = lines.take_while(|l| l.starts_with(char::is_whitespace));
+    std::iter::once(first).chain(rest).collect::<Vec<_>>().join("\n")
+}
 
 /// The macros of the snippets, as the package's defaults fill them in.
 const MACROS: [(&str, &str); 5] = [
@@ -85,8 +97,11 @@ fn examples(command: Option<&str>) -> Option<String> {
                 MACROS.iter().fold(block.to_string(), |text, (macro_name, value)| text.replace(macro_name, value));
             let transport = format!(
                 "The Exim pipe transport for the inbound copy (the whole set is in /usr/share/doc/mailkeep/examples/):\n\
-                 .PP\n.nf\n{}\n.fi\n",
-                roff_literal(&filled)
+                 .PP\n.nf\n{}\n.fi\n.PP\n\
+                 The Postfix pipe(8) service for the same (master.cf; the rest is in \
+                 /usr/share/doc/mailkeep/examples/postfix/):\n.PP\n.nf\n{}\n.fi\n",
+                roff_literal(&filled),
+                roff_literal(&postfix_inbox_service())
             );
             Some(if command.is_none() { format!("{transport}.PP\n{replay}") } else { transport })
         }
@@ -95,7 +110,8 @@ fn examples(command: Option<&str>) -> Option<String> {
     }
 }
 
-const SEE_ALSO: &str = "\\fBexim4\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
+const SEE_ALSO: &str =
+    "\\fBexim4\\fR(8), \\fBpipe\\fR(8), \\fBmaildir\\fR(5), \\fBdovecot\\fR(1), \\fBmailkeep\\fR(1)\n";
 
 pub fn generate(args: &GenerateArgs) -> Result<Exit, crate::commands::Error> {
     let dir = &args.dir;
@@ -197,6 +213,15 @@ mod tests {
         assert!(text.contains("\\-\\-direction in \\-\\- $pipe_addresses\n"), "{text}");
         assert!(text.contains("\n  driver         = pipe\n"), "{text}");
         assert!(!text.contains("\\-\\-rcpt $pipe_addresses"), "{text}");
+    }
+
+    #[test]
+    fn example_postfix_service_runs_as_mailbackup_with_the_user_from_the_map_issue_23() {
+        let text = render(&["mailkeep", "deliver"]);
+        assert!(text.contains("\nmailkeep\\-in unix"), "{text}");
+        assert!(text.contains("  flags=qu user=mailbackup null_sender=\n"), "{text}");
+        assert!(text.contains("\\-\\-user=${mailbox} \\-\\-direction in"), "{text}");
+        assert!(!text.contains("mailkeep\\-out unix"), "only the inbound service: {text}");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 usage: send.py [--bind IP] --server HOST:PORT --from ADDR --rcpt A,B,.. --data FILE
 --from '' sends the null sender MAIL FROM:<> (a bounce).
-Prints "QUEUEID <id>" on acceptance (from Exim's "250 OK id=..."); exits 2 if
+Prints "QUEUEID <id>" on acceptance (from Exim's "250 OK id=..." or Postfix's
+"250 2.0.0 Ok: queued as ..."; tests/postfix uses it too); exits 2 if
 any RCPT is refused (printing the refusals), 1 on other errors.
 The DATA file is sent with CRLF line ends; smtplib does the dot-stuffing.
 """
@@ -37,7 +38,7 @@ if refused:
     s.rset(); s.quit(); sys.exit(2)
 code, msg = s.data(data)
 s.quit()
-m = re.search(r"id=(\S+)", msg.decode())
+m = re.search(r"(?:id=|queued as )(\S+)", msg.decode())
 if code != 250 or not m:
     print("DATA failed: %d %s" % (code, msg.decode())); sys.exit(1)
 print("QUEUEID", m.group(1))

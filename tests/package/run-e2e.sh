@@ -44,6 +44,13 @@ check "bash completion" grep -q mailkeep /usr/share/bash-completion/completions/
 check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-completions/_mailkeep
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
 check "restore/to-imap.sh in /usr/share/mailkeep, executable" test -x /usr/share/mailkeep/restore/to-imap.sh
+EX=/usr/share/doc/mailkeep/examples
+for f in README.md main.cf.fragment master.cf.fragment transport.example recipient-access.pcre provider-relays.example; do
+    check "Postfix snippet examples/postfix/$f" test -s "$EX/postfix/$f"
+done
+expect "examples/postfix/make-maps.sh is executable" "755" "$(stat -c %a "$EX/postfix/make-maps.sh" 2>/dev/null)"
+expect "examples/update-provider-relays-m365.example.sh is executable" "755" \
+    "$(stat -c %a "$EX/update-provider-relays-m365.example.sh" 2>/dev/null)"
 check "changelog and copyright in /usr/share/doc/mailkeep" test -s /usr/share/doc/mailkeep/changelog.gz -a -s /usr/share/doc/mailkeep/copyright
 # The test hooks (cargo feature fault-injection, src/fault.rs) must not be in the binary Exim runs.
 if command -v strings >/dev/null; then
@@ -98,6 +105,14 @@ if SNIPPETS=/usr/share/doc/mailkeep/examples MAILKEEP=/usr/bin/mailkeep "$REPO/t
     ok "$(tail -1 /tmp/mailkeep-package-e2e.log) with the installed package"
 else
     tail -40 /tmp/mailkeep-package-e2e.log; bad "exim e2e with the installed package: $(tail -1 /tmp/mailkeep-package-e2e.log)"
+fi
+
+echo "== the real-Postfix end-to-end test against the installed binary and snippets"
+if SNIPPETS=/usr/share/doc/mailkeep/examples/postfix ACCOUNTS_EXAMPLE=/usr/share/doc/mailkeep/examples/accounts.example \
+    MAILKEEP=/usr/bin/mailkeep "$REPO/tests/postfix/run-e2e.sh" > /tmp/mailkeep-package-postfix-e2e.log 2>&1; then
+    ok "$(tail -1 /tmp/mailkeep-package-postfix-e2e.log) with the installed package (Postfix)"
+else
+    tail -40 /tmp/mailkeep-package-postfix-e2e.log; bad "postfix e2e with the installed package: $(tail -1 /tmp/mailkeep-package-postfix-e2e.log)"
 fi
 
 echo "== mail in the package's root, then purge"

@@ -131,7 +131,7 @@ impl Checker {
                     self.user(root_fd, &name, &path, &user, &st);
                 }
                 Ok(st) if file_type(&st) == SFlag::S_IFLNK => self.found(path, &user, Fault::Symlink),
-                // deliver refuses to store for this user (73) until it is a directory
+                // deliver refuses to store for this user (75, retried) until it is a directory
                 Ok(_) => self.found(path, &user, Fault::NotA("directory")),
                 Err(Errno::ENOENT) if only.is_some() => self.found(path, &user, Fault::NoSuchUser),
                 Err(e) => self.found(path, &user, Fault::Unreadable(e.desc().into())),

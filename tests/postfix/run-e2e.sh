@@ -1,0 +1,483 @@
+#!/bin/bash
+# End-to-end test of postfix-snippets/ with the real Postfix 3.7 (Debian 12) and the real
+# mailkeep binary, beside an installed Exim.
+#
+# Debian's postfix and exim4 packages conflict, and Exim stays the system MTA: Postfix runs
+# from its unpacked packages (tests/postfix/setup.sh, POSTFIX_DIR) as a private instance,
+# `postfix -c $WORK/conf`, with its own queue, data directory and log file, listening on
+# 127.0.0.1 only. It starts, on loopback only:
+#   * Postfix, with main.cf = a test base (queue, log, interfaces, the unpacked
+#     directories) + postfix-snippets/main.cf.fragment, and master.cf = the stock services
+#     + the public port + postfix-snippets/master.cf.fragment, where only paths, ports and
+#     hosts are substituted (each substituted string must be found in the snippet);
+#   * a fake provider (tests/exim/sink.py on 127.0.0.1:SINK_PORT): the provider's MX and
+#     "the Internet", keeping every transaction;
+#   * clients (tests/exim/send.py): 127.0.0.2 plays the provider's outbound relay,
+#     127.0.0.3 anybody else.
+# Then the scenarios; asserts from the Maildirs, the sink and Postfix's log. Everything it
+# starts it stops (master pid, sink pid); ports are checked free; nothing is installed.
+#
+# Usage (as root, after tests/postfix/setup.sh and cargo build --release):
+#   tests/postfix/run-e2e.sh
+# Env:
+#   MAILKEEP=path     mailkeep binary (default <repo>/target/release/mailkeep), copied in
+#   POSTFIX_DIR=dir   where setup.sh unpacked Postfix (default /var/tmp/mailkeep-postfix)
+#   SNIPPETS=dir      the snippets (default <repo>/postfix-snippets; the package test may
+#                     pass /usr/share/doc/mailkeep/examples/postfix)
+#   SMTP_PORT, PROVIDER_PORT, SINK_PORT   default the first free ports from 2535/2597/2636
+#   EXPORT_ROOT=dir   copy the filled backup root there at the end (the restore drill,
+#                     tests/imap/run-e2e.sh with MAILKEEP_E2E_ROOT, serves it)
+#   KEEP_WORK=1       keep the work dir (/tmp/mailkeep-postfix-e2e.XXXXXX) even on success
+#   HARNESS_SABOTAGE=no-rcpt-limit   self-test (must FAIL): drops
+#                     mailkeep-in_destination_recipient_limit from the snippet
+# Output: one line per check; on failure the log, queue and Maildirs; the last line is
+# "N passed, M failed". Exit status: 0 only if every check passed.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+EXIMT=$REPO/tests/exim          # send.py, sink.py and e2e_inspect.py are shared
+SNIP=${SNIPPETS:-$REPO/postfix-snippets}
+ACCOUNTS_EXAMPLE=${ACCOUNTS_EXAMPLE:-$REPO/exim-snippets/accounts.example}
+EXSNIP=$(dirname "$ACCOUNTS_EXAMPLE")  # the Exim snippets: accounts.example, the relays scripts
+MAILKEEP=${MAILKEEP:-$REPO/target/release/mailkeep}
+PFDIR=${POSTFIX_DIR:-/var/tmp/mailkeep-postfix}
+PY=/usr/bin/python3
+PIPE_USER=mailbackup
+SABOTAGE=${HARNESS_SABOTAGE:-}
+T0=$(date +%s%N)
+
+OUR=example.com; ADMIN=postmaster@example.com    # as shipped in the snippets (not substituted)
+EXT=ext@example.net
+PROVIDER_IP=127.0.0.2; OUTSIDE_IP=127.0.0.3
+
+PASS=0; FAIL=0
+WORK=; ROOT=; CONF=; SINK=; SINK_PID=; PF_STARTED=0; MASTER_PID=
+
+ok()  { PASS=$((PASS+1)); echo "  ok   - $*"; }
+bad() { FAIL=$((FAIL+1)); echo "  FAIL - $*"; }
+expect() { if [ "$2" == "$3" ]; then ok "$1 [$3]"; else bad "$1: expected [$2], got [$3]"; fi; }
+check() {
+    local d=$1 out; shift
+    if out=$("$@" 2>&1); then ok "$d"; else bad "$d"; [ -n "$out" ] && printf '%s\n' "$out" | sed 's/^/         | /'; fi
+}
+die() { echo "ERROR: $*" >&2; FAIL=$((FAIL+1)); exit 1; }
+
+# Postfix from the unpacked packages: its commands, and its libraries (RUNPATH is /usr/lib/postfix).
+P=$PFDIR/root
+export PATH=$P/usr/sbin:$PATH LD_LIBRARY_PATH=$P/usr/lib/postfix
+pf() { "$@" 2>&1 | { grep -v 'overriding earlier entry' || true; }; }   # keeps the status (pipefail)
+
+# ------------------------------------------------------------------ teardown
+mlog() { cat "$WORK/maillog" 2>/dev/null; }
+stop_postfix() {
+    [ "$PF_STARTED" = 1 ] || return 0
+    pf postfix -c "$CONF" stop >/dev/null
+    local i
+    for i in $(seq 50); do { [ -n "$MASTER_PID" ] && kill -0 "$MASTER_PID" 2>/dev/null; } || break; sleep 0.1; done
+    if [ -n "$MASTER_PID" ] && kill -0 "$MASTER_PID" 2>/dev/null; then
+        kill -TERM "$MASTER_PID" 2>/dev/null; sleep 1; kill -KILL "$MASTER_PID" 2>/dev/null
+        echo "  (postfix master $MASTER_PID needed a signal)"
+    fi
+    PF_STARTED=0
+}
+stop_sink() {
+    [ -n "$SINK_PID" ] || return 0
+    kill -TERM "$SINK_PID" 2>/dev/null; wait "$SINK_PID" 2>/dev/null; SINK_PID=
+}
+dump_logs() {
+    echo "================ diagnostics (work dir $WORK) ================"
+    echo "---- maillog (last 80 lines) ----"; mlog | grep -v 'overriding earlier entry' | tail -80
+    echo "---- queue ----"; [ -d "$WORK/queue" ] && pf postqueue -c "$CONF" -p | head -30
+    echo "---- sink transactions ----"
+    local f; for f in "$SINK"/*.json; do [ -f "$f" ] && echo "$(basename "$f"): $(cat "$f")"; done
+    echo "---- maildirs ----"; (cd "$ROOT" 2>/dev/null && find . -printf '%M %u %p\n' | sort -k3)
+}
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    stop_postfix
+    stop_sink
+    if [ -n "$WORK" ] && [ -d "$ROOT" ]; then chmod -R u+rwX "$ROOT" 2>/dev/null; fi
+    if [ "$FAIL" != 0 ] || [ "$rc" != 0 ]; then
+        [ -n "$WORK" ] && dump_logs && echo "work dir kept: $WORK"
+    elif [ "${KEEP_WORK:-0}" = 1 ]; then
+        echo "work dir kept: $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    echo "== elapsed $(( ($(date +%s%N) - T0) / 1000000 )) ms"
+    [ "$rc" != 0 ] && [ "$FAIL" = 0 ] && FAIL=1
+    echo "$PASS passed, $FAIL failed"
+    [ "$FAIL" = 0 ] && exit 0
+    exit 1
+}
+trap cleanup EXIT
+trap 'echo "interrupted"; exit 1' INT TERM
+
+# ------------------------------------------------------------------ preconditions
+[ "$(id -u)" = 0 ] || die "run as root (Postfix's master starts as root)"
+[ -x "$P/usr/sbin/postfix" ] || die "no Postfix unpacked in $PFDIR: run tests/postfix/setup.sh"
+postconf -d -h mail_version >/dev/null 2>&1 || die "the unpacked Postfix in $PFDIR does not run"
+getent passwd postfix >/dev/null && getent group postdrop >/dev/null || die "user postfix / group postdrop missing: run tests/postfix/setup.sh"
+getent passwd "$PIPE_USER" >/dev/null || die "user $PIPE_USER missing: run tests/postfix/setup.sh"
+$PY -c 'import aiosmtpd' 2>/dev/null || die "python3-aiosmtpd missing: run tests/postfix/setup.sh"
+[ -f "$SNIP/main.cf.fragment" ] && [ -f "$SNIP/master.cf.fragment" ] || die "no snippets in $SNIP"
+[ -x "$MAILKEEP" ] || die "mailkeep binary $MAILKEEP missing (cargo build --release, or set MAILKEEP=)"
+
+port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
+pick_port() { local p=$1; shift; while ! port_free "$p" || [[ " $* " == *" $p "* ]]; do p=$((p+1)); done; echo "$p"; }
+if [ -n "${SMTP_PORT:-}" ]; then port_free "$SMTP_PORT" || die "SMTP_PORT $SMTP_PORT in use"; else SMTP_PORT=$(pick_port 2535); fi
+if [ -n "${PROVIDER_PORT:-}" ]; then port_free "$PROVIDER_PORT" || die "PROVIDER_PORT in use"; else PROVIDER_PORT=$(pick_port 2597 "$SMTP_PORT"); fi
+if [ -n "${SINK_PORT:-}" ]; then port_free "$SINK_PORT" || die "SINK_PORT in use"; else SINK_PORT=$(pick_port 2636 "$SMTP_PORT" "$PROVIDER_PORT"); fi
+
+WORK=$(mktemp -d /tmp/mailkeep-postfix-e2e.XXXXXX)
+chmod 755 "$WORK"        # postfix reads the maps, mailbackup runs the binary
+CONF=$WORK/conf; ETC=$WORK/etc; ROOT=$WORK/root; SINK=$WORK/sink; MSGS=$WORK/msgs
+mkdir -p "$CONF" "$ETC" "$ROOT" "$SINK" "$MSGS" "$WORK"/{bin,queue,data}
+chown postfix "$WORK/data"
+chown "$PIPE_USER:" "$ROOT"; chmod 750 "$ROOT"
+install -m 755 "$MAILKEEP" "$WORK/bin/mailkeep"
+setpriv --reuid="$PIPE_USER" --regid="$PIPE_USER" --init-groups "$WORK/bin/mailkeep" init --root "$ROOT" >/dev/null \
+    || die "mailkeep init --root $ROOT failed"
+
+echo "== mailkeep Postfix e2e: public 127.0.0.1:$SMTP_PORT, provider listener :$PROVIDER_PORT, sink :$SINK_PORT, work dir $WORK"
+echo "   postfix $(postconf -d -h mail_version) from $PFDIR; mailkeep: $MAILKEEP ($("$MAILKEEP" --version 2>/dev/null))"
+
+# ------------------------------------------------------------------ P0: config from the snippets
+echo "== P0: configuration from the snippets"
+# subst FILE OUT OLD=NEW...: OUT = FILE with each OLD replaced by NEW; each OLD must occur.
+subst() {
+    local in=$1 out=$2; shift 2
+    $PY - "$in" "$out" "$@" <<'PYEOF'
+import sys
+src, dst, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+s = open(src).read()
+missing = []
+for kv in pairs:
+    old, new = kv.split("=", 1)
+    if old not in s:
+        missing.append(old)
+    s = s.replace(old, new)
+open(dst, "w").write(s)
+if missing:
+    print("not found in %s: %s" % (src, ", ".join(missing)))
+    sys.exit(1)
+PYEOF
+}
+cat > "$CONF/main.cf" <<EOF
+# The private test instance (tests/postfix/run-e2e.sh): its own directories, the unpacked
+# Postfix, loopback only. Then postfix-snippets/main.cf.fragment, substituted.
+compatibility_level = 3.6
+queue_directory = $WORK/queue
+data_directory = $WORK/data
+maillog_file = $WORK/maillog
+maillog_file_prefixes = /tmp
+daemon_directory = $P/usr/lib/postfix/sbin
+shlib_directory = $P/usr/lib/postfix
+meta_directory = $P/etc/postfix
+command_directory = $P/usr/sbin
+import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME LD_LIBRARY_PATH=$P/usr/lib/postfix
+myhostname = relay.$OUR
+mydomain = $OUR
+myorigin = \$myhostname
+mydestination =
+alias_maps =
+alias_database =
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+biff = no
+# "The Internet": everything transport_maps does not route goes to the sink.
+relayhost = [127.0.0.1]:$SINK_PORT
+EOF
+check "main.cf.fragment: only paths and the trusted network substituted" \
+    subst "$SNIP/main.cf.fragment" "$WORK/main.fragment" "/etc/postfix/mailkeep/=$ETC/" \
+    "mynetworks = 127.0.0.0/8 [::1]/128=mynetworks = 127.0.0.1/32"
+if [ "$SABOTAGE" = no-rcpt-limit ]; then
+    sed -i '/^mailkeep-in_destination_recipient_limit/d' "$WORK/main.fragment"; echo "   !! HARNESS_SABOTAGE=no-rcpt-limit"
+fi
+cat "$WORK/main.fragment" >> "$CONF/main.cf"
+cat > "$CONF/master.cf" <<EOF
+# The private test instance: Debian's stock services (chroot n), the public port on
+# loopback, then postfix-snippets/master.cf.fragment, substituted.
+127.0.0.1:$SMTP_PORT inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+tlsmgr    unix  -       -       n       1000?   1       tlsmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+local     unix  -       n       n       -       -       local
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+EOF
+check "master.cf.fragment: only paths and the provider port substituted" \
+    subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/=$ETC/" \
+    "/usr/bin/mailkeep=$WORK/bin/mailkeep" "/var/lib/mailkeep=$ROOT" "2587      inet=$PROVIDER_PORT      inet"
+cat "$WORK/master.fragment" >> "$CONF/master.cf"
+# The maps: the shipped examples, the provider's MX and relays pointed at the test.
+check "transport.example: only the provider's MX substituted" \
+    subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25=smtp:[127.0.0.1]:$SINK_PORT"
+cp "$SNIP/recipient-access.pcre" "$ETC/"
+# The provider's relays: Microsoft 365's Exchange ranges as the M365 script writes them for
+# Postfix (from a saved sample of the endpoints JSON; IPv6 in brackets, which Postfix must
+# take), plus the fake provider.
+RELAYS=$ETC/provider-relays FORMAT=postfix ENDPOINTS_FILE=$HERE/m365-endpoints.sample.json \
+    "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>"$WORK/m365.err"
+expect "update-provider-relays-m365.example.sh: serviceArea Exchange, TCP 25, IPv6 bracketed for Postfix" \
+    "40.92.0.0/15 40.107.0.0/16 52.100.0.0/14 52.238.78.88/32 104.47.0.0/17 [2a01:111:f400::]/48 [2a01:111:f403::]/48" \
+    "$(grep -v '^#' "$ETC/provider-relays" 2>/dev/null | tr '\n' ' ' | sed 's/ $//')$(cat "$WORK/m365.err")"
+printf '{"not": "a list"}' > "$WORK/bad.json"
+cp "$ETC/provider-relays" "$WORK/relays.before"
+RELAYS=$ETC/provider-relays ENDPOINTS_FILE=$WORK/bad.json "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>&1
+expect "update-provider-relays-m365.example.sh: bad JSON -> exit 1, file kept, no temp file" "1 same" \
+    "$? $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+printf '# test only: the fake provider\n%s\n' "$PROVIDER_IP" >> "$ETC/provider-relays"
+cp "$ACCOUNTS_EXAMPLE" "$ETC/accounts"
+# A stale map: "ghost" was removed from the accounts file, the maps were not rebuilt yet,
+# so mailkeep refuses the copy (67, permanent): the admin must hear of it, the sender not.
+{ cat "$ETC/accounts"; echo ghost; } > "$WORK/accounts.stale"
+chmod 644 "$ETC"/*
+check "postmap transport" pf postmap -c "$CONF" "hash:$ETC/transport"
+check "make-maps.sh builds recipient_bcc and sender_bcc" pf "$SNIP/make-maps.sh" "$WORK/accounts.stale" "$OUR" "$ETC" "$CONF"
+expect "make-maps.sh: recipient_bcc" "alice@$OUR alice@inbox.mailkeep.invalid|ghost@$OUR ghost@inbox.mailkeep.invalid" \
+    "$(grep -E '^(alice|ghost)@' "$ETC/recipient_bcc" | tr '\n' '|' | sed 's/|$//')"
+expect "make-maps.sh: no temp dir left" "" "$(ls -d "$ETC"/.make-maps.* 2>/dev/null)"
+check "postfix check (creates the private queue)" pf postfix -c "$CONF" check
+expect "postconf -P: cleanup-sent/unix/sender_bcc_maps" "cleanup-sent/unix/sender_bcc_maps = hash:$ETC/sender_bcc" \
+    "$(pf postconf -c "$CONF" -P cleanup-sent/unix/sender_bcc_maps)"
+expect "postconf -F: mailkeep-in runs as mailbackup" "mailkeep-in/unix/command = pipe flags=qu user=mailbackup null_sender=" \
+    "$(pf postconf -c "$CONF" -F mailkeep-in/unix/command | cut -d' ' -f1-6)"
+
+# ------------------------------------------------------------------ start
+"$PY" "$EXIMT/sink.py" 127.0.0.1 "$SINK_PORT" "$SINK" "$WORK/sink.pid" > "$WORK/sink.out" 2>&1 &
+SINK_PID=$!
+pf postfix -c "$CONF" start >/dev/null && PF_STARTED=1
+for i in $(seq 50); do
+    [ -s "$WORK/queue/pid/master.pid" ] && ! port_free "$SMTP_PORT" && ! port_free "$PROVIDER_PORT" && [ -s "$WORK/sink.pid" ] && break
+    sleep 0.1
+done
+MASTER_PID=$(tr -d ' ' < "$WORK/queue/pid/master.pid" 2>/dev/null)
+check "postfix master running (pid $MASTER_PID)" kill -0 "$MASTER_PID"
+expect "postfix listens only on 127.0.0.1: public and provider ports" "127.0.0.1:$SMTP_PORT 127.0.0.1:$PROVIDER_PORT" \
+    "$(ss -Hltnp | grep "pid=$MASTER_PID," | awk '{print $4}' | sort -t: -k2n | tr '\n' ' ' | sed 's/ $//')"
+check "sink listening on 127.0.0.1:$SINK_PORT" test -s "$WORK/sink.pid"
+[ "$FAIL" = 0 ] || exit 1
+
+# ------------------------------------------------------------------ helpers
+wait_log() {   # wait_log ERE [timeout_s]
+    local i n=$(( ${2:-10} * 10 ))
+    for i in $(seq "$n"); do mlog | grep -Eq -- "$1" && return 0; sleep 0.1; done
+    return 1
+}
+done_q() { wait_log " $1: removed" "${2:-10}"; }   # every recipient of the queue file is done
+send() {   # send CASE BIND PORT FROM RCPTS (message on stdin) -> queue id
+    local case=$1 f=$MSGS/$1.eml out rc
+    cat > "$f"
+    out=$($PY "$EXIMT/send.py" --bind "$2" --server "127.0.0.1:$3" --from "$4" --rcpt "$5" --data "$f"); rc=$?
+    echo "$out" > "$MSGS/$case.result"
+    if [ $rc = 0 ]; then echo "${out#QUEUEID }"; else echo "NOID-$case"; fi
+    return $rc
+}
+msg() {  # msg KEY FROM TO [CC]
+    printf 'From: %s\nTo: %s\n' "$2" "$3"
+    [ -n "${4:-}" ] && printf 'Cc: %s\n' "$4"
+    printf 'Subject: mailkeep postfix e2e %s\nDate: Thu, 01 Jan 2026 12:00:00 +0000\n' "$1"
+    printf 'Message-ID: <pf-e2e-%s@client.test>\nMIME-Version: 1.0\n' "$1"
+    printf 'Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n'
+    printf 'Body of %s.\nFrom the body: an mbox-style From_ line, not escaped.\n' "$1"
+    printf '.a line starting with a dot\n..two dots\nGr\303\274\303\237e, trailing spaces   \n\nlast line\n'
+}
+qre() { printf '%s' "$1" | sed 's/[.[\*^$+?(){}|/]/\\&/g'; }
+sinkq()    { $PY "$EXIMT/e2e_inspect.py" sink "$SINK" "$1"; }
+nsink()    { sinkq "$1" | grep -c .; }
+sink_rcpts() { sinkq "$1" | cut -f3 | tr ',' '\n' | grep . | sort | tr '\n' ' ' | sed 's/ $//'; }
+sink_from()  { sinkq "$1" | cut -f2 | sort -u | tr '\n' ' ' | sed 's/ $//'; }
+sink_file()  { sinkq "$1" | awk -F'\t' 'NR == 1 {print $1}'; }
+bounces()    { $PY "$EXIMT/e2e_inspect.py" bounces "$SINK" "$1"; }
+notices() {  # notices QID -> "RCPTS" of the postmaster notices (from double-bounce@) quoting QID
+    $PY - "$SINK" "$1" <<'PYEOF'
+import glob, json, sys
+out = []
+for j in sorted(glob.glob(sys.argv[1] + "/*.json")):
+    meta = json.load(open(j))
+    if meta["mail_from"].startswith("double-bounce@") and sys.argv[2].encode() in open(j[:-5] + ".eml", "rb").read():
+        out += meta["rcpt_tos"]
+print(" ".join(sorted(out)))
+PYEOF
+}
+copies()   { $PY "$EXIMT/e2e_inspect.py" maildir "$ROOT" "$1"; }
+copies_of() { copies "$1" | awk -F'\t' -v u="$2" -v f="$3" '$1==u && $2==f {print $3}'; }
+where()    { copies "$1" | awk -F'\t' '{print $1 "/" $2}' | sort | tr '\n' ' ' | sed 's/ $//'; }
+hdr()      { $PY "$EXIMT/e2e_inspect.py" header "$1" "$2"; }
+qcount()   { pf postqueue -c "$CONF" -j | grep -c '"queue_id"'; }
+check_copy() {   # check_copy DESC FILE SINKFILE EXPECTED-ADDED
+    local d=$1 f=$2 s=$3 want=$4 out
+    if [ -z "$f" ] || [ -z "$s" ]; then bad "$d: copy or sink file missing"; return; fi
+    out=$($PY "$EXIMT/e2e_inspect.py" added "$f" "$s"); local rc=$?
+    if [ $rc = 0 ] && [ "$(head -1 <<<"$out")" = "$want" ]; then
+        ok "$d: identical to the sink's copy apart from the added $want"
+    else
+        bad "$d: expected [added $want + sink copy], got:"; sed 's/^/         | /' <<<"$out"
+    fi
+    check "$d: Maildir file name and S= size" $PY "$EXIMT/e2e_inspect.py" name "$f"
+    expect "$d: owner:mode" "$PIPE_USER:600" "$(stat -c '%U:%a' "$f")"
+}
+
+# ------------------------------------------------------------------ P1: inbound To/Cc/Bcc
+echo "== P1: inbound $EXT -> alice (To), bob (Cc), carol (Bcc)"
+P1=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" | send P1 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
+check "P1 accepted ($P1)" test "${P1#NOID}" = "$P1"
+check "P1 done" done_q "$P1"
+expect "P1: sink got the message once, original envelope" "1 $EXT | alice@$OUR bob@$OUR carol@$OUR" \
+    "$(nsink "$P1") $(sink_from "$P1") | $(sink_rcpts "$P1")"
+expect "P1: stored copies, one each" "alice/INBOX bob/INBOX carol/INBOX" "$(where "$P1")"
+s=$(sink_file "$P1")
+for u in alice bob carol; do
+    f=$(copies_of "$P1" $u INBOX)
+    check_copy "P1 $u" "$f" "$s" "Return-Path,Delivered-To"
+    expect "P1 $u: Return-Path, Delivered-To (the real recipient, \${mailbox}@\${nexthop})" "<$EXT> $u@$OUR" \
+        "$(hdr "$f" Return-Path) $(hdr "$f" Delivered-To)"
+    check "P1 $u: log: sent via mailkeep-in" \
+        wait_log "$P1: to=<$u@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=2\.0\.0, status=sent"
+done
+check "P1: Bcc recipient not in the headers" bash -c "! grep -qi '^bcc:' '$(copies_of "$P1" carol INBOX)'"
+
+# ------------------------------------------------------------------ P2: unlisted
+echo "== P2: inbound to an unlisted local part (zed@$OUR)"
+P2=$(msg unlisted "$EXT" "zed@$OUR" | send P2 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "zed@$OUR")
+check "P2 done" done_q "$P2"
+expect "P2: relayed, no copy" "$EXT | zed@$OUR | 0" "$(sink_from "$P2") | $(sink_rcpts "$P2") | $(copies "$P2" | grep -c .)"
+expect "P2: log: no mailkeep delivery" 0 "$(mlog | grep " $P2: " | grep -c 'relay=mailkeep')"
+
+# ------------------------------------------------------------------ P3: outbound via the provider
+echo "== P3: outbound alice@$OUR from the provider ($PROVIDER_IP:$PROVIDER_PORT) -> $EXT (To), bob (Cc), carol (Bcc)"
+P3=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" | send P3 "$PROVIDER_IP" "$PROVIDER_PORT" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
+check "P3 accepted from the provider ($P3)" test "${P3#NOID}" = "$P3"
+check "P3 done" done_q "$P3"
+expect "P3: relayed once, every recipient" "1 alice@$OUR | bob@$OUR carol@$OUR $EXT" \
+    "$(nsink "$P3") $(sink_from "$P3") | $(sink_rcpts "$P3")"
+expect "P3: one Sent copy; INBOX copies for bob, carol" "alice/.Sent bob/INBOX carol/INBOX" "$(where "$P3")"
+s=$(sink_file "$P3")
+f=$(copies_of "$P3" alice .Sent)
+check_copy "P3 alice .Sent" "$f" "$s" "Return-Path,Delivered-To"
+expect "P3 .Sent: no Envelope-To under Postfix (the pipe cannot see the recipients)" "" "$(hdr "$f" Envelope-To)"
+for u in bob carol; do check_copy "P3 $u" "$(copies_of "$P3" $u INBOX)" "$s" "Return-Path,Delivered-To"; done
+check "P3: log: sent via mailkeep-out" wait_log "$P3: to=<alice@sent\.mailkeep\.invalid>, relay=mailkeep-out, .*status=sent"
+
+# ------------------------------------------------------------------ P4: not the provider
+echo "== P4: alice@$OUR from $OUTSIDE_IP (not the provider)"
+msg spoof "alice@$OUR" "ext2@example.org" | send P4a "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+expect "P4a: relaying from the public port refused (send.py exit 2)" 2 "$?"
+check "P4a: 554 Relay access denied" grep -q '554 5.7.1 .*Relay access denied' "$MSGS/P4a.result"
+msg spoof-p "alice@$OUR" "ext2@example.org" | send P4b "$OUTSIDE_IP" "$PROVIDER_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+expect "P4b: the provider listener refuses other clients (send.py exit 2)" 2 "$?"
+check "P4b: 554 Client host rejected" grep -q '554 5.7.1 .*Client host rejected' "$MSGS/P4b.result"
+P4=$(msg spoof-in "alice@$OUR" "bob@$OUR" | send P4c "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "bob@$OUR")
+check "P4c: spoofed sender to our own domain: accepted, done" done_q "$P4"
+expect "P4c: no Sent copy, only bob's INBOX copy" "bob/INBOX" "$(where "$P4")"
+for port in "$SMTP_PORT" "$PROVIDER_PORT"; do
+    bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER_PORT" ] && bind=$PROVIDER_IP
+    msg direct "$EXT" "x@$OUR" | send "P4d$port" "$bind" "$port" "$EXT" "alice@inbox.mailkeep.invalid" >/dev/null
+    # (on the public port the relay check refuses it first)
+    check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'no such recipient|Relay access denied' "$MSGS/P4d$port.result"
+done
+P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER_PORT" "zed@$OUR" "$EXT")
+check "P4e: unlisted sender via the provider: done" done_q "$P4e"
+expect "P4e: relayed, no copy" "1 0" "$(nsink "$P4e") $(copies "$P4e" | grep -c .)"
+
+# ------------------------------------------------------------------ P5: null sender
+echo "== P5: a bounce (null sender <>) for alice"
+P5=$(msg bounce "MAILER-DAEMON@example.net" "alice@$OUR" | send P5 "$OUTSIDE_IP" "$SMTP_PORT" "" "alice@$OUR")
+check "P5 done" done_q "$P5"
+f=$(copies_of "$P5" alice INBOX)
+expect "P5: one copy, Return-Path <>" "alice/INBOX <>" "$(where "$P5") $(hdr "$f" Return-Path)"
+check_copy "P5 alice" "$f" "$(sink_file "$P5")" "Return-Path,Delivered-To"
+expect "P5: relayed with the null sender" "<> | alice@$OUR" "$(sink_from "$P5") | $(sink_rcpts "$P5")"
+
+# ------------------------------------------------------------------ P6: backup root unwritable
+echo "== P6: backup root unwritable -> deferred (75), relayed once, stored once after postqueue -i"
+find "$ROOT" -type d -printf '%m %p\n' > "$WORK/modes"
+find "$ROOT" -type d -exec chmod a-w {} +
+P6=$(msg unwritable "$EXT" "bob@$OUR" "dave@$OUR" | send P6 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "bob@$OUR,dave@$OUR")
+check "P6 accepted ($P6)" test "${P6#NOID}" = "$P6"
+for u in bob dave; do
+    check "P6: $u deferred (4.3.0)" wait_log "$P6: to=<$u@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
+done
+check "P6: relayed to the provider in the same run" wait_log "$P6: to=<(bob|dave)@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
+sleep 0.3
+expect "P6: sink got it once, nothing stored, still queued, no bounce" "1 | 1 | " \
+    "$(nsink "$P6") | $(where "$P6")$(qcount) | $(bounces "$P6")"
+while read -r m p; do chmod "$m" "$p"; done < "$WORK/modes"
+pf postqueue -c "$CONF" -i "$P6" >/dev/null
+check "P6: postqueue -i delivered the copies" done_q "$P6" 15
+expect "P6: stored once each" "bob/INBOX dave/INBOX" "$(where "$P6")"
+for u in bob dave; do check_copy "P6 $u" "$(copies_of "$P6" $u INBOX)" "$(sink_file "$P6")" "Return-Path,Delivered-To"; done
+expect "P6: relay not repeated, no bounce" "1 " "$(nsink "$P6") $(bounces "$P6")"
+
+# ------------------------------------------------------------------ P6s: a symlink planted below the root
+# mailkeep exited 73 for this until issue 23, which Postfix bounces (5.2.0): the copy was
+# lost. Now 75: deferred, and stored by the retry once the admin has removed the link.
+echo "== P6s: a symlink planted as erin's Maildir -> deferred (75, not 73), nothing written through it"
+mkdir -p "$WORK/outside"; chmod 777 "$WORK/outside"
+ln -s "$WORK/outside" "$ROOT/erin"
+P6s=$(msg symlink "$EXT" "erin@$OUR" | send P6s "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "erin@$OUR")
+check "P6s: erin deferred (4.3.0), not bounced" \
+    wait_log "$P6s: to=<erin@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
+check "P6s: relayed" wait_log "$P6s: to=<erin@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
+expect "P6s: nothing written through the link, still queued, no bounce, no notice" "|1||" \
+    "$(ls -A "$WORK/outside")|$(qcount)|$(bounces "$P6s")|$(notices "$P6s")"
+rm "$ROOT/erin"
+pf postqueue -c "$CONF" -i "$P6s" >/dev/null
+check "P6s: stored by the retry after the link was removed" done_q "$P6s" 15
+expect "P6s: stored once" "erin/INBOX" "$(where "$P6s")"
+
+# ------------------------------------------------------------------ P7: permanent failure
+echo "== P7: a copy mailkeep refuses for good (ghost: in the stale map, not in --accounts)"
+P7=$(msg refused "$EXT" "ghost@$OUR" | send P7 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "ghost@$OUR")
+check "P7: the copy bounced (5.1.1, mailkeep exit 67)" \
+    wait_log "$P7: to=<ghost@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=5\.1\.1, status=bounced"
+check "P7: relayed anyway" wait_log "$P7: to=<ghost@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
+check "P7: postmaster notification generated" wait_log "$P7: postmaster non-delivery notification: "
+B7=$(mlog | sed -nE "s/.* $P7: postmaster non-delivery notification: (\S+).*/\1/p" | head -1)
+check "P7: notification delivered" done_q "$B7"
+check "P7: done" done_q "$P7"
+expect "P7: the admin got a Postmaster Copy quoting the message" "$ADMIN" "$(notices "$P7")"
+expect "P7: nothing to the sender (no bounce at the sink, no sender notification in the log)" "|0" \
+    "$(bounces "$P7")|$(mlog | grep " $P7: " | grep -c 'sender non-delivery')"
+f=$(for j in "$SINK"/*.json; do grep -q '"double-bounce@' "$j" && grep -l "$P7" "${j%.json}.eml"; done | head -1)
+check "P7: the notice says why (mailkeep's line)" grep -q "not listed in" "$f"
+
+# ------------------------------------------------------------------ end
+echo "== end"
+if [ -n "${EXPORT_ROOT:-}" ]; then
+    rm -rf "$EXPORT_ROOT" && cp -a "$ROOT" "$EXPORT_ROOT"
+    check "backup root exported to $EXPORT_ROOT" test -d "$EXPORT_ROOT"
+fi
+expect "queue empty" 0 "$(qcount)"
+expect "no other bounce or deferral left (log)" "" \
+    "$(mlog | grep -E 'status=(bounced|deferred)' | grep -vE " ($P6|P6s|$P6s|$P7): ")"
+expect "no fatal or panic in the log" "" "$(mlog | grep -E 'fatal:|panic:')"
+stop_postfix
+check "postfix master stopped" bash -c "! kill -0 '$MASTER_PID' 2>/dev/null"
+stop_sink
+sleep 0.2
+expect "no process left running from the work dir" "" \
+    "$(ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/' | grep -F "$WORK" | grep -v grep)"
+expect "no Postfix daemon left running" "" "$(pgrep -f "^$P/usr/lib/postfix/sbin/" || true)"
+expect "ports free again" "" "$(ss -Hltn "( sport = :$SMTP_PORT or sport = :$PROVIDER_PORT or sport = :$SINK_PORT )")"
