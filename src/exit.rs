@@ -33,6 +33,10 @@ pub enum Exit {
     CantCreate,
     TempFail,
     Config,
+    /// Something the admin must fix, while the message waits for it: a delivery defers (75,
+    /// which Exim and Postfix both retry; never a bounce), an admin command says 2. A dedup
+    /// store that is refused (on a network filesystem, another root's, a bad path).
+    AdminFix,
 }
 
 /// Which convention a command's exit status follows.
@@ -47,7 +51,7 @@ pub enum Family {
 }
 
 impl Exit {
-    pub const ALL: [Exit; 10] = [
+    pub const ALL: [Exit; 11] = [
         Exit::Ok,
         Exit::Problems,
         Exit::Critical,
@@ -58,6 +62,7 @@ impl Exit {
         Exit::CantCreate,
         Exit::TempFail,
         Exit::Config,
+        Exit::AdminFix,
     ];
 
     /// The process's exit status for this outcome of a command of `family`.
@@ -72,7 +77,7 @@ impl Exit {
                 Exit::NoInput => 66,
                 Exit::NoUser => 67,
                 Exit::CantCreate => 73,
-                Exit::TempFail => 75,
+                Exit::TempFail | Exit::AdminFix => 75,
                 Exit::Config => 78,
             },
             Family::Admin => match self {
@@ -80,7 +85,13 @@ impl Exit {
                 // No admin command reports CRITICAL; were one to, it is a problem found.
                 Exit::Problems | Exit::Critical => 1,
                 // Whatever the admin must change before a second run can do better.
-                Exit::Usage | Exit::DataErr | Exit::NoInput | Exit::NoUser | Exit::CantCreate | Exit::Config => 2,
+                Exit::Usage
+                | Exit::DataErr
+                | Exit::NoInput
+                | Exit::NoUser
+                | Exit::CantCreate
+                | Exit::Config
+                | Exit::AdminFix => 2,
                 Exit::TempFail => 75,
             },
             Family::Status => match self {
@@ -95,14 +106,15 @@ impl Exit {
                 | Exit::NoUser
                 | Exit::CantCreate
                 | Exit::TempFail
-                | Exit::Config => 3,
+                | Exit::Config
+                | Exit::AdminFix => 3,
             },
         }
     }
 
     /// True when Exim keeps the message queued and retries on this status.
     pub fn defers(self) -> bool {
-        matches!(self, Exit::TempFail | Exit::CantCreate)
+        matches!(self, Exit::TempFail | Exit::CantCreate | Exit::AdminFix)
     }
 }
 
@@ -139,13 +151,15 @@ const DELIVERY: &[Row] = &[
     row(
         73,
         "temporary (Exim retries)",
-        "a path below the root is a symlink or not a directory; the dedup store is a symlink or on a network filesystem",
+        "a path below the root is a symlink or not a directory; the dedup store is a symlink",
     ),
     row(
         75,
         "temporary (Exim retries)",
         "anything temporary or unknown: the root missing or without its marker (not initialised or not mounted), \
-         I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
+         I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug; \
+         a dedup store the admin must fix while the MTA keeps the copy: on a network filesystem, \
+         another backup root's, a --dedup-store that is no absolute path to a file",
     ),
     row(78, "configuration", "configuration: run as root without --allow-root"),
 ];
@@ -172,7 +186,8 @@ const ADMIN: &[Row] = &[
          init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read, \
          expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
-         an audit log or holds file that does not parse, a dedup store on a network filesystem",
+         an audit log or holds file that does not parse, a dedup store on a network filesystem \
+         or of another backup root, a --dedup-store that is no absolute path to a file",
     ),
     row(
         75,
@@ -361,7 +376,9 @@ mod tests {
         for e in [Exit::Ok, Exit::Usage, Exit::DataErr, Exit::NoInput, Exit::NoUser, Exit::Config] {
             assert!(!e.defers(), "{e:?}");
         }
-        assert!(Exit::TempFail.defers() && Exit::CantCreate.defers());
+        assert!(Exit::TempFail.defers() && Exit::CantCreate.defers() && Exit::AdminFix.defers());
+        assert_eq!(Exit::AdminFix.code(Family::Delivery), 75, "75: Postfix bounces 73");
+        assert_eq!(Exit::AdminFix.code(Family::Admin), 2);
         assert_eq!(exim_does(Exit::CantCreate.code(Family::Delivery)), "defers, retries");
     }
 

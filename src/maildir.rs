@@ -289,6 +289,28 @@ impl Folder {
         Ok(out)
     }
 
+    /// Whether the message stored as `name` (its name in new/) is still in this folder: in
+    /// new/, or in cur/ as `name:2,<flags>` where an IMAP server moved it. For `--dedup`,
+    /// which folds a copy only into a file that is there. new/ is one `fstatat`; cur/ is
+    /// read only when the file has left new/. Anything that cannot be told is "not there":
+    /// at worst a duplicate is stored, never a copy dropped.
+    pub fn holds(&self, name: &str) -> bool {
+        if name.is_empty() || name.contains('/') {
+            return false;
+        }
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        if nix::sys::stat::fstatat(self.new.as_fd(), name, flags).is_ok() {
+            return true;
+        }
+        let Ok(cur) = open_dir(self.dir.as_fd(), &self.path.join("cur")) else { return false };
+        let Ok(entries) = fsutil::list_dir(cur.as_fd()) else { return false };
+        let (name, moved) = (name.as_bytes(), format!("{name}:"));
+        entries.flatten().any(|e| {
+            let found = e.file_name().to_bytes();
+            found == name || found.starts_with(moved.as_bytes())
+        })
+    }
+
     /// Steps 1 to 3 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660
     /// shared), never through a symlink, fill it with `write`, which returns the size
     /// written, and with `Durability::Fsync` fsync it. `mtime` becomes the file's
