@@ -257,24 +257,20 @@ pub struct DedupArgs {
     #[arg(long, value_name = "DAYS", default_value_t = 30)]
     pub dedup_window: u32,
 
-    /// The store's file, instead of ROOT/.mailkeep/dedup.sqlite3: on local disk when the
-    /// root is on NFS, CephFS or SMB (shared by several relays), where a store is refused
-    /// (exit 73). Its directory must exist, writable by the delivering user; the file is
-    /// never followed if a symlink. Each relay then folds only its own copies.
-    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    /// The store's file, by its absolute path, instead of ROOT/.mailkeep/dedup.sqlite3: on
+    /// local disk when the root is on NFS, CephFS or SMB (shared by several relays), where a
+    /// store is refused (exit 75). Its directory must exist, writable by the delivering
+    /// user; the file is never followed if a symlink. It serves the root it first served
+    /// (another root is refused, exit 75). Each relay then folds only its own copies. Empty:
+    /// as if not given.
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
     pub dedup_store: Option<PathBuf>,
 }
 
-/// A `--dedup-store` value: a path that ends in a file name (SQLite puts its -wal and -shm
-/// files beside it, so it needs the name and its directory).
-fn store_file(value: &str) -> Result<PathBuf, String> {
-    let path = PathBuf::from(value);
-    match path.file_name() {
-        Some(_) if !value.ends_with('/') => Ok(path),
-        _ => {
-            Err(format!("'{value}' names no file (give the store's file, e.g. /var/lib/mailkeep-dedup/dedup.sqlite3)"))
-        }
-    }
+/// A `--dedup-store` value taken as it is, empty too (an empty MAILKEEP_DEDUP_STORE is
+/// no store): `dedup::Location::new` judges it, with the exit status of a delivery.
+fn any_path() -> impl clap::builder::TypedValueParser<Value = PathBuf> {
+    clap::builder::TypedValueParser::map(clap::builder::OsStringValueParser::new(), PathBuf::from)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -345,7 +341,7 @@ pub struct DedupAdminArgs {
     pub dedup_window: u32,
 
     /// The store's file when deliveries keep it outside the root (deliver --dedup-store).
-    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
     pub dedup_store: Option<PathBuf>,
 }
 
@@ -575,7 +571,7 @@ pub struct EraseArgs {
 
     /// The dedup store's file when deliveries keep it outside the root (deliver
     /// --dedup-store): the user's keys are forgotten there.
-    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
     pub dedup_store: Option<PathBuf>,
 }
 

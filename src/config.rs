@@ -31,6 +31,8 @@ pub struct StoreConfig {
     pub user: User,
     pub perms: Perms,
     pub log: LogTarget,
+    /// The root's id (root.json), which a `--dedup-store` records and checks.
+    pub root_id: String,
 }
 
 impl StoreConfig {
@@ -43,10 +45,10 @@ impl StoreConfig {
             user.check_listed(accounts)?;
         }
         // Before anything is created: an empty mount point is no backup root (issue 20).
-        crate::root::require(&args.root)?;
+        let marker = crate::root::require(&args.root)?;
         let perms = Perms { shared_group: args.shared_group };
         perms.apply_umask();
-        Ok(StoreConfig { root: args.root.clone(), user, perms, log: args.log })
+        Ok(StoreConfig { root: args.root.clone(), user, perms, log: args.log, root_id: marker.id })
     }
 }
 
@@ -75,6 +77,12 @@ impl DeliverConfig {
         } else {
             given
         };
+        // Only a store that is used is looked at: a MAILKEEP_DEDUP_STORE for the admin
+        // commands does not stop deliveries without --dedup.
+        let dedup_store = match args.dedup.dedup {
+            true => crate::dedup::Location::new(&args.store.root, args.dedup.dedup_store.as_deref())?,
+            false => crate::dedup::Location::InRoot(args.store.root.clone()),
+        };
         let folder = match args.direction {
             Direction::In => FolderKind::Inbox,
             Direction::Out => FolderKind::Sent,
@@ -85,7 +93,7 @@ impl DeliverConfig {
             sender,
             rcpts: rcpts.iter().map(|r| r.as_bytes().to_vec()).collect(),
             dedup_window: args.dedup.dedup.then_some(args.dedup.dedup_window),
-            dedup_store: crate::dedup::Location::new(&args.store.root, args.dedup.dedup_store.as_deref()),
+            dedup_store,
         })
     }
 }

@@ -14,7 +14,10 @@
 //! The store lives in `ROOT/.mailkeep/` or, with `--dedup-store`, at a file of its own
 //! (`Location`): on local disk when the root is shared by relays over NFS or CephFS, where
 //! SQLite's locks and its WAL's shared memory do not hold. A store on such a filesystem is
-//! refused (`network_fs`).
+//! refused (`network_fs`). A `--dedup-store` serves one root, whose id (root.json's) it
+//! records on first use: a store shared by two roots, or kept when a root is made again,
+//! would fold a copy into a file the root does not have. And a key folds a copy only while
+//! its file is still in the folder (`claim`'s `held`).
 
 use std::ffi::{CStr, OsStr, OsString, c_char, c_int};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -49,7 +52,10 @@ const PRUNE_BATCH: i64 = 16 * PRUNE_EVERY as i64;
 /// nothing to create.
 /// Version 2 added the body digest to the key; a version 1 store's keys are dropped on
 /// upgrade (they lack it), which can cost one duplicate per key still in its window.
-const SCHEMA_VERSION: i64 = 2;
+/// Version 3 added `meta`, where a `--dedup-store` records the root it serves.
+const SCHEMA_VERSION: i64 = 3;
+/// The longest store file name: SQLite opens `<name>-journal` beside it (NAME_MAX 255).
+const STORE_NAME_MAX: usize = 255 - "-journal".len();
 
 #[derive(Debug, thiserror::Error)]
 pub enum DedupError {
@@ -78,14 +84,30 @@ pub enum DedupError {
         path.display()
     )]
     NetworkFs { path: PathBuf, fs: &'static str },
+    /// The store recorded another root's id: its keys name files of that root.
+    #[error(
+        "dedup store {} serves another backup root (id {theirs}, this root's is {ours}): give each root a --dedup-store of its own",
+        path.display()
+    )]
+    OtherRoot { path: PathBuf, theirs: String, ours: String },
+    /// A `--dedup-store` value that is no absolute path to a file of its own.
+    #[error(
+        "--dedup-store {}: {why} (give the store's file by its absolute path, e.g. /var/lib/mailkeep-dedup/dedup.sqlite3)",
+        path.display()
+    )]
+    BadPath { path: PathBuf, why: &'static str },
 }
 
 impl Classify for DedupError {
     /// Never a silent store-or-drop: any store trouble makes Exim retry.
     fn exit(&self) -> Exit {
         match self {
-            // A delivery defers (73) until the admin moves the store; the admin commands say 2.
-            DedupError::Symlink(_) | DedupError::NetworkFs { .. } => Exit::CantCreate,
+            DedupError::Symlink(_) => Exit::CantCreate,
+            // The MTA keeps the copy (75, which Postfix retries too) until the admin moves or
+            // names the store; the admin commands say 2.
+            DedupError::NetworkFs { .. } | DedupError::OtherRoot { .. } | DedupError::BadPath { .. } => {
+                Exit::CantCreate
+            }
             DedupError::NoStore(_) => Exit::Config,
             DedupError::Root(e) => e.exit(),
             DedupError::Sqlite { .. }
@@ -150,12 +172,28 @@ pub enum Location {
 }
 
 impl Location {
-    /// `store` if given, else the root's own.
-    pub fn new(root: &Path, store: Option<&Path>) -> Location {
-        match store {
-            Some(file) => Location::File(file.to_path_buf()),
-            None => Location::InRoot(root.to_path_buf()),
+    /// `store` if given, else the root's own. An empty `store` is none (an empty
+    /// MAILKEEP_DEDUP_STORE); any other must be an absolute path ending in a file name
+    /// short enough for SQLite's `-journal` beside it: a relative one would depend on the
+    /// MTA's working directory.
+    pub fn new(root: &Path, store: Option<&Path>) -> Result<Location> {
+        let file = match store {
+            Some(file) if !file.as_os_str().is_empty() => file,
+            _ => return Ok(Location::InRoot(root.to_path_buf())),
+        };
+        let bad = |why| Err(DedupError::BadPath { path: file.to_path_buf(), why });
+        let bytes = file.as_os_str().as_encoded_bytes();
+        let last = bytes.rsplit(|&b| b == b'/').next().unwrap_or_default();
+        if !file.is_absolute() {
+            return bad("not an absolute path");
         }
+        if matches!(last, b"" | b"." | b"..") {
+            return bad("names no file");
+        }
+        if last.len() > STORE_NAME_MAX {
+            return bad("file name too long (at most 247 bytes, for SQLite's -journal beside it)");
+        }
+        Ok(Location::File(file.to_path_buf()))
     }
 
     /// The store's file, as messages name it.
@@ -205,8 +243,14 @@ impl Store {
     /// Opens (creating if needed) the store at `at`. Its directory (`ROOT/.mailkeep`, which
     /// `mailkeep init` made, or the one of `--dedup-store`) must be writable by every
     /// delivering user: SQLite keeps its -wal and -shm files beside it. A directory on a
-    /// network filesystem is refused before anything is opened in it.
-    pub fn open(at: &Location, window_days: u32) -> Result<Store> {
+    /// network filesystem is refused before anything is opened in it. A `--dedup-store`
+    /// file serves the root whose id is `root_id`: recorded on first use, refused if another.
+    pub fn open(at: &Location, window_days: u32, root_id: &str) -> Result<Store> {
+        Store::open_for(at, window_days, root_id, true)
+    }
+
+    /// `open`; a store that has no root recorded yet is given `root_id` only if `record`.
+    fn open_for(at: &Location, window_days: u32, root_id: &str, record: bool) -> Result<Store> {
         let dir = match (at.open_dir()?, at) {
             (Some(dir), _) => dir,
             (None, Location::InRoot(root)) => {
@@ -261,15 +305,47 @@ impl Store {
         }
         let prunes = std::process::id().is_multiple_of(PRUNE_EVERY);
         let name = at.name().to_os_string();
-        Ok(Store { conn, dir, name, path, window_secs: i64::from(window_days) * 86400, prunes })
+        let store = Store { conn, dir, name, path, window_secs: i64::from(window_days) * 86400, prunes };
+        if let Location::File(_) = at {
+            store.serve(root_id, record)?;
+        }
+        Ok(store)
+    }
+
+    /// Refuses a store that records another root than `root_id`; records `root_id` in one
+    /// that records none yet, if `record`. Of two roots that use a new store at once, one
+    /// records itself and the other is refused.
+    fn serve(&self, root_id: &str, record: bool) -> Result<()> {
+        let recorded = || -> rusqlite::Result<Option<String>> {
+            self.conn
+                .prepare_cached("SELECT value FROM meta WHERE key = 'root'")?
+                .query_row([], |r| r.get(0))
+                .optional()
+        };
+        let mut theirs = recorded().map_err(self.sql())?;
+        if theirs.is_none() && record {
+            self.conn
+                .execute("INSERT INTO meta (key, value) VALUES ('root', ?1) ON CONFLICT DO NOTHING", [root_id])
+                .map_err(self.sql())?;
+            theirs = recorded().map_err(self.sql())?;
+        }
+        match theirs {
+            Some(theirs) if theirs != root_id => {
+                Err(DedupError::OtherRoot { path: self.path.clone(), theirs, ours: root_id.to_string() })
+            }
+            _ => Ok(()),
+        }
     }
 
     fn sql(&self) -> impl FnOnce(rusqlite::Error) -> DedupError + '_ {
         |err| DedupError::Sqlite { path: self.path.clone(), err }
     }
 
-    /// Claims `key` for this process, waiting while another live delivery holds it.
-    pub fn claim(&self, key: &Key<'_>) -> Result<Claim> {
+    /// Claims `key` for this process, waiting while another live delivery holds it. A
+    /// committed key folds the copy only if `held` says its file is still in the folder
+    /// (not removed by hand, not another root's): otherwise the key is taken over, and
+    /// will name the copy about to be stored.
+    pub fn claim(&self, key: &Key<'_>, held: impl Fn(&str) -> bool) -> Result<Claim> {
         let pid = i64::from(std::process::id());
         let deadline = Instant::now() + WAIT;
         let mut pause = Duration::from_millis(2);
@@ -298,11 +374,13 @@ impl Store {
                 .map_err(self.sql())?;
             let Some((committed, file, owner, at)) = row else { continue };
             let expired = at < t - self.window_secs;
-            if committed && !expired {
-                return Ok(Claim::Duplicate { file: file.unwrap_or_default() });
+            let file = file.unwrap_or_default();
+            if committed && !expired && held(&file) {
+                return Ok(Claim::Duplicate { file });
             }
+            let gone = committed && !expired;
             let abandoned = !committed && (at < t - STALE_CLAIM_SECS || !process_alive(owner));
-            if expired || abandoned {
+            if expired || abandoned || gone {
                 // Take the key over only if nobody else did since we looked.
                 let taken = self
                     .conn
@@ -400,8 +478,9 @@ impl Store {
 
 impl Store {
     /// Opens the store for the admin commands, if there is one: looked for without
-    /// following a symlink and without creating anything. `None` when there is none.
-    pub fn open_existing(at: &Location, window_days: u32) -> Result<Option<Store>> {
+    /// following a symlink and without creating anything. `None` when there is none. A
+    /// store that serves another root than `root_id` is refused (none recorded: no check).
+    pub fn open_existing(at: &Location, window_days: u32, root_id: &str) -> Result<Option<Store>> {
         let path = at.path();
         let exists = match at.open_dir()? {
             Some(dir) => fsutil::regular_or_missing(dir.as_fd(), at.name()).map_err(refused(&path, false))?,
@@ -410,7 +489,7 @@ impl Store {
         if !exists {
             return Ok(None);
         }
-        Store::open(at, window_days).map(Some)
+        Store::open_for(at, window_days, root_id, false).map(Some)
     }
 }
 
@@ -471,6 +550,7 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
                 at INTEGER NOT NULL,
                 PRIMARY KEY (user, folder, msgid, body)) WITHOUT ROWID;
              CREATE INDEX IF NOT EXISTS seen_at ON seen(at);
+             CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
              PRAGMA user_version = {SCHEMA_VERSION};"
         ))
     };
@@ -693,7 +773,16 @@ mod tests {
     const BODY: Digest = [7; 32];
 
     fn open_in(root: &Path, window_days: u32) -> Result<Store> {
-        Store::open(&Location::InRoot(root.to_path_buf()), window_days)
+        Store::open(&Location::InRoot(root.to_path_buf()), window_days, ROOT_ID)
+    }
+
+    const ROOT_ID: &str = "0123456789abcdef0123456789abcdef";
+
+    impl Store {
+        /// `claim` with every stored file still there.
+        fn claim_held(&self, key: &Key<'_>) -> Result<Claim> {
+            self.claim(key, |_| true)
+        }
     }
 
     fn key(msgid: &str) -> Key<'_> {
@@ -715,9 +804,9 @@ mod tests {
     fn second_claim_after_commit_is_a_duplicate() {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 30).unwrap();
-        assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("a@b")).unwrap(), Claim::Owned);
         s.commit(&key("a@b"), "f1").unwrap();
-        assert_eq!(s.claim(&key("a@b")).unwrap(), Claim::Duplicate { file: "f1".into() });
+        assert_eq!(s.claim_held(&key("a@b")).unwrap(), Claim::Duplicate { file: "f1".into() });
     }
 
     #[test]
@@ -726,7 +815,7 @@ mod tests {
         let s = open_in(root.path(), 30).unwrap();
         for (user, folder) in [("alice", "Sent"), ("alice", "INBOX"), ("bob", "Sent")] {
             let k = Key { user, folder, msgid: "same@id", body: &BODY };
-            assert_eq!(s.claim(&k).unwrap(), Claim::Owned, "{user}/{folder}");
+            assert_eq!(s.claim_held(&k).unwrap(), Claim::Owned, "{user}/{folder}");
             s.commit(&k, "f").unwrap();
         }
     }
@@ -735,16 +824,16 @@ mod tests {
     fn released_claim_can_be_taken_again() {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 30).unwrap();
-        assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("x")).unwrap(), Claim::Owned);
         s.release(&key("x"));
-        assert_eq!(s.claim(&key("x")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("x")).unwrap(), Claim::Owned);
     }
 
     #[test]
     fn a_key_expires_a_window_after_its_claim_not_its_commit() {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 1).unwrap();
-        assert_eq!(s.claim(&key("slow")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("slow")).unwrap(), Claim::Owned);
         // As if the claim had been made 600 s ago and the message took that long to store.
         let claimed = now() - 600;
         s.conn.execute("UPDATE seen SET at = ?1 WHERE msgid = 'slow'", [claimed]).unwrap();
@@ -761,7 +850,7 @@ mod tests {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 30).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'dead', X'0707070707070707070707070707070707070707070707070707070707070707', 0, NULL, 2147483646, ?1)", [now()]).unwrap();
-        assert_eq!(s.claim(&key("dead")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("dead")).unwrap(), Claim::Owned);
     }
 
     #[test]
@@ -769,7 +858,7 @@ mod tests {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 1).unwrap();
         s.conn.execute("INSERT INTO seen VALUES ('alice', 'Sent', 'old', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, ?1)", [now() - 2 * 86400]).unwrap();
-        assert_eq!(s.claim(&key("old")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("old")).unwrap(), Claim::Owned);
         s.conn.execute("INSERT INTO seen VALUES ('bob', 'Sent', 'old2', X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)", []).unwrap();
         assert_eq!(s.prune_all().unwrap(), 1);
     }
@@ -786,7 +875,7 @@ mod tests {
         for (turn, left) in [(false, 2), (true, 2)] {
             s.prunes = turn;
             let k = format!("new-{turn}");
-            assert_eq!(s.claim(&key(&k)).unwrap(), Claim::Owned);
+            assert_eq!(s.claim_held(&key(&k)).unwrap(), Claim::Owned);
             s.commit(&key(&k), "f").unwrap();
             assert_eq!(keys(&s), left, "pruning turn: {turn}");
         }
@@ -806,7 +895,7 @@ mod tests {
         .unwrap();
         drop(old);
         let s = open_in(root.path(), 30).unwrap();
-        assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Owned, "an old key (no body) folds nothing");
+        assert_eq!(s.claim_held(&key("kept")).unwrap(), Claim::Owned, "an old key (no body) folds nothing");
         s.commit(&key("kept"), "f").unwrap();
         drop(s);
         for _ in 0..2 {
@@ -814,7 +903,7 @@ mod tests {
             let v: i64 = s.conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             let mode: String = s.conn.pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
             assert_eq!((v, mode.as_str()), (SCHEMA_VERSION, "wal"));
-            assert_eq!(s.claim(&key("kept")).unwrap(), Claim::Duplicate { file: "f".into() });
+            assert_eq!(s.claim_held(&key("kept")).unwrap(), Claim::Duplicate { file: "f".into() });
         }
     }
 
@@ -824,13 +913,13 @@ mod tests {
         let s = open_in(root.path(), 30).unwrap();
         for (user, id) in [("alice", "a@x"), ("alice", "b@x"), ("alice", "c@x"), ("bob", "a@x")] {
             let k = Key { user, folder: "Sent", msgid: id, body: &BODY };
-            assert_eq!(s.claim(&k).unwrap(), Claim::Owned);
+            assert_eq!(s.claim_held(&k).unwrap(), Claim::Owned);
             s.commit(&k, &format!("f-{id}")).unwrap();
         }
         assert_eq!(s.forget("alice", "Sent", "f-a@x").unwrap(), 1);
         assert_eq!(s.forget("alice", "INBOX", "f-b@x").unwrap(), 0, "another folder's file");
         assert_eq!(s.forget_message_id("alice", "b@x").unwrap(), 1, "by Message-ID in any folder");
-        assert_eq!(s.claim(&key("a@x")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("a@x")).unwrap(), Claim::Owned);
         assert_eq!(s.forget_user("alice").unwrap(), 2, "c@x and the new claim");
         assert_eq!(keys(&s), 1, "bob's key stays");
     }
@@ -839,11 +928,11 @@ mod tests {
     fn the_same_message_id_with_another_body_is_no_duplicate() {
         let root = root_with_state_dir();
         let s = open_in(root.path(), 30).unwrap();
-        assert_eq!(s.claim(&key("c@x")).unwrap(), Claim::Owned);
+        assert_eq!(s.claim_held(&key("c@x")).unwrap(), Claim::Owned);
         s.commit(&key("c@x"), "planted").unwrap();
         let other = Key { body: &[8; 32], ..key("c@x") };
-        assert_eq!(s.claim(&other).unwrap(), Claim::OwnedIdReused);
+        assert_eq!(s.claim_held(&other).unwrap(), Claim::OwnedIdReused);
         s.commit(&other, "contract").unwrap();
-        assert_eq!(s.claim(&other).unwrap(), Claim::Duplicate { file: "contract".into() });
+        assert_eq!(s.claim_held(&other).unwrap(), Claim::Duplicate { file: "contract".into() });
     }
 }

@@ -32,6 +32,10 @@ pub enum Exit {
     /// An input file named on the command line is missing or unreadable (`replay`).
     NoInput,
     NoUser,
+    /// Something the admin must fix, while the message waits for it: a delivery defers (75,
+    /// which Exim and Postfix both retry; never a bounce), an admin command says 2. A
+    /// symlink where a directory belongs; a dedup store that is refused (a symlink, on a
+    /// network filesystem, another root's, a bad path).
     CantCreate,
     TempFail,
     Config,
@@ -143,7 +147,8 @@ const DELIVERY: &[Row] = &[
         "temporary (the MTA retries)",
         "anything temporary or unknown: the root missing or without its marker (not initialised or not mounted), \
          a path below the root that is a symlink or not a directory (until the admin removes it), \
-         a dedup store that is a symlink or on a network filesystem (until the admin moves it), \
+         a dedup store the admin must fix (a symlink, on a network filesystem, another backup root's, \
+         a --dedup-store that is no absolute path to a file), \
          I/O error, full disk, quota, file too large, dedup store or replay lock busy, a bug",
     ),
     row(78, "configuration", "configuration: run as root without --allow-root"),
@@ -174,7 +179,8 @@ const ADMIN: &[Row] = &[
          init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read, \
          expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
-         an audit log or holds file that does not parse, a dedup store on a network filesystem, \
+         an audit log or holds file that does not parse, a dedup store on a network filesystem \
+         or of another backup root, a --dedup-store that is no absolute path to a file, \
          an export's --out that exists (without --force), a user without a backup, a seal key that is none",
     ),
     row(

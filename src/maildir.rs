@@ -289,6 +289,28 @@ impl Folder {
         Ok(out)
     }
 
+    /// Whether the message stored as `name` (its name in new/) is still in this folder: in
+    /// new/, or in cur/ as `name:2,<flags>` where an IMAP server moved it. For `--dedup`,
+    /// which folds a copy only into a file that is there. new/ is one `fstatat`; cur/ is
+    /// read only when the file has left new/. Anything that cannot be told is "not there":
+    /// at worst a duplicate is stored, never a copy dropped.
+    pub fn holds(&self, name: &str) -> bool {
+        if name.is_empty() || name.contains('/') {
+            return false;
+        }
+        let flags = nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW;
+        if nix::sys::stat::fstatat(self.new.as_fd(), name, flags).is_ok() {
+            return true;
+        }
+        let Ok(cur) = open_dir(self.dir.as_fd(), &self.path.join("cur")) else { return false };
+        let Ok(entries) = fsutil::list_dir(cur.as_fd()) else { return false };
+        let (name, moved) = (name.as_bytes(), format!("{name}:"));
+        entries.flatten().any(|e| {
+            let found = e.file_name().to_bytes();
+            found == name || found.starts_with(moved.as_bytes())
+        })
+    }
+
     /// Steps 1 to 3 of a delivery: create `tmp/<unique>` exclusively (mode 0600, or 0660
     /// shared), never through a symlink, fill it with `write`, which returns the size
     /// written, and with `Durability::Fsync` fsync it. `mtime` becomes the file's
@@ -390,25 +412,33 @@ impl Folder {
     /// takes for a folder or a message), waiting up to `wait` for a replay that holds it;
     /// `waiting` is called once if it must wait. The lock is `flock`, held while the
     /// returned file is open, released by the kernel if the process dies. The file is
-    /// opened read-only (a lock file created by root still serves the backup's user), without
-    /// following a symlink and without blocking on a FIFO, and must be a regular file.
+    /// opened read-write: on NFS the kernel emulates `flock` with a byte-range lock, which
+    /// an exclusive lock takes only on a file open for writing (EBADF otherwise). It is
+    /// opened without following a symlink and without blocking on a FIFO, and must be a
+    /// regular file. A lock file root made before this was so (0644, root's) is opened
+    /// read-only by the backup's user, which serves on a local filesystem.
     pub fn lock_for_replay(&self, wait: Duration, waiting: impl FnOnce(&Path)) -> Result<File> {
         let path = self.path.join(REPLAY_LOCK);
-        // Made with O_EXCL, so that only a file made here is made readable by all (a lock
-        // file of root's must still serve the backup's user); one that is there is opened
-        // as it is, never chmodded (it could be a hard link to someone else's file).
-        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        // Made with O_EXCL, so that only a file made here is made readable by all and, made
+        // by root, given to the folder's owner (a lock file of root's must still serve the
+        // backup's user); one that is there is opened as it is, never chmodded or chowned
+        // (it could be a hard link to someone else's file).
+        let flags = OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let opened = match openat(
             self.dir.as_fd(),
             REPLAY_LOCK,
-            flags | OFlag::O_CREAT | OFlag::O_EXCL,
+            flags | OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_EXCL,
             Mode::from_bits_truncate(0o644),
         ) {
             Ok(fd) => {
                 let _ = nix::sys::stat::fchmod(fd.as_fd(), Mode::from_bits_truncate(0o644));
+                self.give_to_owner(fd.as_fd());
                 Ok(fd)
             }
-            Err(Errno::EEXIST) => openat(self.dir.as_fd(), REPLAY_LOCK, flags, Mode::empty()),
+            Err(Errno::EEXIST) => match openat(self.dir.as_fd(), REPLAY_LOCK, flags | OFlag::O_RDWR, Mode::empty()) {
+                Err(Errno::EACCES) => openat(self.dir.as_fd(), REPLAY_LOCK, flags | OFlag::O_RDONLY, Mode::empty()),
+                other => other,
+            },
             Err(e) => Err(e),
         };
         let file = match opened {
@@ -437,6 +467,19 @@ impl Folder {
                 }
                 Err(std::fs::TryLockError::Error(err)) => return Err(MaildirError::Io { op: "lock", path, err }),
             }
+        }
+    }
+
+    /// Gives `fd`, a file just made here, to the folder's owner when root made it (a replay
+    /// with --allow-root), so that the backup's user can open it for writing later. Best
+    /// effort: a file left root's is still opened read-only.
+    fn give_to_owner(&self, fd: BorrowedFd<'_>) {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        if let Ok(st) = nix::sys::stat::fstat(self.dir.as_fd()) {
+            let (uid, gid) = (nix::unistd::Uid::from_raw(st.st_uid), nix::unistd::Gid::from_raw(st.st_gid));
+            let _ = nix::unistd::fchown(fd, Some(uid), Some(gid));
         }
     }
 

@@ -2,6 +2,7 @@
 //! user and folder, and no real copy is ever dropped (issue 4).
 
 use std::io::Write;
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use crate::util::*;
@@ -353,8 +354,8 @@ fn a_store_given_by_dedup_store_folds_copies_and_leaves_none_in_the_root() {
 
 /// Issue 24: SQLite's locks do not hold on NFS or CephFS. A store there, the root's own on
 /// a root on NFS or one given by --dedup-store, is refused with one line naming it and the
-/// way out; a delivery defers (73: Exim keeps the copy until the admin moves the store)
-/// and stores nothing, `dedup stats` exits 2. (No test machine mounts NFS: the test hook
+/// way out; a delivery defers (75, which Postfix retries too: it bounces 73; the MTA keeps
+/// the copy until the admin moves the store) and stores nothing, `dedup stats` exits 2. (No test machine mounts NFS: the test hook
 /// makes fstatfs report NFS's and CephFS's magic numbers.)
 #[test]
 #[cfg_attr(not(feature = "fault-injection"), ignore = "needs the test hooks: cargo test --features fault-injection")]
@@ -369,7 +370,7 @@ fn a_store_on_a_network_filesystem_is_refused_and_nothing_is_stored() {
             let mut a = args("alice", "out");
             a.extend(given.map(|s| ["--dedup-store", s]).into_iter().flatten());
             let out = env.deliver(&a, &[("MAILKEEP_FAULT", magic)], &msg("nfs@x"));
-            assert_exit(&out, 73);
+            assert_exit(&out, 75);
             let err = stderr(&out);
             assert_eq!(err.lines().count(), 1, "{fs} {given:?}: expected one line, got:\n{err}");
             assert!(
@@ -389,8 +390,7 @@ fn a_store_on_a_network_filesystem_is_refused_and_nothing_is_stored() {
 
 /// Issue 24: a --dedup-store file is refused as the root's own store is: a symlink with
 /// 73 (nothing made at its target), a FIFO with 75 at once (no hang), a missing directory
-/// with 75 (deliver; Exim retries) and 2 (dedup stats); a value that names no file is a
-/// usage error.
+/// with 75 (deliver; Exim retries) and 2 (dedup stats).
 #[test]
 fn a_dedup_store_that_is_a_symlink_fifo_or_missing_directory_is_refused() {
     let limit = std::time::Duration::from_secs(10);
@@ -405,7 +405,7 @@ fn a_dedup_store_that_is_a_symlink_fifo_or_missing_directory_is_refused() {
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let missing = env.dir.path().join("no-such-dir/dedup.sqlite3");
     let root = env.root();
-    for (store, want, admin) in [(&link, 73, 2), (&fifo, 75, 75), (&missing, 75, 2)] {
+    for (store, want, admin) in [(&link, 75, 2), (&fifo, 75, 75), (&missing, 75, 2)] {
         let mut a = args("alice", "out");
         a.extend(["--dedup-store", store.to_str().unwrap()]);
         let out = env.deliver_within(limit, &a, &[], &msg("refused@x"));
@@ -416,9 +416,153 @@ fn a_dedup_store_that_is_a_symlink_fifo_or_missing_directory_is_refused() {
     }
     assert_eq!(files_below(&outside), Vec::<std::path::PathBuf>::new(), "nothing may be made at the symlink's target");
     assert!(env.new_files("alice/.Sent").is_empty());
+}
+
+/// Review of issue 24: a --dedup-store value that is no absolute path to a file of its
+/// own (relative: it would depend on the MTA's working directory; `.`, `..` or a trailing
+/// `/`: a directory; a name with no room for SQLite's `-journal` beside it) is refused
+/// with one line naming the option: a delivery defers (75: a setting the admin fixes while
+/// the MTA keeps the copy, never a bounce), the admin commands exit 2, nothing is created.
+#[test]
+fn a_dedup_store_that_is_not_an_absolute_file_path_is_refused_and_nothing_is_made() {
+    let env = Env::new();
+    let local = env.dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let local_s = local.to_str().unwrap().to_string();
+    let longest = format!("{local_s}/{}", "a".repeat(247));
+    let root = env.root();
+    for (value, why) in [
+        ("local/relative.sqlite3".to_string(), "absolute"),
+        (format!("{local_s}/."), "names no file"),
+        (format!("{local_s}/.."), "names no file"),
+        (format!("{local_s}/"), "names no file"),
+        (format!("{local_s}/{}", "a".repeat(248)), "too long"),
+    ] {
+        let mut a = args("alice", "out");
+        a.extend(["--dedup-store", value.as_str()]);
+        let out = env.deliver(&a, &[], &msg("path@x"));
+        let err = stderr(&out);
+        assert_eq!(code(&out), 75, "{value}: expected exit 75, got {}: {err}", code(&out));
+        assert_eq!(err.lines().count(), 1, "{value}: expected one line, got:\n{err}");
+        assert!(
+            err.contains("--dedup-store") && err.contains(why),
+            "{value}: expected a line naming --dedup-store and '{why}', got: {err}"
+        );
+        let stats = ["dedup", "stats", "--root", root.to_str().unwrap(), "--dedup-store", value.as_str()];
+        assert_exit(&env.run(stats, &[], b""), 2);
+    }
+    assert!(env.new_files("alice/.Sent").is_empty(), "nothing may be stored");
+    assert_eq!(files_below(&local), Vec::<std::path::PathBuf>::new(), "no store may be created");
+    assert!(
+        !env.dir.path().join("relative.sqlite3").exists() && !env.dir.path().join("local/relative.sqlite3").exists()
+    );
+    // The longest name that leaves room for "-journal" is taken.
     let mut a = args("alice", "out");
-    a.extend(["--dedup-store", "/var/tmp/"]);
-    let out = env.deliver(&a, &[], &msg("usage@x"));
-    assert_exit(&out, 64);
-    assert!(stderr(&out).contains("names no file"), "{}", stderr(&out));
+    a.extend(["--dedup-store", longest.as_str()]);
+    assert_exit(&env.deliver(&a, &[], &msg("path@x")), 0);
+    assert!(Path::new(&longest).is_file(), "expected the store at {longest}");
+}
+
+/// Review of issue 24: MAILKEEP_DEDUP_STORE set but empty (an unset variable in a unit
+/// file or a wrapper) means no --dedup-store: the root's own store, not a usage error.
+#[test]
+fn an_empty_mailkeep_dedup_store_is_as_if_unset() {
+    let env = Env::new();
+    let empty = [("MAILKEEP_DEDUP_STORE", "")];
+    for _ in 0..2 {
+        let out = env.deliver(args("alice", "out"), &empty, &msg("empty-env@x"));
+        assert_eq!(code(&out), 0, "expected exit 0, got {}: {}", code(&out), stderr(&out));
+    }
+    assert_eq!(env.new_files("alice/.Sent").len(), 1, "two copies, one stored");
+    assert!(env.root().join(".mailkeep/dedup.sqlite3").is_file(), "the root's own store is used");
+    let root = env.root();
+    let stats = env.run(["dedup", "stats", "--root", root.to_str().unwrap()], &empty, b"");
+    assert_exit(&stats, 0);
+    assert!(String::from_utf8_lossy(&stats.stdout).contains("user=alice folder=Sent keys=1"));
+}
+
+/// Review of issue 24: a --dedup-store belongs to the root it first served. Two roots
+/// sharing one store (or a root made again at the same path) would otherwise fold a copy
+/// into a file of the other root and store nothing, with exit 0. The second root's
+/// delivery defers with one line (75), stores nothing; `dedup stats` with that pairing
+/// exits 2; the first root goes on as before.
+#[test]
+fn a_dedup_store_of_another_root_is_refused_and_the_copy_kept_queued() {
+    let env = Env::new();
+    let local = env.dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let store = local.join("dedup.sqlite3");
+    let other = env.dir.path().join("other");
+    init_root(&other);
+    let deliver_into = |root: &Path| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["deliver", "--root"]).arg(root).args(args("alice", "in"));
+        cmd.args(["--log", "stderr", "--dedup-store", store.to_str().unwrap()]);
+        if is_root() {
+            cmd.arg("--allow-root");
+        }
+        cmd.env_clear().env("PATH", "/usr/bin:/bin").env("SENDER", "x@outside.example");
+        run_with_stdin(cmd, &msg("same@x"))
+    };
+    assert_exit(&deliver_into(&env.root()), 0);
+    let out = deliver_into(&other);
+    let err = stderr(&out);
+    assert_eq!(code(&out), 75, "the other root's copy must defer, got {}: {err}", code(&out));
+    assert_eq!(err.lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(err.contains("another backup root"), "expected a line saying the store is another root's, got: {err}");
+    assert_eq!(files_below(&other.join("alice")), Vec::<std::path::PathBuf>::new(), "nothing stored in the other root");
+    let stats = ["dedup", "stats", "--root", other.to_str().unwrap(), "--dedup-store", store.to_str().unwrap()];
+    assert_exit(&env.run(stats, &[], b""), 2);
+    // The first root still folds its copies.
+    assert_exit(&deliver_into(&env.root()), 0);
+    assert_eq!(env.new_files("alice").len(), 1);
+    // The first root made again at the same path is another root.
+    std::fs::remove_dir_all(env.root()).unwrap();
+    init_root(&env.root());
+    let out = deliver_into(&env.root());
+    assert_eq!(
+        code(&out),
+        75,
+        "a root made again must not use the old root's keys, got {}: {}",
+        code(&out),
+        stderr(&out)
+    );
+    assert!(env.new_files("alice").is_empty());
+}
+
+/// Review of issue 24: a copy is folded only into a file that is still in this folder
+/// (new/, or cur/ where an IMAP server moved it). A stored copy removed by hand (or a key
+/// that names a file of another root) no longer folds: the copy is stored, the key then
+/// names it, and the next copy folds into it.
+#[test]
+fn a_copy_whose_stored_file_is_gone_is_stored_again() {
+    let env = Env::new();
+    let mut a = args("alice", "out");
+    a.extend(["--log", "stderr"]);
+    assert_exit(&env.deliver(&a, &[], &msg("gone@x")), 0);
+    let first = env.new_files("alice/.Sent");
+    assert_eq!(first.len(), 1);
+    // Moved to cur/ and flagged by an IMAP server: still there, the copy folds.
+    let cur =
+        env.root().join("alice/.Sent/cur").join(format!("{}:2,S", first[0].file_name().unwrap().to_str().unwrap()));
+    std::fs::rename(&first[0], &cur).unwrap();
+    let out = env.deliver(&a, &[], &msg("gone@x"));
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("result=duplicate"), "a copy of a file in cur/ folds: {}", stderr(&out));
+    assert!(env.new_files("alice/.Sent").is_empty());
+    // Removed by hand: the next copy is stored.
+    std::fs::remove_file(&cur).unwrap();
+    let out = env.deliver(&a, &[], &msg("gone@x"));
+    assert_exit(&out, 0);
+    assert!(stderr(&out).contains("result=stored"), "expected the copy stored, got: {}", stderr(&out));
+    let stored = env.new_files("alice/.Sent");
+    assert_eq!(stored.len(), 1, "the copy is stored");
+    let out = env.deliver(&a, &[], &msg("gone@x"));
+    let name = stored[0].file_name().unwrap().to_str().unwrap();
+    assert!(
+        stderr(&out).contains(&format!("result=duplicate of={name}")),
+        "the key names the new file: {}",
+        stderr(&out)
+    );
+    assert_eq!(env.new_files("alice/.Sent").len(), 1);
 }

@@ -919,3 +919,53 @@ fn write_mbox(env: &Env, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
     std::fs::write(&path, text).unwrap();
     path
 }
+
+/// Review of issue 24: on NFS the kernel emulates `flock` with a byte-range lock, which an
+/// exclusive lock can only take on a file open for writing (EBADF otherwise, and every
+/// replay would exit 75). The replay lock is held on a descriptor opened read-write.
+#[test]
+fn the_replay_lock_is_held_on_a_file_open_for_writing_as_nfs_needs() {
+    let env = Env::new();
+    let mut child = spawn_replay(&env, Path::new("-"), &[]);
+    let lock = env.root().join("alice/mailkeep-replay.lock");
+    let fd_dir = PathBuf::from(format!("/proc/{}/fd", child.id()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The replay takes its lock before it reads stdin, which stays open meanwhile.
+    let flags = loop {
+        let found = std::fs::read_dir(&fd_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == lock));
+        if let Some(entry) = found {
+            let info =
+                std::fs::read_to_string(format!("/proc/{}/fdinfo/{}", child.id(), entry.file_name().to_str().unwrap()))
+                    .unwrap();
+            let flags = info.lines().find_map(|l| l.strip_prefix("flags:")).unwrap().trim().to_string();
+            break i32::from_str_radix(&flags, 8).unwrap();
+        }
+        assert!(std::time::Instant::now() < deadline, "the replay never opened {}", lock.display());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    drop(child.stdin.take());
+    exit_within_a_minute(&mut child);
+    assert_eq!(flags & libc::O_ACCMODE, libc::O_RDWR, "expected the lock file open O_RDWR, got flags {flags:o}");
+}
+
+/// Review of issue 24: a lock file a replay makes as root (--allow-root) belongs to the
+/// folder's owner, who can then open it for writing (as NFS needs, above).
+#[test]
+fn a_replay_lock_file_made_by_root_belongs_to_the_folders_owner() {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to make a file for another user");
+        return;
+    }
+    let env = Env::new();
+    let mbox = write_mbox(&env, "one.mbox", "From a@x Wed Jan  1 00:00:00 2020\nSubject: s\n\nbody\n");
+    std::fs::create_dir(env.root().join("alice")).unwrap();
+    std::os::unix::fs::chown(env.root().join("alice"), Some(65534), Some(65534)).unwrap();
+    assert_exit(&replay(&env, &[], &[&mbox]), 0);
+    let meta = std::fs::metadata(env.root().join("alice/mailkeep-replay.lock")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (65534, 65534), "expected the lock file to be the folder owner's");
+}

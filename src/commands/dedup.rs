@@ -11,10 +11,10 @@ use crate::log::escape;
 pub fn run(cmd: &DedupCommand) -> Result<Exit, Error> {
     let (DedupCommand::Stats(args) | DedupCommand::Prune(args)) = cmd;
     // Prune writes below the root; stats opens the store as prune does.
-    crate::root::require_existing(&args.root)?;
-    let at = Location::new(&args.root, args.dedup_store.as_deref());
+    let marker = crate::root::require_existing(&args.root)?;
+    let at = Location::new(&args.root, args.dedup_store.as_deref())?;
     let path = at.path();
-    let Some(store) = Store::open_existing(&at, args.dedup_window)? else {
+    let Some(store) = Store::open_existing(&at, args.dedup_window, &marker.id)? else {
         return Err(DedupError::NoStore(path).into());
     };
     let mut text = String::new();

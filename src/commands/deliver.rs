@@ -170,20 +170,20 @@ pub fn run(cfg: &DeliverConfig, input: &mut impl Read, logger: &Logger) -> Resul
 
 /// With `--dedup`: write the message into tmp/ (durable, not yet visible), claim its key
 /// (Message-ID and body digest), publish it into new/, commit the key. A copy already
-/// stored (same ID, same body) is removed from tmp/, never shown. Without a Message-ID
-/// nothing can be folded: the message is stored.
+/// stored (same ID, same body, its file still in the folder) is removed from tmp/, never
+/// shown. Without a Message-ID nothing can be folded: the message is stored.
 fn deliver(cfg: &DeliverConfig, head: Head, input: &mut impl Read) -> Result<Done, Error> {
     let (Some(window), Some(msgid)) = (cfg.dedup_window, head.info.message_id.clone()) else {
         let note = if cfg.dedup_window.is_some() { "dedup=no-id" } else { "" };
         let (file, size) = store(cfg, head, input)?;
         return Ok(Done::Stored { file, size, note: note.into() });
     };
-    let dedup = dedup::Store::open(&cfg.dedup_store, window)?;
+    let dedup = dedup::Store::open(&cfg.dedup_store, window, &cfg.store.root_id)?;
     let mut digest = BodyDigest::default();
     let (folder, staged) = stage(cfg, head, input, &mut digest)?;
     let body = digest.finish();
     let key = dedup::Key { user: cfg.store.user.as_str(), folder: cfg.folder.name(), msgid: &msgid, body: &body };
-    let claim = match dedup.claim(&key) {
+    let claim = match dedup.claim(&key, |file| folder.holds(file)) {
         Ok(claim) => claim,
         Err(e) => {
             folder.discard(staged);

@@ -20,6 +20,7 @@ Prints one line per check and, last, "N passed, M failed"; exit status 1 on any 
 """
 import collections
 import imaplib
+import json
 import os
 import re
 import signal
@@ -492,12 +493,22 @@ def main_test():
         ok(not left, "dovecot stopped, nothing of it left", left)
         STARTED[:] = [s for s in STARTED if s[0] != "dovecot"]
 
+    # dsync carries Dovecot's subscriptions, not Courier's courierimapsubscribed: check
+    # finds exactly that, for each user with a Sent folder, and nothing else; --repair
+    # adds the lines and the root is clean.
+    r = run([MAILKEEP, "check", "--json", "--root", merged], as_pipe=True)
+    try:
+        found = sorted((p["user"], p["kind"], os.path.basename(p["path"])) for p in json.loads(r.stdout)["problems"])
+    except (ValueError, KeyError, TypeError):
+        found = f"no JSON report: {r.stdout!r} {r.stderr!r}"
+    with_sent = sorted({u for got in per_relay.values() for (u, f) in got if f == "Sent"})
+    expected = [(u, "unsubscribed", "courierimapsubscribed") for u in with_sent]
+    ok(r.returncode == 1 and found == expected,
+       f"mailkeep check of the merged root: exactly Courier's subscription of Sent missing for {with_sent} (exit 1)",
+       f"exit {r.returncode}, found {found}, expected {expected}")
+    r = run([MAILKEEP, "check", "--repair", "--root", merged], as_pipe=True)
     r = run([MAILKEEP, "check", "--root", merged], as_pipe=True)
-    print("  mailkeep check of the merged root:\n" + "".join(f"    {l}\n" for l in (r.stdout + r.stderr).splitlines()))
-    if r.returncode == 1:
-        r = run([MAILKEEP, "check", "--repair", "--root", merged], as_pipe=True)
-        r = run([MAILKEEP, "check", "--root", merged], as_pipe=True)
-    ok(r.returncode == 0, "mailkeep check of the merged root: clean (after --repair of what is safe)", r.stdout + r.stderr)
+    ok(r.returncode == 0, "mailkeep check of the merged root: clean after --repair", r.stdout + r.stderr)
     two_namespaces(copies, users)
 
     r = run([MAILKEEP, "deliver", "--root", merged, "--user", "carol", "--direction", "in", "--log", "none",
@@ -505,16 +516,34 @@ def main_test():
     ok(r.returncode == 0, "mailkeep deliver still stores into the merged root", r.stderr)
 
 
+def terminated(signum, frame):
+    """SIGTERM or SIGHUP (a CI time limit, run-e2e.sh's trap, a closed terminal): end the
+    test through main's `finally`, which stops the daemons and removes the configs from
+    trusted_configs. Later signals are ignored so that the cleaning is not cut short."""
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+    raise SystemExit(f"terminated by signal {signal.Signals(signum).name}")
+
+
 def main():
     t0 = time.monotonic()
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, terminated)
     try:
         main_test()
     except Exception:
         ok(False, "the test ran to its end", traceback.format_exc())
+    except (SystemExit, KeyboardInterrupt) as e:
+        ok(False, "the test ran to its end", f"{type(e).__name__}: {e}")
     finally:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         for name, pid in reversed(STARTED):
             stop_pid(name, pid)
         untrust()
+        listed = [l for l in open(TRUSTED).read().splitlines() if l.startswith(WORK + "/")] \
+            if os.path.exists(TRUSTED) else []
+        ok(not listed, f"{TRUSTED} no longer lists this run's configs", listed)
     if FAIL:
         for relay in RELAYS:
             for f in ("mainlog", "paniclog", "rejectlog"):

@@ -23,6 +23,8 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
         return Err(RetentionError::Usage("--message-id is empty".into()).into());
     }
     let session = Session::open(&args.root, args.allow_root, args.dry_run)?;
+    // A bad --dedup-store is said before anything is removed.
+    let store = crate::dedup::Location::new(&session.root, args.dedup_store.as_deref())?;
     if let Some(hold) = session.holds()?.of(user) {
         let (since, reason) = (hold.since.clone(), hold.reason.clone());
         return Err(RetentionError::Held { user: user.to_string(), since, reason }.into());
@@ -47,8 +49,7 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
         failed += done.failed;
         removed.extend(done.removed);
     }
-    let keys =
-        if args.dry_run { 0 } else { forget_keys(&session, args.dedup_store.as_deref(), user, &removed, &selection)? };
+    let keys = if args.dry_run { 0 } else { forget_keys(&session, &store, user, &removed, &selection)? };
     let verb = if args.dry_run { "would erase" } else { "erased" };
     let mut line = format!("{verb} {} messages of user={}", found - failed, escape(user));
     if !args.dry_run {
@@ -62,13 +63,13 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
 /// erase, else those of the removed files (and of the Message-ID). No store: none to forget.
 fn forget_keys(
     session: &Session,
-    store: Option<&std::path::Path>,
+    at: &crate::dedup::Location,
     user: &str,
     removed: &[crate::removal::Found],
     selection: &Selection,
 ) -> Result<usize, Error> {
-    let at = crate::dedup::Location::new(&session.root, store);
-    let Some(store) = Store::open_existing(&at, 30)? else { return Ok(0) };
+    let root_id = crate::root::require_existing(&session.root)?.id;
+    let Some(store) = Store::open_existing(at, 30, &root_id)? else { return Ok(0) };
     if selection.before.is_none() && selection.message_id.is_none() {
         return Ok(store.forget_user(user)?);
     }
