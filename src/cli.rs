@@ -469,9 +469,9 @@ pub struct ExpireArgs {
     #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
     pub root: PathBuf,
 
-    /// Remove messages whose date (INTERNALDATE: the file's mtime) is older than this (AGE: 90d,
-    /// 26w, 7y; a year is 365 days).
-    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    /// Remove messages whose date (INTERNALDATE: the file's mtime) is older than this (AGE: days,
+    /// weeks or years, at least 1d: 90d, 26w, 7y; a year is 365 days).
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_retention)]
     pub older_than: std::time::Duration,
 
     /// Only this user. Default: every user below the root.

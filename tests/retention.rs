@@ -305,6 +305,8 @@ fn erase_of_a_user_without_maildir_and_bad_arguments_exit_2() {
         (&["erase", "--user", "alice", "--reason", "r", "--before", "last week"][..], "a date that is none"),
         (&["expire", "--older-than", "7"][..], "an age without unit"),
         (&["expire", "--older-than", "0d"][..], "an age of 0"),
+        (&["expire", "--older-than", "6m"][..], "minutes (an admin means months)"),
+        (&["expire", "--older-than", "48h"][..], "hours"),
         (&["hold", "--user", "alice"][..], "hold without --reason"),
     ] {
         let out = admin(&env, args, None);
