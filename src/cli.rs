@@ -490,6 +490,11 @@ pub struct ExpireArgs {
     /// owner). Default: refuse with exit 2; run as the backup's user.
     #[arg(long)]
     pub allow_root: bool,
+
+    /// The dedup store's file when deliveries keep it outside the root (deliver
+    /// --dedup-store): the expired messages' keys are forgotten there.
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = store_file)]
+    pub dedup_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
