@@ -9,7 +9,7 @@
 //!    the header read through `fsutil::open_regular`, which takes no symlink and waits on no
 //!    FIFO), and hash each one whole: size and SHA-256 of what was read, with its device and
 //!    inode; a file an IMAP server moved between the two listings (seen twice, or gone from
-//!    new/ when looked at) is kept once, by its inode;
+//!    new/ when looked at) is kept once, by its inode (a file with two links, each name);
 //! 3. (the command) append one audit entry naming them, fsynced, and forget their dedup keys;
 //! 4. unlink each; before an unlink the name is checked to still be the file hashed (same
 //!    device and inode); a file no longer at its name because the IMAP server renamed it
@@ -108,6 +108,8 @@ pub struct Found {
     /// an IMAP server gave it meanwhile.
     pub dev: u64,
     pub ino: u64,
+    /// Its link count: more than one, and each name is a name to unlink.
+    pub links: u64,
 }
 
 impl Found {
@@ -268,8 +270,9 @@ impl Folder {
             // 2.
             match self.look_at(sub, &name, selection, now)? {
                 Look::Found(f) => {
-                    // One file seen under its new/ and its cur/ name is one message.
-                    if inodes.insert((f.base().to_string(), f.dev, f.ino)) {
+                    // One file seen under its new/ and its cur/ name (renamed between the
+                    // listings) is one message; a file linked under both names is two names.
+                    if f.links > 1 || inodes.insert((f.base().to_string(), f.dev, f.ino)) {
                         listing.found.push(f);
                     }
                 }
@@ -330,6 +333,7 @@ impl Folder {
                 mtime: st.st_mtime,
                 dev: st.st_dev,
                 ino: st.st_ino,
+                links: st.st_nlink,
             })
         }))
     }

@@ -443,6 +443,11 @@ fn every_file_under_one_base_name_is_removed_and_a_decoy_hides_nothing() {
     std::fs::copy(&a, &copy).unwrap();
     assert_exit(&admin(&env, &["erase", "--user", "alice", "--reason", "r"], None), 0);
     assert!(!a.exists() && !copy.exists(), "both the new/ file and the cur/ one go");
+    let b = store(&env, "alice", "in", "linked@x", false);
+    let link = env.root().join("alice/cur").join(format!("{}:2,S", name_of(&b)));
+    std::fs::hard_link(&b, &link).unwrap();
+    assert_exit(&admin(&env, &["erase", "--user", "alice", "--reason", "r"], None), 0);
+    assert!(!b.exists() && !link.exists(), "a file linked as new/ and as cur/: both names go");
     age_both_and_expire(&env);
     let target = store(&env, "alice", "in", "target@x", false);
     let decoy = env.root().join("alice/cur").join(format!("{}:2,S", name_of(&target)));
