@@ -215,7 +215,7 @@ impl Session {
         // 2.
         let named_earlier = |f: &&Found| earlier.contains(&(f.base().to_string(), f.sha256.clone()));
         let unrecorded: Vec<_> = found.iter().filter(|f| !named_earlier(f)).map(Found::removed).collect();
-        let renamed = found.len() - unrecorded.len();
+        let named_before = found.len() - unrecorded.len();
         if !unrecorded.is_empty() {
             self.record(&Entry::now(job.command, user, job.reason, Some(kind.name()), unrecorded.clone()))?;
         }
@@ -253,8 +253,8 @@ impl Session {
             escape(user),
             kind.name()
         );
-        if renamed > 0 {
-            line += &format!(" ({renamed} of them named by an earlier, interrupted run's audit entry)");
+        if named_before > 0 {
+            line += &format!(" ({named_before} of them named by an earlier, interrupted run's audit entry)");
         }
         if found.is_empty() {
             line += " (completing an earlier, interrupted run's audit entry)";
