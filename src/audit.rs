@@ -42,7 +42,8 @@ pub struct Removed {
 pub struct Entry {
     /// RFC 3339, UTC, seconds: "2026-12-04T23:10:00Z".
     pub time: String,
-    /// "expire", "erase", "hold" or "release".
+    /// "expire", "erase", "hold" or "release"; "expire-done" or "erase-done" (no names) when
+    /// a run has removed all that its and earlier entries of that user and folder named.
     pub command: String,
     /// The operator's real uid.
     pub uid: u32,

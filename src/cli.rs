@@ -514,9 +514,9 @@ pub struct ExpireArgs {
     #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
     pub root: PathBuf,
 
-    /// Remove messages whose date (INTERNALDATE: the file's mtime) is older than this (AGE: 90d,
-    /// 26w, 7y; a year is 365 days).
-    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_age)]
+    /// Remove messages whose date (INTERNALDATE: the file's mtime) is older than this (AGE: days,
+    /// weeks or years, at least 1d: 90d, 26w, 7y; a year is 365 days).
+    #[arg(long, value_name = "AGE", value_parser = crate::time::parse_retention)]
     pub older_than: std::time::Duration,
 
     /// Only this user. Default: every user below the root.
@@ -535,6 +535,11 @@ pub struct ExpireArgs {
     /// owner). Default: refuse with exit 2; run as the backup's user.
     #[arg(long)]
     pub allow_root: bool,
+
+    /// The dedup store's file when deliveries keep it outside the root (deliver
+    /// --dedup-store): the expired messages' keys are forgotten there.
+    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
+    pub dedup_store: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

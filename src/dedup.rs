@@ -509,6 +509,20 @@ impl Store {
             .map_err(self.sql())
     }
 
+    /// Forgets the keys of `user`'s messages stored as `files` in `folder`, in one
+    /// transaction (`expire` of many messages). Returns how many.
+    pub fn forget_files(&self, user: &str, folder: &str, files: &[&str]) -> Result<usize> {
+        // Immediate: the write lock is waited for (busy_timeout) at BEGIN, not refused later.
+        let tx = rusqlite::Transaction::new_unchecked(&self.conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(self.sql())?;
+        let mut n = 0;
+        for file in files {
+            n += self.forget(user, folder, file)?;
+        }
+        tx.commit().map_err(self.sql())?;
+        Ok(n)
+    }
+
     /// Forgets every key of `user` under the Message-ID `msgid`, in any folder (`erase
     /// --message-id`, which also takes keys whose copy was folded or stored elsewhere).
     pub fn forget_message_id(&self, user: &str, msgid: &str) -> Result<usize> {

@@ -3,28 +3,33 @@
 //! written into the audit log (`audit.rs`) before the first file goes.
 //!
 //! The algorithm, for one folder (the commands run it per user and folder):
-//! 1. list new/, then cur/ (a file an IMAP server moves between the two listings is seen
-//!    twice under one base name, and kept once, as the cur/ one);
+//! 1. list new/, then cur/, and look at every name: two files may share a base name (a copy
+//!    in both, a file planted under another's name), and each is a message of its own;
 //! 2. keep the regular files the selection matches (date from `fstatat`; a Message-ID from
 //!    the header read through `fsutil::open_regular`, which takes no symlink and waits on no
-//!    FIFO), and hash each one whole: size and SHA-256 of what was read;
-//! 3. (the command) append one audit entry naming them, fsynced;
-//! 4. unlink each; an unlink that finds no file (ENOENT) because the IMAP server renamed it
-//!    (new/ -> cur/, flags changed) looks for the same base name in cur/ again and retries;
-//!    a file gone for good (expunged meanwhile) is fine;
-//! 5. fsync new/ and cur/, so that the removals survive a crash.
+//!    FIFO), and hash each one whole: size and SHA-256 of what was read, with its device and
+//!    inode; a file an IMAP server moved between the two listings (seen twice, or gone from
+//!    new/ when looked at) is kept once, by its inode (a file with two links, each name);
+//! 3. (the command) append one audit entry naming them, fsynced, and forget their dedup keys;
+//! 4. unlink each; before an unlink the name is checked to still be the file hashed (same
+//!    device and inode); a file no longer at its name because the IMAP server renamed it
+//!    (new/ -> cur/, flags changed) is looked for by base name in cur/, and only the same
+//!    inode is unlinked; a file gone for good (expunged meanwhile) is fine;
+//! 5. fsync new/ and cur/, so that the removals survive a crash;
+//! 6. (the command) list again, and report whatever still matches.
 //!
 //! A crash between 3 and the last unlink leaves the entry and some of its files: a rerun
 //! finds them again and completes. tmp/ is never touched (the writer sweeps it), nor is any
 //! file that is not a regular file, nor a name that is not UTF-8 (no mailkeep or IMAP name).
 
+use std::collections::HashSet;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
-use nix::sys::stat::{SFlag, fstatat};
+use nix::sys::stat::{FileStat, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 use crate::audit::Removed;
@@ -60,7 +65,7 @@ impl Classify for RemovalError {
 type Result<T> = std::result::Result<T, RemovalError>;
 
 /// new/ or cur/.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Sub {
     New,
     Cur,
@@ -99,11 +104,23 @@ pub struct Found {
     pub size: u64,
     pub sha256: String,
     pub mtime: Timestamp,
+    /// The file hashed, as `fstat` saw it: only this file is unlinked, under whatever name
+    /// an IMAP server gave it meanwhile.
+    pub dev: u64,
+    pub ino: u64,
+    /// Its link count: more than one, and each name is a name to unlink.
+    pub links: u64,
 }
 
 impl Found {
     pub fn base(&self) -> &str {
         base_name(&self.name)
+    }
+
+    /// Whether `st` is this file: its device and inode, and its size (an inode freed by an
+    /// expunge and taken by a new file is not it).
+    fn is(&self, st: &FileStat) -> bool {
+        (st.st_dev, st.st_ino) == (self.dev, self.ino) && u64::try_from(st.st_size) == Ok(self.size)
     }
 
     /// What the audit log says of it.
@@ -117,14 +134,42 @@ impl Found {
     }
 }
 
+/// What a folder's listing found.
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The messages to remove, sorted by base name, then name.
+    pub found: Vec<Found>,
+    /// Regular files dated in the future, which no age selects (a clock set wrong, a
+    /// restore that kept a bad date): `expire` says how many it left.
+    pub future: usize,
+}
+
 /// What the unlinks of a folder came to.
 #[derive(Debug, Default)]
 pub struct Removal {
     pub removed: usize,
     /// Found, then gone before its unlink (an IMAP client expunged it): nothing to do.
     pub gone: usize,
-    /// Each file that could not be unlinked, and why.
-    pub failed: Vec<(String, Errno)>,
+    /// Each file that was not unlinked (its name when listed), and why.
+    pub failed: Vec<(String, String)>,
+}
+
+/// What one look at a listed name found.
+enum Look {
+    Found(Found),
+    /// No file by that name now: an IMAP server may have moved it to cur/.
+    Missing,
+    /// A regular file dated after now, not selected.
+    Future,
+    /// Anything else: not selected, not a regular file.
+    Other,
+}
+
+/// What became of one unlink.
+enum Unlinked {
+    Removed,
+    Gone,
+    Failed(String),
 }
 
 /// One folder of one user, open for listing and unlinking: its new/ and cur/.
@@ -204,88 +249,105 @@ impl Folder {
         Ok(names)
     }
 
-    /// The regular file with base name `base` now in cur/, if there is one.
-    fn find_in_cur(&self, base: &str) -> Result<Option<String>> {
-        let Some(cur) = self.dir(Sub::Cur) else { return Ok(None) };
-        for name in self.list(Sub::Cur)? {
-            if base_name(&name) == base && is_regular(cur, &name) == Ok(true) {
-                return Ok(Some(name));
-            }
-        }
-        Ok(None)
+    /// The names now in cur/ with the base name `base`.
+    fn in_cur(&self, base: &str) -> Result<Vec<String>> {
+        Ok(self.list(Sub::Cur)?.into_iter().filter(|name| base_name(name) == base).collect())
     }
 
-    /// Steps 1 and 2: the messages `selection` matches, hashed, sorted by name.
-    pub fn find(&self, selection: &Selection) -> Result<Vec<Found>> {
-        // 1. new/ first: a file moved meanwhile is then seen in cur/ too, which wins.
-        let mut by_base = std::collections::BTreeMap::new();
+    /// Steps 1 and 2: the messages `selection` matches, hashed, sorted by base name and name.
+    pub fn find(&self, selection: &Selection) -> Result<Listing> {
+        // 1. Every name, new/ first. A name gone when looked at is followed to each name of
+        //    its base in cur/ not looked at yet (each once, so this ends).
+        let mut todo = Vec::new();
         for sub in [Sub::New, Sub::Cur] {
-            for name in self.list(sub)? {
-                by_base.insert(base_name(&name).to_string(), (sub, name));
+            todo.extend(self.list(sub)?.into_iter().map(|name| (sub, name)));
+        }
+        let mut listed: HashSet<(Sub, String)> = todo.iter().cloned().collect();
+        let (mut listing, mut inodes, now) = (Listing::default(), HashSet::new(), crate::time::now());
+        let mut i = 0;
+        while let Some((sub, name)) = todo.get(i).cloned() {
+            i += 1;
+            // 2.
+            match self.look_at(sub, &name, selection, now)? {
+                Look::Found(f) => {
+                    // One file seen under its new/ and its cur/ name (renamed between the
+                    // listings) is one message; a file linked under both names is two names.
+                    if f.links > 1 || inodes.insert((f.base().to_string(), f.dev, f.ino)) {
+                        listing.found.push(f);
+                    }
+                }
+                Look::Missing => {
+                    for moved in self.in_cur(base_name(&name))? {
+                        if listed.insert((Sub::Cur, moved.clone())) {
+                            todo.push((Sub::Cur, moved));
+                        }
+                    }
+                }
+                Look::Future => listing.future += 1,
+                Look::Other => {}
             }
         }
-        // 2.
-        let mut found = Vec::new();
-        for (base, (sub, name)) in by_base {
-            if let Some(f) = self.look_at(sub, name, &base, selection)? {
-                found.push(f);
-            }
-        }
-        Ok(found)
+        listing.found.sort_by(|a, b| (a.base(), a.sub, &a.name).cmp(&(b.base(), b.sub, &b.name)));
+        Ok(listing)
     }
 
-    /// Step 2 for one file: `Some` when it is a regular file that `selection` matches.
-    fn look_at(&self, mut sub: Sub, mut name: String, base: &str, selection: &Selection) -> Result<Option<Found>> {
-        for _ in 0..RENAMES_FOLLOWED {
-            let dir = self.dir(sub).expect("listed, so open");
-            let path = || self.sub_path(sub).join(&name);
-            let st = match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                Ok(st) => st,
-                Err(Errno::ENOENT) => match self.find_in_cur(base)? {
-                    Some(moved) => {
-                        (sub, name) = (Sub::Cur, moved);
-                        continue;
-                    }
-                    None => return Ok(None),
-                },
-                Err(errno) => return Err(RemovalError::Io { op: "stat", path: path(), errno }),
-            };
-            if fsutil::file_type(&st) != SFlag::S_IFREG || selection.before.is_some_and(|t| st.st_mtime >= t) {
-                return Ok(None);
-            }
-            let mut file = match fsutil::open_regular(dir, name.as_str()) {
-                Ok((file, _)) => file,
-                Err(OpenError::Missing) => continue,
-                // Swapped for a symlink or a FIFO since the look: not a message.
-                Err(OpenError::Symlink | OpenError::WrongType) => return Ok(None),
-                Err(e) => return Err(RemovalError::Io { op: "open", path: path(), errno: e.errno() }),
-            };
-            let digest = digest(&mut file, selection.message_id.as_deref()).map_err(|e| RemovalError::Io {
-                op: "read",
-                path: path(),
-                errno: fsutil::errno_of(e),
-            })?;
-            return Ok(digest.map(|(size, sha256)| Found {
+    /// Step 2 for one name: the regular file there, hashed, when `selection` matches it.
+    fn look_at(&self, sub: Sub, name: &str, selection: &Selection, now: Timestamp) -> Result<Look> {
+        let dir = self.dir(sub).expect("listed, so open");
+        let path = || self.sub_path(sub).join(name);
+        let st = match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::ENOENT) => return Ok(Look::Missing),
+            Err(errno) => return Err(RemovalError::Io { op: "stat", path: path(), errno }),
+        };
+        if fsutil::file_type(&st) != SFlag::S_IFREG {
+            return Ok(Look::Other);
+        }
+        let unselected = |mtime: Timestamp| selection.before.is_some_and(|t| mtime >= t);
+        if unselected(st.st_mtime) {
+            return Ok(if st.st_mtime > now { Look::Future } else { Look::Other });
+        }
+        let (mut file, st) = match fsutil::open_regular(dir, name) {
+            Ok(opened) => opened,
+            Err(OpenError::Missing) => return Ok(Look::Missing),
+            // Swapped for a symlink or a FIFO since the look: not a message.
+            Err(OpenError::Symlink | OpenError::WrongType) => return Ok(Look::Other),
+            Err(e) => return Err(RemovalError::Io { op: "open", path: path(), errno: e.errno() }),
+        };
+        // What was opened decides, should the name have changed hands since the look.
+        if unselected(st.st_mtime) {
+            return Ok(Look::Other);
+        }
+        let digest = digest(&mut file, selection.message_id.as_deref()).map_err(|e| RemovalError::Io {
+            op: "read",
+            path: path(),
+            errno: fsutil::errno_of(e),
+        })?;
+        Ok(digest.map_or(Look::Other, |(size, sha256)| {
+            Look::Found(Found {
                 folder: self.kind,
                 sub,
-                name: name.clone(),
+                name: name.to_string(),
                 size,
                 sha256,
                 mtime: st.st_mtime,
-            }));
-        }
-        Ok(None)
+                dev: st.st_dev,
+                ino: st.st_ino,
+                links: st.st_nlink,
+            })
+        }))
     }
 
     /// Steps 4 and 5: unlinks each of `found`, following renames; then fsyncs the
     /// directories. Failed unlinks are listed, not fatal: the others still go.
     pub fn remove(&self, found: &[Found]) -> Result<Removal> {
         let mut removal = Removal::default();
+        let inodes: HashSet<(u64, u64)> = found.iter().map(|f| (f.dev, f.ino)).collect();
         for (i, f) in found.iter().enumerate() {
-            match self.unlink(f)? {
-                Ok(true) => removal.removed += 1,
-                Ok(false) => removal.gone += 1,
-                Err(errno) => removal.failed.push((f.name.clone(), errno)),
+            match self.unlink(f, &inodes)? {
+                Unlinked::Removed => removal.removed += 1,
+                Unlinked::Gone => removal.gone += 1,
+                Unlinked::Failed(why) => removal.failed.push((f.name.clone(), why)),
             }
             if i == 0 {
                 crate::fault::point("remove-after-first-unlink");
@@ -303,29 +365,53 @@ impl Folder {
         Ok(removal)
     }
 
-    /// Unlinks one message: `Ok(true)` removed, `Ok(false)` gone already, `Err` the errno
-    /// of an unlink that failed.
-    fn unlink(&self, f: &Found) -> Result<std::result::Result<bool, Errno>> {
+    /// Unlinks the file `f` hashed, under its name or the one an IMAP server renamed it to,
+    /// and never another file: each name is checked to be `f`'s device and inode first.
+    /// `inodes`: every file this run removes (another of them under `f`'s base name is no
+    /// stranger).
+    fn unlink(&self, f: &Found, inodes: &HashSet<(u64, u64)>) -> Result<Unlinked> {
         let (mut sub, mut name) = (f.sub, f.name.clone());
         for _ in 0..RENAMES_FOLLOWED {
             let dir = self.dir(sub).expect("listed, so open");
-            match unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
-                Ok(()) => return Ok(Ok(true)),
-                Err(Errno::ENOENT) => match self.find_in_cur(f.base())? {
-                    Some(moved) => (sub, name) = (Sub::Cur, moved),
-                    None => return Ok(Ok(false)),
+            match fstatat(dir, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+                Ok(st) if f.is(&st) => match unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                    Ok(()) => return Ok(Unlinked::Removed),
+                    Err(Errno::ENOENT) => {}
+                    Err(e) => return Ok(Unlinked::Failed(e.desc().to_string())),
                 },
-                Err(e) => return Ok(Err(e)),
+                // Another file under the name now: `f` was renamed or expunged.
+                Ok(_) | Err(Errno::ENOENT) => {}
+                Err(e) => return Ok(Unlinked::Failed(format!("cannot stat {name}: {}", e.desc()))),
+            }
+            // Where is `f` now? In cur/ under its base name, the same inode.
+            let cur = self.dir(Sub::Cur);
+            let mut strangers = Vec::new();
+            let mut moved = None;
+            for candidate in self.in_cur(f.base())? {
+                let Some(st) = cur.and_then(|cur| fstatat(cur, candidate.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok())
+                else {
+                    continue;
+                };
+                if f.is(&st) {
+                    moved = Some(candidate);
+                } else if !inodes.contains(&(st.st_dev, st.st_ino)) {
+                    strangers.push(candidate);
+                }
+            }
+            match moved {
+                Some(moved) => (sub, name) = (Sub::Cur, moved),
+                None if strangers.is_empty() => return Ok(Unlinked::Gone),
+                None => {
+                    let strangers = strangers.join(", ");
+                    return Ok(Unlinked::Failed(format!(
+                        "gone from its name, and cur/{strangers} under its base name is another file, never hashed: left alone"
+                    )));
+                }
             }
         }
         // Renamed faster than we can follow: say so rather than loop.
-        Ok(Err(Errno::EAGAIN))
+        Ok(Unlinked::Failed("renamed faster than it could be followed".into()))
     }
-}
-
-/// Whether `name` below `dir` is a regular file (never following a symlink).
-fn is_regular(dir: BorrowedFd<'_>, name: &str) -> nix::Result<bool> {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).map(|st| fsutil::file_type(&st) == SFlag::S_IFREG)
 }
 
 /// The size and lower-case hex SHA-256 of the whole file, or `None` when `message_id` is
@@ -398,13 +484,13 @@ mod tests {
         fs::write(u.join("tmp/3.c"), "Message-ID: <a@x>\n\n").unwrap();
         nix::unistd::mkfifo(&u.join("new/4.fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         let f = open(&u);
-        let all = f.find(&Selection::default()).unwrap();
+        let all = f.find(&Selection::default()).unwrap().found;
         let names: Vec<&str> = all.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["1.a,S=30", "2.b,S=30:2,S"], "tmp/ and the FIFO are left alone");
         let sha =
             message::sha256(b"Message-ID: <a@x>\n\nhello\n").iter().map(|b| format!("{b:02x}")).collect::<String>();
         assert_eq!((all[0].size, all[0].sha256.as_str()), (25, sha.as_str()));
-        let by_id = f.find(&Selection { message_id: Some("b@x".into()), ..Selection::default() }).unwrap();
+        let by_id = f.find(&Selection { message_id: Some("b@x".into()), ..Selection::default() }).unwrap().found;
         assert_eq!(by_id.len(), 1);
         assert_eq!(by_id[0].removed().name, "2.b,S=30");
     }
@@ -415,7 +501,7 @@ mod tests {
         let u = maildir(t.path());
         fs::write(u.join("new/1.a,S=2"), "x\n").unwrap();
         let f = open(&u);
-        let found = f.find(&Selection::default()).unwrap();
+        let found = f.find(&Selection::default()).unwrap().found;
         // As an IMAP server does between our listing and our unlink.
         fs::rename(u.join("new/1.a,S=2"), u.join("cur/1.a,S=2:2,S")).unwrap();
         let r = f.remove(&found).unwrap();
@@ -423,5 +509,36 @@ mod tests {
         assert_eq!(fs::read_dir(u.join("cur")).unwrap().count(), 0);
         // Gone for good: fine.
         assert_eq!(f.remove(&found).unwrap().gone, 1);
+    }
+
+    #[test]
+    fn a_file_renamed_away_is_not_confused_with_another_file_under_its_base_name() {
+        let t = tempfile::tempdir().unwrap();
+        let u = maildir(t.path());
+        fs::write(u.join("new/1.a,S=2"), "x\n").unwrap();
+        let f = open(&u);
+        let found = f.find(&Selection::default()).unwrap().found;
+        // Gone from its name (kept elsewhere, so that its inode is not reused), and another
+        // file (never listed nor hashed) now has its base name.
+        fs::rename(u.join("new/1.a,S=2"), t.path().join("elsewhere")).unwrap();
+        fs::write(u.join("cur/1.a,S=2:2,S"), "never hashed\n").unwrap();
+        let r = f.remove(&found).unwrap();
+        assert_eq!((r.removed, r.gone, r.failed.len()), (0, 0, 1), "reported, not removed: {r:?}");
+        assert!(u.join("cur/1.a,S=2:2,S").exists(), "the file never hashed stays");
+    }
+
+    #[test]
+    fn every_file_under_one_base_name_is_found_and_removed() {
+        let t = tempfile::tempdir().unwrap();
+        let u = maildir(t.path());
+        fs::write(u.join("new/1.a,S=2"), "x\n").unwrap();
+        fs::write(u.join("cur/1.a,S=2:2,S"), "y\n").unwrap();
+        let f = open(&u);
+        let found = f.find(&Selection::default()).unwrap().found;
+        let names: Vec<&str> = found.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["1.a,S=2", "1.a,S=2:2,S"]);
+        let r = f.remove(&found).unwrap();
+        assert_eq!((r.removed, r.gone, r.failed.len()), (2, 0, 0), "{r:?}");
+        assert!(f.find(&Selection::default()).unwrap().found.is_empty());
     }
 }

@@ -127,6 +127,20 @@ pub fn parse_age(text: &str) -> Result<std::time::Duration, String> {
     number.checked_mul(unit).map(std::time::Duration::from_secs).ok_or_else(bad)
 }
 
+/// A retention period (`expire --older-than`): whole days, weeks or years, at least a day.
+/// `s`, `m` and `h` are refused: an admin's `6m` means six months, not six minutes.
+pub fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || {
+        format!(
+            "'{text}' is no retention period: a number of days, weeks or years, d, w or y, at least 1d (90d, 26w, 7y)"
+        )
+    };
+    if !text.ends_with(['d', 'w', 'y']) {
+        return Err(bad());
+    }
+    parse_age(text).ok().filter(|age| age.as_secs() >= 86400).ok_or_else(bad)
+}
+
 /// `seconds` as `parse_age` reads it, in the largest unit that divides it (`6h`, `90m`).
 pub fn format_age(seconds: u64) -> String {
     match seconds {
@@ -415,6 +429,16 @@ mod tests {
             (rough_age(42), rough_age(1000), rough_age(7300), rough_age(200000)),
             ("42s".into(), "16m".into(), "2h".into(), "2d".into())
         );
+    }
+
+    #[test]
+    fn a_retention_period_is_days_weeks_or_years_of_at_least_a_day() {
+        let secs = |t: &str| parse_retention(t).map(|d| d.as_secs());
+        assert_eq!((secs("1d"), secs("26w"), secs("7y")), (Ok(86400), Ok(26 * 7 * 86400), Ok(7 * 365 * 86400)));
+        for bad in ["6m", "48h", "90s", "0d", "0y", "7", "", "1mo", "7Y"] {
+            let err = parse_retention(bad).unwrap_err();
+            assert!(err.contains(&format!("'{bad}'")) && err.contains("d, w or y"), "{bad}: {err}");
+        }
     }
 
     #[test]

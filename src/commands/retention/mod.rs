@@ -10,7 +10,7 @@ pub mod erase;
 pub mod expire;
 pub mod hold;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
@@ -22,6 +22,7 @@ use nix::sys::stat::Mode;
 use crate::audit::{self, AuditError, Entry};
 use crate::commands::Error;
 use crate::config::ConfigError;
+use crate::dedup::Store;
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
 use crate::holds::{self, HoldsError, StateFiles};
@@ -83,13 +84,32 @@ impl From<RemovalError> for Error {
     }
 }
 
-/// The messages earlier entries of the audit log name, as (user, folder, name, SHA-256):
-/// a run interrupted after its entry left some of them, which a rerun removes without
-/// naming them a second time.
-pub type Recorded = HashSet<(String, String, String, String)>;
+/// The messages named by entries no run completed, by (command, user, folder), as (name,
+/// SHA-256): a run interrupted after its entry left some of them, which a rerun removes
+/// without naming them a second time. A run that removed all it named appends a completion
+/// entry (`done_command`: "expire-done", "erase-done", no names) for its user and folder,
+/// which completes every earlier entry of the three; a message named by a completed entry
+/// and later restored is named again when it goes again.
+pub type Incomplete = HashMap<(String, String, String), HashSet<(String, String)>>;
 
-fn recorded_key(user: &str, f: &Found) -> (String, String, String, String) {
-    (user.to_string(), f.folder.name().to_string(), f.base().to_string(), f.sha256.clone())
+/// The command of the entry that completes the entries of `command` for a user and folder.
+pub fn done_command(command: &str) -> String {
+    format!("{command}-done")
+}
+
+/// The entries of the audit log that no completion entry follows.
+fn incomplete(entries: &[Entry]) -> Incomplete {
+    let mut open = Incomplete::new();
+    for e in entries {
+        let folder = e.folder.clone().unwrap_or_default();
+        if let Some(command) = e.command.strip_suffix("-done") {
+            open.remove(&(command.to_string(), e.user.clone(), folder));
+        } else if e.command == "expire" || e.command == "erase" {
+            let names = open.entry((e.command.clone(), e.user.clone(), folder)).or_default();
+            names.extend(e.removed.iter().map(|r| (r.name.clone(), r.sha256.clone())));
+        }
+    }
+    open
 }
 
 /// A root opened for a retention command, with the retention lock held.
@@ -121,16 +141,17 @@ impl Session {
         Ok(holds::read(self.state.as_fd())?)
     }
 
-    /// The audit log's entries as `Recorded`.
-    pub fn recorded(&self) -> Result<Recorded, Error> {
-        let entries = audit::parse(&audit::read_bytes(self.state.as_fd())?)?;
-        let mut set = Recorded::new();
-        for e in entries.iter().filter(|e| e.command == "expire" || e.command == "erase") {
-            for r in &e.removed {
-                set.insert((e.user.clone(), r.folder.clone(), r.name.clone(), r.sha256.clone()));
-            }
-        }
-        Ok(set)
+    /// The audit log's entries that no run completed.
+    pub fn incomplete(&self) -> Result<Incomplete, Error> {
+        Ok(incomplete(&audit::parse(&audit::read_bytes(self.state.as_fd())?)?))
+    }
+
+    /// The dedup store whose keys a removal forgets (deliver's, or `--dedup-store`);
+    /// `None` when there is none yet.
+    pub fn dedup_store(&self, file: Option<&Path>) -> Result<Option<Store>, Error> {
+        let at = crate::dedup::Location::new(&self.root, file)?;
+        let root_id = crate::root::require_existing(&self.root)?.id;
+        Ok(Store::open_existing(&at, 30, &root_id)?)
     }
 
     /// Appends `entry` to the audit log, durably; a log created now belongs to the root's
@@ -157,16 +178,25 @@ impl Session {
     /// Removes what `job` selects from the folder `kind` of `user` (Maildir open as
     /// `user_dir`), or with a dry run lists it:
     /// 1. find and hash the messages (`removal::Folder::find`);
-    /// 2. append one audit entry naming those no earlier entry names (a rerun after a crash
-    ///    completes an earlier entry without repeating it), fsynced;
-    /// 3. unlink them and fsync the directories (`removal::Folder::remove`).
+    /// 2. append one audit entry naming those no incomplete entry names (a rerun after a
+    ///    crash completes an earlier entry without repeating it), fsynced;
+    /// 3. forget the dedup keys of every name of the entry and the incomplete ones, before
+    ///    a file goes: a crash after an unlink must not leave the key of a removed message,
+    ///    which would drop the message's next copy as a duplicate;
+    /// 4. unlink them and fsync the directories (`removal::Folder::remove`);
+    /// 5. list again: whatever still matches is reported (a failure, exit 1);
+    /// 6. when nothing was left, append the completion entry.
     pub fn folder(&self, job: &Job<'_>, user: &str, user_dir: &OwnedFd, kind: FolderKind) -> Result<Done, Error> {
         let user_path = self.root.join(user);
         let Some(folder) = Folder::open(user_dir.as_fd(), &user_path, kind)? else { return Ok(Done::default()) };
         // 1.
-        let found = folder.find(job.selection)?;
-        if found.is_empty() {
-            return Ok(Done::default());
+        let listing = folder.find(job.selection)?;
+        let (found, future) = (listing.found, listing.future);
+        let no_names = HashSet::new();
+        let key = (job.command.to_string(), user.to_string(), kind.name().to_string());
+        let earlier = job.incomplete.get(&key).unwrap_or(&no_names);
+        if found.is_empty() && (earlier.is_empty() || job.dry_run) {
+            return Ok(Done { future, ..Done::default() });
         }
         if job.dry_run {
             let mut text = String::new();
@@ -181,21 +211,41 @@ impl Session {
                 );
             }
             print(&text)?;
-            return Ok(Done { found: found.len(), ..Done::default() });
+            return Ok(Done { found: found.len(), future, ..Done::default() });
         }
         // 2.
-        let unrecorded: Vec<_> =
-            found.iter().filter(|f| !job.recorded.contains(&recorded_key(user, f))).map(Found::removed).collect();
-        let earlier = found.len() - unrecorded.len();
+        let named_earlier = |f: &&Found| earlier.contains(&(f.base().to_string(), f.sha256.clone()));
+        let unrecorded: Vec<_> = found.iter().filter(|f| !named_earlier(f)).map(Found::removed).collect();
+        let named_before = found.len() - unrecorded.len();
         if !unrecorded.is_empty() {
-            self.record(&Entry::now(job.command, user, job.reason, Some(kind.name()), unrecorded))?;
+            self.record(&Entry::now(job.command, user, job.reason, Some(kind.name()), unrecorded.clone()))?;
         }
         crate::fault::point("remove-after-audit");
         // 3.
+        let names = unrecorded.iter().map(|r| r.name.as_str()).chain(earlier.iter().map(|(name, _)| name.as_str()));
+        let keys = job.forget(user, kind, names.collect())?;
+        // 4.
         let removal = folder.remove(&found)?;
-        for (name, errno) in &removal.failed {
+        for (name, why) in &removal.failed {
             let path = folder.path.join(name);
-            crate::log::stderr_line(&format!("cannot remove {}: {}", path.display(), errno.desc()));
+            crate::log::stderr_line(&format!("cannot remove {}: {why}", path.display()));
+        }
+        // 5.
+        let failed: HashSet<&str> = removal.failed.iter().map(|(name, _)| name.as_str()).collect();
+        let mut left = 0;
+        for f in folder.find(job.selection)?.found.iter().filter(|f| !failed.contains(f.name.as_str())) {
+            let path = folder.path.join(f.sub.name()).join(&f.name);
+            crate::log::stderr_line(&format!(
+                "still there after the {}: {} (it matches; delivered or renamed meanwhile? run it again)",
+                job.command,
+                path.display()
+            ));
+            left += 1;
+        }
+        // 6.
+        let problems = removal.failed.len() + left;
+        if problems == 0 {
+            self.record(&Entry::now(&done_command(job.command), user, job.reason, Some(kind.name()), Vec::new()))?;
         }
         let mut line = format!(
             "{} {} messages of user={} folder={}",
@@ -204,14 +254,17 @@ impl Session {
             escape(user),
             kind.name()
         );
-        if earlier > 0 {
-            line += &format!(" ({earlier} of them named by an earlier, interrupted run's audit entry)");
+        if named_before > 0 {
+            line += &format!(" ({named_before} of them named by an earlier, interrupted run's audit entry)");
         }
-        if !removal.failed.is_empty() {
-            line += &format!("; {} could not be removed", removal.failed.len());
+        if found.is_empty() {
+            line += " (completing an earlier, interrupted run's audit entry)";
+        }
+        if problems > 0 {
+            line += &format!("; {problems} could not be removed");
         }
         print(&(line + "\n"))?;
-        Ok(Done { found: found.len(), failed: removal.failed.len(), removed: found })
+        Ok(Done { found: found.len(), failed: problems, future, keys })
     }
 }
 
@@ -224,16 +277,40 @@ pub struct Job<'a> {
     pub reason: Option<&'a str>,
     pub selection: &'a Selection,
     pub dry_run: bool,
-    pub recorded: &'a Recorded,
+    pub incomplete: &'a Incomplete,
+    /// The dedup store, when there is one (not opened for a dry run).
+    pub dedup: Option<&'a Store>,
+    /// Forget every key of the user (an erase of all its messages), not only the removed
+    /// messages' keys.
+    pub forget_user: bool,
+}
+
+impl Job<'_> {
+    /// Forgets the dedup keys of `user`'s messages `names` in folder `kind`, and, as the job
+    /// says, all of the user's or those of the selected Message-ID. Returns how many.
+    pub fn forget(&self, user: &str, kind: FolderKind, names: Vec<&str>) -> Result<usize, Error> {
+        let Some(store) = self.dedup else { return Ok(0) };
+        if self.forget_user {
+            return Ok(store.forget_user(user)?);
+        }
+        let mut n = store.forget_files(user, kind.name(), &names)?;
+        if let Some(id) = &self.selection.message_id {
+            n += store.forget_message_id(user, id)?;
+        }
+        Ok(n)
+    }
 }
 
 /// What a folder's removal came to.
 #[derive(Default)]
 pub struct Done {
     pub found: usize,
+    /// Not removed: failed unlinks, and matching messages still there after.
     pub failed: usize,
-    /// What was to be removed (empty on a dry run).
-    pub removed: Vec<Found>,
+    /// Files dated in the future (see `removal::Listing`).
+    pub future: usize,
+    /// Dedup keys forgotten.
+    pub keys: usize,
 }
 
 /// The root (followed: the admin's path, as the other commands take it) and its state
