@@ -9,6 +9,7 @@
 // The core.
 pub mod audit;
 pub mod dedup;
+pub mod delivery;
 pub mod envelope;
 pub mod exit;
 pub mod fault;
