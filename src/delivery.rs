@@ -67,11 +67,16 @@ pub struct Head {
 }
 
 impl Head {
-    /// The whole message, already read (LMTP's DATA): nothing of it is taken for a From_
-    /// line, which only Exim's pipe transport adds.
-    pub fn whole(bytes: Vec<u8>) -> Head {
-        let info = HeaderInfo::parse(&bytes);
-        Head { bytes, from_line: None, info, at_end: true }
+    /// A message already in memory (LMTP's DATA): its head, and the rest to read as the
+    /// input. Nothing of it is taken for a From_ line, which only Exim's pipe transport adds.
+    pub fn in_memory(message: &[u8]) -> (Head, &[u8]) {
+        let mut len = CHUNK.min(message.len());
+        while len < message.len() && !holds_header_part(&message[..len]) {
+            len = (len + CHUNK).min(message.len());
+        }
+        let bytes = message[..len].to_vec();
+        let head = Head { info: HeaderInfo::parse(&bytes), bytes, from_line: None, at_end: len == message.len() };
+        (head, &message[len..])
     }
 
     /// Reads up to the end of the header block (at most `HEAD_LIMIT`) from `input`, and

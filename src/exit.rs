@@ -211,7 +211,7 @@ impl Family {
     pub fn commands(self) -> &'static [&'static str] {
         match self {
             Family::Delivery => &["deliver", "replay"],
-            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate"],
+            Family::Admin => &["init", "check", "dedup", "serve-config", "accounts", "generate", "lmtp"],
             Family::Status => &["status"],
         }
     }

@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod exit;
 pub mod fault;
 pub mod fsutil;
+pub mod lmtp;
 pub mod log;
 pub mod maildir;
 pub mod mbox;

@@ -9,6 +9,7 @@ use crate::commands::accounts::AccountsError;
 use crate::commands::check::CheckError;
 use crate::commands::deliver::DeliverError;
 use crate::commands::generate::GenerateError;
+use crate::commands::lmtp::LmtpError;
 use crate::commands::serve_config::ServeError;
 use crate::commands::status::StatusError;
 use crate::config::ConfigError;
@@ -47,6 +48,8 @@ pub enum Error {
     Accounts(#[from] AccountsError),
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Lmtp(#[from] LmtpError),
     /// Writing a command's report to stdout failed (a closed pipe, a full disk).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -81,6 +84,7 @@ impl Classify for Error {
             Error::Status(e) => e.exit(),
             Error::Accounts(e) => e.exit(),
             Error::Generate(e) => e.exit(),
+            Error::Lmtp(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
         }

@@ -8,6 +8,7 @@ pub mod deliver;
 mod error;
 pub mod generate;
 pub mod init;
+pub mod lmtp;
 pub mod replay;
 pub mod serve_config;
 pub mod status;
@@ -28,5 +29,6 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Status(args) => status::run(&args),
         Command::Accounts(AccountsCommand::Sync(args)) => accounts::sync(&args),
         Command::Generate(args) => generate::generate(&args),
+        Command::Lmtp(args) => lmtp::run(&args),
     }
 }
