@@ -12,6 +12,7 @@ mod escape;
 mod exit_codes;
 mod faults;
 mod init;
+mod lmtp;
 mod props;
 mod replay;
 mod serve_config;
