@@ -40,7 +40,7 @@ install -m 0644 "$HERE/copyright" "$STAGE/usr/share/doc/mailkeep/copyright"
 gzip -9nc "$HERE/changelog" > "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 chmod 0644 "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 install -m 0644 "$HERE/lintian-overrides" "$STAGE/usr/share/lintian/overrides/mailkeep"
-install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$STAGE/lib/systemd/system/"
+install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$HERE"/systemd/mailkeep-*.socket "$STAGE/lib/systemd/system/"
 for s in postinst prerm postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
 SIZE=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH/" -e "s/@SIZE@/$SIZE/" "$HERE/control.in" > "$STAGE/DEBIAN/control"

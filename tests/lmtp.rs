@@ -369,3 +369,40 @@ fn an_idle_client_is_told_421_and_closed() {
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
 
+
+/// Socket activation as systemd does it (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), played by
+/// systemd-socket-activate: the socket named `sent` takes Sent copies, the other INBOX ones.
+#[test]
+fn systemd_sockets_are_served_by_their_names() {
+    let Ok(tool) = which("systemd-socket-activate") else {
+        eprintln!("skipped: no systemd-socket-activate");
+        return;
+    };
+    let env = Env::new();
+    let (inbox, sent) = (env.dir.path().join("in.sock"), env.dir.path().join("sent.sock"));
+    let mut cmd = Command::new(tool);
+    cmd.arg("-l").arg(&inbox).arg("-l").arg(&sent).arg("--fdname=inbox:sent").arg(BIN);
+    cmd.arg("lmtp").arg("--root").arg(env.root()).args(["--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let mut server = Server { child: Some(child), inbox: inbox.clone(), sent: sent.clone() };
+    let start = Instant::now();
+    while !(inbox.exists() && sent.exists()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "no sockets in 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut c = Client::transaction(&server.sent, "alice@example.org", &["b@example.net"]);
+    assert!(c.data(&stuffed(MESSAGE, b"\r\n"), 1)[0].starts_with("250 "));
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["carol@example.org"]);
+    assert!(c.data(&stuffed(MESSAGE, b"\r\n"), 1)[0].starts_with("250 "));
+    assert_eq!(env.new_files("alice/.Sent").len(), 1);
+    assert_eq!(env.new_files("carol").len(), 1);
+    assert_eq!(server.stop().0, 0);
+}
+
+fn which(name: &str) -> Result<PathBuf, ()> {
+    ["/usr/bin", "/bin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).ok_or(())
+}
