@@ -690,7 +690,8 @@ pub struct LmtpArgs {
     #[arg(long, value_name = "PATH")]
     pub listen_sent: Option<PathBuf>,
 
-    /// The largest message accepted, in bytes (advertised as SIZE; larger gets 552).
+    /// The largest message accepted, in bytes (advertised as SIZE; larger gets 552). A
+    /// connection holds its message in memory while it stores the copies.
     #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
     pub max_size: u64,
 

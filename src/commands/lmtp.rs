@@ -246,7 +246,7 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
     let mut reader = Reader::new(BufReader::new(stream), server.idle);
     let logger = Logger::new(server.log);
     let mut send = |text: &str| out.write_all(text.as_bytes()).is_ok();
-    if !send(&reply(220, "2.0.0", &format!("{} LMTP mailkeep ready", server.name)).replace("220 2.0.0 ", "220 ")) {
+    if !send(&format!("220 {} LMTP mailkeep ready\r\n", server.name)) {
         return;
     }
     let (mut greeted, mut tx) = (false, Transaction::default());
@@ -289,7 +289,7 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
             Ok(Command::Rcpt { path }) => rcpt(role, &mut tx, path),
             Ok(Command::Data) if tx.rcpts.is_empty() => reply(503, "5.5.1", "no valid recipients"),
             Ok(Command::Data) => {
-                if !send(&reply(354, "", "send the message, end with a line of a single dot").replace("354  ", "354 ")) {
+                if !send("354 send the message, end with a line of a single dot\r\n") {
                     return;
                 }
                 let message = reader.data(server.max_size);
