@@ -222,7 +222,6 @@ state_dir = {dir}/dovecot-state
 log_path = {dir}/dovecot.log
 protocols = lmtp
 ssl = no
-listen =
 mail_location = maildir:{root}/%n
 mail_uid = mailbackup
 mail_gid = mailbackup
@@ -249,7 +248,10 @@ class Work:
         self.dir, self.snippets, self.mailkeep, self.cgjoin = a.work, a.snippets, a.mailkeep, a.cgjoin
         self.root, self.spool, self.log = a.work + "/root", a.work + "/spool", a.work + "/log"
         self.relays = a.work + "/provider-relays"
-        self.mk_socket, self.dovecot_socket = a.work + "/mk-lmtp.sock", a.work + "/dovecot-lmtp.sock"
+        # mailkeep lmtp runs as mailbackup and makes its socket in a directory of its own.
+        os.makedirs(a.work + "/run", exist_ok=True)
+        shutil.chown(a.work + "/run", "mailbackup", "mailbackup")
+        self.mk_socket, self.dovecot_socket = a.work + "/run/mk-lmtp.sock", a.work + "/dovecot-lmtp.sock"
         self.smtp_port, self.sink_port = free_port(2725), free_port(2826)
         self.cg = Cgroups("mailkeep-relay-bench")
         for d in (self.spool, self.log):
@@ -341,31 +343,28 @@ def stop(proc):
             proc.wait()
 
 
-def round_once(w, variant, messages, clients, counter):
-    fresh_root(w)
-    conf = build_config(w, variant)
-    bad = subprocess.run([EXIM, "-C", conf, "-bV"], capture_output=True, text=True)
-    if bad.returncode != 0:
-        raise RuntimeError("exim -bV: " + bad.stdout + bad.stderr)
-    copier = start_copier(w, variant)
-    exim = subprocess.Popen([EXIM, "-C", conf, "-bdf", "-oX", str(w.smtp_port)], preexec_fn=lambda: w.cg.join("exim"))
+def want_copies(variant, messages):
+    return 0 if variant == "a" else sum(len(r) for r, _ in messages)
+
+
+def timed_run(w, messages, clients, counter, want):
+    """Sends every message; returns the wall time until all are relayed and stored, and the
+    CPU ms per message of Exim and of the copier."""
 
     def listening():
         with socket.socket() as s:
             return s.connect_ex(("127.0.0.1", w.smtp_port)) == 0
 
     wait_for(listening, "Exim's port")
-    want_copies = 0 if variant == "a" else sum(len(r) for r, _ in messages)
     with counter.get_lock():
         counter.value = 0
     time.sleep(0.3)
     cpu0 = {p: w.cg.usage_ns(p) for p in ("exim", "copier")}
     t0 = time.time()
-    batches = [messages[i::clients] for i in range(clients)]
-    procs = [mp.Process(target=client_main, args=(w.smtp_port, b, w.cg)) for b in batches]
+    procs = [mp.Process(target=client_main, args=(w.smtp_port, messages[i::clients], w.cg)) for i in range(clients)]
     for p in procs:
         p.start()
-    done = lambda: counter.value >= len(messages) and count_copies(w.root) >= want_copies  # noqa: E731
+    done = lambda: counter.value >= len(messages) and count_copies(w.root) >= want  # noqa: E731
     try:
         wait_for(done, "every message relayed and every copy stored", limit=600)
     finally:
@@ -374,13 +373,29 @@ def round_once(w, variant, messages, clients, counter):
     wall = time.time() - t0
     # The last deliveries' processes end a moment after their copies appear.
     time.sleep(0.2)
-    cpu = {p: (w.cg.usage_ns(p) - cpu0[p]) / 1e6 / len(messages) for p in ("exim", "copier")}
-    queued = subprocess.run([EXIM, "-C", conf, "-bpc"], capture_output=True, text=True).stdout.strip()
-    stop(exim)
-    stop(copier)
+    return wall, {p: (w.cg.usage_ns(p) - cpu0[p]) / 1e6 / len(messages) for p in ("exim", "copier")}
+
+
+def round_once(w, variant, messages, clients, counter):
+    fresh_root(w)
+    conf = build_config(w, variant)
+    bad = subprocess.run([EXIM, "-C", conf, "-bV"], capture_output=True, text=True)
+    if bad.returncode != 0:
+        raise RuntimeError("exim -bV: " + bad.stdout + bad.stderr)
+    copier = exim = None
+    try:
+        copier = start_copier(w, variant)
+        exim = subprocess.Popen([EXIM, "-C", conf, "-bdf", "-oX", str(w.smtp_port)],
+                                preexec_fn=lambda: w.cg.join("exim"))
+        wall, cpu = timed_run(w, messages, clients, counter, want_copies(variant, messages))
+        queued = subprocess.run([EXIM, "-C", conf, "-bpc"], capture_output=True, text=True).stdout.strip()
+    finally:
+        stop(exim)
+        stop(copier)
     copies = count_copies(w.root)
     return {"variant": variant, "wall_s": wall, "msgs_per_s": len(messages) / wall, "exim_ms": cpu["exim"],
-            "copier_ms": cpu["copier"], "copies": copies, "want_copies": want_copies, "queued": queued}
+            "copier_ms": cpu["copier"], "copies": copies, "want_copies": want_copies(variant, messages),
+            "queued": queued}
 
 
 # ------------------------------------------------------------------ report
