@@ -3,7 +3,7 @@
 # uses: Python 3 (the independent Maildir reader), mblaze (mexport writes mbox files for the
 # replay tests), lintian, binutils' strings and systemd's systemd-analyze (the package test),
 # Exim 4, Dovecot, Courier's parts, prometheus_client (the status test parses the Prometheus
-# textfile with it).
+# textfile with it), Dovecot's LMTP server (bench/relay.sh's set-up (e)).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" != 0 ]; then
@@ -16,7 +16,7 @@ if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod 755 "$POLICY"; added_policy=1
 fi
 trap '[ $added_policy = 1 ] && rm -f "$POLICY"' EXIT
-need=(python3 python3-prometheus-client util-linux adduser strace mblaze lintian binutils systemd)
+need=(python3 python3-prometheus-client util-linux adduser strace mblaze lintian binutils systemd dovecot-lmtpd)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
