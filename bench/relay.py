@@ -207,6 +207,7 @@ bench_dovecot_lmtp:
   socket          = %s
   batch_max       = 100
   user            = mailbackup
+  return_path     = $sender_address
 """ % (w.root, w.accounts(variant), w.dovecot_socket)
     text = text.replace("\nbegin retry\n", extra + "\nbegin retry\n", 1)
     path = os.path.join(w.dir, "exim-%s.conf" % variant)
