@@ -296,18 +296,15 @@ fn prepare(cfg: &Delivery, mut head: Head, input: &mut impl Read) -> Result<(Fol
     if head.bytes.is_empty() || suffix_only {
         let mut probe = [0u8; 1];
         match input.read(&mut probe).map_err(DeliverError::ReadInput)? {
-            0 => return Err(DeliverError::EmptyInput.into()),
+            0 => return Err(DeliverError::EmptyInput),
             _ => head.bytes.push(probe[0]),
         }
     }
     let from_sender = head.from_line.as_ref().map(|f| f.sender.clone());
     let sender = cfg.sender.cloned().or(from_sender).unwrap_or_else(Sender::null);
     let owner = owner_address(cfg, &sender);
-    let stamp = Stamp {
-        sender: &sender,
-        owner: &owner,
-        envelope_to: (cfg.folder != FolderKind::Inbox).then_some(&cfg.rcpts[..]),
-    };
+    let stamp =
+        Stamp { sender: &sender, owner: &owner, envelope_to: (cfg.folder != FolderKind::Inbox).then_some(cfg.rcpts) };
     let prefix = stamp.header_lines();
     fault::point("before-store");
     let folder = Folder::open(cfg.root, cfg.user, cfg.folder, cfg.perms)?;

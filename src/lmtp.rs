@@ -20,8 +20,13 @@ const PIECE: usize = 64 * 1024;
 pub enum Command {
     Lhlo,
     /// `MAIL FROM:<path>`; an empty path is the null sender. `size` is the SIZE parameter.
-    Mail { path: Vec<u8>, size: Option<u64> },
-    Rcpt { path: Vec<u8> },
+    Mail {
+        path: Vec<u8>,
+        size: Option<u64>,
+    },
+    Rcpt {
+        path: Vec<u8>,
+    },
     Data,
     Rset,
     Noop,
@@ -229,7 +234,10 @@ mod tests {
             Ok(Command::Mail { path: b"a@b".to_vec(), size: Some(1234) })
         );
         assert_eq!(parse(b"mail from: <>\r\n"), Ok(Command::Mail { path: vec![], size: None }));
-        assert_eq!(parse(b"RCPT TO:<@x,@y:alice@example.org>\n"), Ok(Command::Rcpt { path: b"alice@example.org".to_vec() }));
+        assert_eq!(
+            parse(b"RCPT TO:<@x,@y:alice@example.org>\n"),
+            Ok(Command::Rcpt { path: b"alice@example.org".to_vec() })
+        );
         assert_eq!(parse(b"EHLO x\r\n"), Ok(Command::Smtp));
         assert_eq!(parse(b"RCPT TO:alice\r\n"), Err(Syntax::BadPath));
         assert_eq!(parse(b"RCPT TO:<a\x01b>\r\n"), Err(Syntax::BadPath));

@@ -187,7 +187,11 @@ fn stored_bytes_equal_what_deliver_stores_for_the_same_message_and_envelope() {
     let crlf: Vec<u8> = MESSAGE.iter().flat_map(|&b| if b == b'\n' { vec![b'\r', b'\n'] } else { vec![b] }).collect();
     // (what deliver reads, what the LMTP client sends): CRLF on the wire, bare LF on the
     // wire, and a CRLF message piped to deliver.
-    let cases = [(MESSAGE, stuffed(MESSAGE, b"\r\n")), (MESSAGE, stuffed(MESSAGE, b"\n")), (&crlf[..], stuffed(MESSAGE, b"\r\n"))];
+    let cases = [
+        (MESSAGE, stuffed(MESSAGE, b"\r\n")),
+        (MESSAGE, stuffed(MESSAGE, b"\n")),
+        (&crlf[..], stuffed(MESSAGE, b"\r\n")),
+    ];
     for (input, wire) in &cases {
         let (input, wire) = (*input, &wire[..]);
         let (lmtp, piped) = (Env::new(), Env::new());
@@ -368,7 +372,6 @@ fn an_idle_client_is_told_421_and_closed() {
     assert!(reply.starts_with("421 4.4.2"), "expected 421 after 1 s idle, got {reply:?}");
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
-
 
 /// Socket activation as systemd does it (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), played by
 /// systemd-socket-activate: the socket named `sent` takes Sent copies, the other INBOX ones.

@@ -206,7 +206,13 @@ fn accept_loop(server: &Arc<Server>, listeners: &[(UnixListener, Role)], max: us
 }
 
 /// Serves `stream` on a thread of its own, or tells it 421 when `max` are served already.
-fn start_connection(server: &Arc<Server>, active: &Arc<(Mutex<usize>, Condvar)>, stream: UnixStream, role: Role, max: usize) {
+fn start_connection(
+    server: &Arc<Server>,
+    active: &Arc<(Mutex<usize>, Condvar)>,
+    stream: UnixStream,
+    role: Role,
+    max: usize,
+) {
     let mut busy = stream;
     {
         let mut n = active.0.lock().unwrap_or_else(|e| e.into_inner());
