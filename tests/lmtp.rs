@@ -373,6 +373,31 @@ fn an_idle_client_is_told_421_and_closed() {
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
 
+#[test]
+fn a_connection_over_max_connections_is_told_421_and_the_others_are_served() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--max-connections", "1"], &[]);
+    let mut first = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    let mut second = BufReader::new(UnixStream::connect(&server.inbox).unwrap());
+    let mut line = String::new();
+    second.read_line(&mut line).unwrap();
+    assert!(line.starts_with("421 4.3.2"), "the second connection: expected 421, got {line:?}");
+    assert!(first.data(&stuffed(MESSAGE, b"\r\n"), 1)[0].starts_with("250 "), "the first is still served");
+    drop(first);
+    // Its thread ends with the connection: then there is room again.
+    let start = Instant::now();
+    loop {
+        let mut c = BufReader::new(UnixStream::connect(&server.inbox).unwrap());
+        let mut line = String::new();
+        c.read_line(&mut line).unwrap();
+        if line.starts_with("220 ") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no room after the first connection ended: {line:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Socket activation as systemd does it (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), played by
 /// systemd-socket-activate: the socket named `sent` takes Sent copies, the other INBOX ones.
 #[test]
