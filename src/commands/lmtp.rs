@@ -259,19 +259,12 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
     loop {
         let line = match reader.command(&STOP) {
             Ok(line) => line,
-            Err(ReadError::Stopping) => {
-                send(&reply(421, "4.3.2", "shutting down, try again later"));
+            Err(e) => {
+                if let Some(last) = last_words(&e) {
+                    send(&last);
+                }
                 return;
             }
-            Err(ReadError::Idle) => {
-                send(&reply(421, "4.4.2", "idle too long, closing"));
-                return;
-            }
-            Err(ReadError::TooLong) => {
-                send(&reply(500, "5.5.2", "line too long, closing"));
-                return;
-            }
-            Err(ReadError::Closed | ReadError::Io(_)) => return,
         };
         let answer = match lmtp::parse(&line) {
             Ok(Command::Lhlo) => {
@@ -298,18 +291,9 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
                 if !send("354 send the message, end with a line of a single dot\r\n") {
                     return;
                 }
-                let message = reader.data(server.max_size);
-                let replies = match message {
-                    Ok(message) => store(server, role, &tx, &message, &logger),
-                    Err(DataError::TooBig) => {
-                        let too_big = format!("message over {} bytes", server.max_size);
-                        tx.rcpts.iter().map(|_| reply(552, "5.3.4", &too_big)).collect()
-                    }
-                    // Cut off mid-message: nothing was stored, the client will retry.
-                    Err(DataError::Read(_)) => return,
-                };
-                tx = Transaction::default();
-                replies.concat()
+                // Cut off mid-message: nothing was stored, the client will retry.
+                let Some(replies) = data(server, role, &std::mem::take(&mut tx), &mut reader, &logger) else { return };
+                replies
             }
             Err(Syntax::BadPath) => reply(501, "5.5.4", "bad address: want <address>"),
             Err(Syntax::Unknown) => reply(500, "5.5.2", "unknown command"),
@@ -318,6 +302,36 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
             return;
         }
     }
+}
+
+/// What a client is told when its connection ends without QUIT, if anything.
+fn last_words(e: &ReadError) -> Option<String> {
+    match e {
+        ReadError::Stopping => Some(reply(421, "4.3.2", "shutting down, try again later")),
+        ReadError::Idle => Some(reply(421, "4.4.2", "idle too long, closing")),
+        ReadError::TooLong => Some(reply(500, "5.5.2", "line too long, closing")),
+        ReadError::Closed | ReadError::Io(_) => None,
+    }
+}
+
+/// DATA: the message, then the copies and one reply per recipient (joined); None when the
+/// client went away before the final dot.
+fn data<R: std::io::BufRead>(
+    server: &Server,
+    role: Role,
+    tx: &Transaction,
+    reader: &mut Reader<R>,
+    logger: &Logger,
+) -> Option<String> {
+    let replies = match reader.data(server.max_size) {
+        Ok(message) => store(server, role, tx, &message, logger),
+        Err(DataError::TooBig) => {
+            let too_big = format!("message over {} bytes", server.max_size);
+            tx.rcpts.iter().map(|_| reply(552, "5.3.4", &too_big)).collect()
+        }
+        Err(DataError::Read(_)) => return None,
+    };
+    Some(replies.concat())
 }
 
 /// MAIL FROM: a transaction starts. On a Sent socket the sender's local part is the owner.
