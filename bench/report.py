@@ -54,6 +54,8 @@ def main():
     ap.add_argument("results")
     ap.add_argument("--command", default="bench/run.sh")
     ap.add_argument("--notes")
+    ap.add_argument("--relay", help="bench/relay.sh's table (issue 24), shown with --relay-notes")
+    ap.add_argument("--relay-notes")
     a = ap.parse_args()
     R = json.load(open(a.results))
     m = R["meta"]
@@ -279,6 +281,16 @@ def main():
                 (su or {}).get(f"mailkeep deliver, {vlabel}", {}).get("median_ms"))
     p("")
 
+    if a.relay:
+        p("## The relay's view (issue 24)\n")
+        p("`bench/relay.sh`: what each way of storing the copies costs the relay, ratios to (a), "
+          "one run's medians.\n")
+        for f in (a.relay, a.relay_notes):
+            try:
+                with open(f) as fh:
+                    p(fh.read().rstrip() + "\n")
+            except (OSError, TypeError):
+                pass
     if a.notes:
         try:
             with open(a.notes) as f:

@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            full run (about 45 minutes on 2 cores), rewrites docs/BENCHMARKS.md
 #   bench/run.sh --quick    small counts (under 3 minutes), report in $WORK/BENCHMARKS-quick.md
+# The full run also runs bench/relay.sh (the relay's view, issue 24: about 10 more minutes) and puts
+# its table, with bench/RELAY-NOTES.md, into the report.
 #
 # Options: --work DIR (default /var/tmp/mailkeep-bench: a fresh maildir per tool and round
 # is made there, so it must be on the filesystem you want measured), --out FILE, --no-install,
@@ -112,7 +114,13 @@ status=0
 CMD="bench/run.sh"
 [ $QUICK = 1 ] && CMD="bench/run.sh --quick"
 [ ${#EXTRA[@]} -gt 0 ] && CMD="$CMD -- ${EXTRA[*]}"
-/usr/bin/python3 bench/report.py "$WORK/results.json" --command "$CMD" --notes bench/NOTES.md > "$OUT.tmp"
+# The relay's view (issue 24), in the full run: its own script, its table into the report.
+RELAY=()
+if [ $QUICK = 0 ] && [ "$(id -u)" = 0 ]; then
+    bench/relay.sh --bin "$BIN" --out "$WORK/relay.md" && RELAY=(--relay "$WORK/relay.md" --relay-notes bench/RELAY-NOTES.md) ||
+        echo "bench: bench/relay.sh failed (exit $?): no relay table in the report" >&2
+fi
+/usr/bin/python3 bench/report.py "$WORK/results.json" --command "$CMD" --notes bench/NOTES.md "${RELAY[@]}" > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "bench: wrote $OUT (raw figures: $WORK/results.json)" >&2
 exit $status

@@ -46,7 +46,7 @@ chmod 0644 "$STAGE/usr/share/doc/mailkeep/changelog.gz"
 install -m 0644 "$HERE/lintian-overrides" "$STAGE/usr/share/lintian/overrides/mailkeep"
 # The move into a new provider (issue 22): outside /usr/share/doc, which minimal systems drop.
 install -D -m 0755 restore/to-imap.sh "$STAGE/usr/share/mailkeep/restore/to-imap.sh"
-install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$STAGE/lib/systemd/system/"
+install -m 0644 "$HERE"/systemd/mailkeep-*.service "$HERE"/systemd/mailkeep-*.timer "$HERE"/systemd/mailkeep-*.socket "$STAGE/lib/systemd/system/"
 for s in postinst prerm postrm; do install -m 0755 "$HERE/$s" "$STAGE/DEBIAN/$s"; done
 install -d "$STAGE/etc/default"
 install -m 0644 "$HERE/default/mailkeep" "$STAGE/etc/default/mailkeep"

@@ -74,6 +74,11 @@ pub enum Command {
     /// log's new entries into the hash chain in ROOT/.mailkeep/seals; print the head digest.
     #[command(after_help = Family::Admin.footer())]
     Seal(SealArgs),
+    /// Serve LMTP (RFC 2033) on a Unix socket for Exim's lmtp transport or Postfix's lmtp
+    /// client: the same copies as deliver, from one long-lived process (systemd socket
+    /// activation, or --listen).
+    #[command(after_help = Family::Admin.footer())]
+    Lmtp(LmtpArgs),
 }
 
 #[derive(Debug, Args)]
@@ -901,4 +906,57 @@ mod tests {
         let Command::Deliver(d) = cli.command else { panic!("not deliver") };
         assert_eq!(d.rcpt.len(), 3);
     }
+}
+
+#[derive(Debug, Args)]
+pub struct LmtpArgs {
+    /// The backup root; user NAME's Maildir is ROOT/NAME/. Checked for every message: while
+    /// its marker is missing (an unmounted volume) every recipient gets 451 and the client
+    /// retries.
+    #[arg(long, env = "MAILKEEP_ROOT", value_name = "DIR")]
+    pub root: PathBuf,
+
+    /// Exim lsearch file of accepted users, read for every message; an unlisted recipient
+    /// gets 550 after DATA (deliver's 67). Default: any safe name is accepted.
+    #[arg(long, value_name = "FILE")]
+    pub accounts: Option<PathBuf>,
+
+    /// Make directories 2770 and files 0660 so a group (e.g. the IMAP server's) shares them.
+    #[arg(long)]
+    pub shared_group: bool,
+
+    /// Where the one line per stored copy goes.
+    #[arg(long, value_enum, default_value_t = LogTarget::Syslog)]
+    pub log: LogTarget,
+
+    /// Allow running as root. Default: refuse with exit 2.
+    #[arg(long)]
+    pub allow_root: bool,
+
+    /// Listen on this Unix socket for INBOX copies (the socket file is made, mode 0660).
+    /// Default: the sockets systemd passes (LISTEN_FDS; one named `sent` by
+    /// FileDescriptorName= takes Sent copies, every other INBOX copies).
+    #[arg(long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+
+    /// Listen on this Unix socket for Sent copies: the owner is MAIL FROM's local part, the
+    /// recipients become Envelope-To, one copy for all of them.
+    #[arg(long, value_name = "PATH")]
+    pub listen_sent: Option<PathBuf>,
+
+    /// The largest message accepted, in bytes (advertised as SIZE; larger gets 552). A
+    /// connection holds its message in memory while it stores the copies.
+    #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
+    pub max_size: u64,
+
+    /// Connections served at once; one more is told 421 (try again) and closed.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub max_connections: usize,
+
+    /// A client silent this long is told 421 and closed.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub idle_timeout: u64,
+
+    #[command(flatten)]
+    pub dedup: DedupArgs,
 }

@@ -240,6 +240,7 @@ impl Family {
                 "hold",
                 "export",
                 "seal",
+                "lmtp",
             ],
             Family::Status => &["status"],
         }
@@ -250,7 +251,7 @@ impl Family {
         match self {
             Family::Delivery => "deliver and replay (sysexits, for Exim and Postfix)",
             Family::Admin => {
-                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export, seal"
+                "init, check, dedup stats and prune, serve-config, accounts sync, generate, expire, erase, hold, export, seal, lmtp"
             }
             Family::Status => "status (Monitoring Plugins)",
         }

@@ -9,11 +9,13 @@
 // The core.
 pub mod audit;
 pub mod dedup;
+pub mod delivery;
 pub mod envelope;
 pub mod exit;
 pub mod fault;
 pub mod fsutil;
 pub mod holds;
+pub mod lmtp;
 pub mod log;
 pub mod maildir;
 pub mod mbox;

@@ -4,7 +4,8 @@
 # replay tests), lintian, binutils' strings and systemd's systemd-analyze (the package test),
 # Exim 4, Dovecot, Courier's parts, Postfix unpacked beside Exim (tests/postfix/setup.sh),
 # prometheus_client (the status test parses the Prometheus textfile with it), isync (mbsync:
-# the move-to-a-new-provider test, tests/restore).
+# the move-to-a-new-provider test, tests/restore), Dovecot's LMTP server (bench/relay.sh's
+# set-up (e)).
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ "$(id -u)" != 0 ]; then
@@ -17,7 +18,7 @@ if [ ! -e "$POLICY" ]; then
     printf '#!/bin/sh\nexit 101\n' > "$POLICY"; chmod 755 "$POLICY"; added_policy=1
 fi
 trap '[ $added_policy = 1 ] && rm -f "$POLICY"' EXIT
-need=(python3 python3-prometheus-client util-linux adduser strace mblaze lintian binutils systemd isync)
+need=(python3 python3-prometheus-client util-linux adduser strace mblaze lintian binutils systemd isync dovecot-lmtpd)
 missing=()
 for p in "${need[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

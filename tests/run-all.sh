@@ -43,4 +43,10 @@ if [ "$(id -u)" = 0 ] && [ -z "${MAILKEEP_SKIP_BENCH:-}" ]; then
     bench/run.sh --quick --no-build --bin "$BIN" && cat /var/tmp/mailkeep-bench/BENCHMARKS-quick.md | sed -n '/^## One process/,/^## Targets/p' \
         || echo "bench: exit $? (see above)"
 fi
+# The relay's view at CI size (issue 24): what each way of copying costs Exim, 200 messages,
+# one round. A measurement for the log, never a failed landing.
+if [ "$(id -u)" = 0 ] && [ -z "${MAILKEEP_SKIP_BENCH:-}" ]; then
+    echo "== bench/relay.sh --quick"
+    bench/relay.sh --quick --bin "$BIN" || echo "relay bench: exit $? (see above; not counted)"
+fi
 exit $rc

@@ -13,6 +13,7 @@ mod exit_codes;
 mod export;
 mod faults;
 mod init;
+mod lmtp;
 mod multirelay;
 mod props;
 mod replay;

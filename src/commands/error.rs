@@ -10,6 +10,7 @@ use crate::commands::check::CheckError;
 use crate::commands::deliver::DeliverError;
 use crate::commands::export::ExportError;
 use crate::commands::generate::GenerateError;
+use crate::commands::lmtp::LmtpError;
 use crate::commands::retention::RetentionError;
 use crate::commands::serve_config::ServeError;
 use crate::commands::status::StatusError;
@@ -54,6 +55,8 @@ pub enum Error {
     Export(#[from] ExportError),
     #[error(transparent)]
     Seal(#[from] SealError),
+    #[error(transparent)]
+    Lmtp(#[from] LmtpError),
     /// Writing a command's report to stdout failed (a closed pipe, a full disk).
     #[error("cannot write to standard output: {0}")]
     Stdout(io::Error),
@@ -92,6 +95,7 @@ impl Classify for Error {
             Error::Generate(e) => e.exit(),
             Error::Export(e) => e.exit(),
             Error::Seal(e) => e.exit(),
+            Error::Lmtp(e) => e.exit(),
             Error::Stdout(_) | Error::Bug(_) => Exit::TempFail,
             Error::Context { source, .. } => source.exit(),
             Error::Retention(e) => e.exit(),

@@ -9,6 +9,7 @@ mod error;
 pub mod export;
 pub mod generate;
 pub mod init;
+pub mod lmtp;
 pub mod replay;
 pub mod retention;
 pub mod seal;
@@ -36,5 +37,6 @@ pub fn run(command: Command) -> Result<Exit, Error> {
         Command::Hold(args) => retention::hold::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Seal(args) => seal::run(&args),
+        Command::Lmtp(args) => lmtp::run(&args),
     }
 }

@@ -15,7 +15,8 @@
 # assembled with update-exim4.conf over Debian's stock conf.d, give the same
 # mailkeep routers, transports, host/domain lists and retry rule (exim -bV, -bP).
 # Then it runs the scenarios and asserts from the Maildirs, the sink and Exim's
-# logs. Everything it starts it stops (pid files); ports are checked free.
+# logs; S10 runs S1 and S3 again through the snippets' commented-out lmtp transports
+# into `mailkeep lmtp`. Everything it starts it stops (pid files); ports are checked free.
 #
 # Usage (as root, after tests/exim/setup.sh and cargo build --release):
 #   tests/exim/run-e2e.sh
@@ -59,7 +60,7 @@ PROVIDER_IP=127.0.0.2    # the provider: outbound relay and MX/smarthost
 OUTSIDE_IP=127.0.0.3     # any other client
 
 PASS=0; FAIL=0
-WORK=; ROOT=; LOG=; SINK=; CONF=; SINK_PID=; TRUSTED_ADDED=0; TRUSTED_CREATED=0; PIDFILE_GONE=1
+WORK=; ROOT=; LOG=; SINK=; CONF=; SINK_PID=; LMTP_PID=; TRUSTED_ADDED=0; TRUSTED_CREATED=0; PIDFILE_GONE=1
 
 ok()  { PASS=$((PASS+1)); echo "  ok   - $*"; }
 bad() { FAIL=$((FAIL+1)); echo "  FAIL - $*"; }
@@ -100,6 +101,13 @@ stop_sink() {
     SINK_PID=
 }
 
+stop_lmtp() {
+    [ -n "$LMTP_PID" ] || return 0
+    kill -TERM "$LMTP_PID" 2>/dev/null
+    wait "$LMTP_PID" 2>/dev/null
+    LMTP_PID=
+}
+
 untrust() {
     if [ "$TRUSTED_ADDED" = 1 ]; then
         sed -i "\\|^$CONF\$|d" "$TRUSTED"
@@ -126,6 +134,7 @@ cleanup() {
     trap - EXIT INT TERM
     stop_exim
     stop_sink
+    stop_lmtp
     untrust
     if [ -n "$ROOT" ] && mountpoint -q "$ROOT" 2>/dev/null; then umount -l "$ROOT"; fi
     if [ -n "$WORK" ] && [ -d "$ROOT" ]; then chmod -R u+rwX "$ROOT" 2>/dev/null; fi
@@ -217,7 +226,7 @@ STANDALONE_SUBST=(
     "log_file_path=$LOG/%slog"
 )
 
-build_config() {  # build_config VARIANT(base|prefix|dedup) -> $CONF
+build_config() {  # build_config VARIANT(base|prefix|dedup|lmtp) -> $CONF
     local kv ok=1 removed
     cp "$SNIP/exim4.conf.example" "$CONF.new"
     SUBST_N=0
@@ -238,6 +247,27 @@ build_config() {  # build_config VARIANT(base|prefix|dedup) -> $CONF
         removed=$(grep -cE '^ *message_(prefix|suffix) *= *$' "$CONF.new")
         sed -i -E '/^ *message_(prefix|suffix) *= *$/d' "$CONF.new"
         [ "$removed" = 4 ] || { bad "prefix variant: expected to remove 4 message_prefix/suffix lines, removed $removed"; return 1; }
+    fi
+    if [ "$1" = lmtp ]; then
+        # The commented-out lmtp transports, uncommented, their sockets in the work dir, and
+        # the two backup routers pointed at them: what README's "switch" says to do.
+        LMTP_SOCK=$WORK/run/lmtp.sock LMTP_SENT=$WORK/run/lmtp-sent.sock $PY - "$CONF.new" <<'PYEOF' || { bad "lmtp variant: snippet not as expected"; return 1; }
+import os, re, sys
+p = sys.argv[1]
+s = open(p).read()
+for name in ("mailkeep_inbox_lmtp", "mailkeep_sent_lmtp"):
+    block = re.search(r"^#" + name + r":\n(#  .*\n)+", s, re.M)
+    if not block:
+        sys.exit("no commented-out " + name)
+    s = s.replace(block.group(0), re.sub(r"^#", "", block.group(0), flags=re.M))
+s = s.replace("/run/mailkeep/lmtp-sent.sock", os.environ["LMTP_SENT"]).replace("/run/mailkeep/lmtp.sock", os.environ["LMTP_SOCK"])
+for router, transport in (("mailkeep_inbox", "mailkeep_inbox_lmtp"), ("mailkeep_sent", "mailkeep_sent_lmtp")):
+    line = re.compile(r"^(  transport +=) " + router + r"$", re.M)
+    if len(line.findall(s)) != 1:
+        sys.exit("no one router line 'transport = %s'" % router)
+    s = line.sub(lambda m: m.group(1) + " " + transport, s)
+open(p, "w").write(s)
+PYEOF
     fi
     case "$SABOTAGE" in
         no-unseen) sed -i -E '/^ *unseen *$/d' "$CONF.new"; echo "   !! HARNESS_SABOTAGE=no-unseen: unseen removed";;
@@ -617,6 +647,45 @@ two_transactions S9on split-on
 expect "S9 with --dedup: exactly one Sent copy" 1 "$(sent_with_id split-on)"
 check "S9: the dedup store exists in the root" test -s "$ROOT/.mailkeep/dedup.sqlite3"
 
+# ------------------------------------------------------------------ S10: over LMTP
+echo "== S10: S1 and S3 again through the snippets' lmtp transports into mailkeep lmtp"
+stop_exim
+mkdir -p "$WORK/run"; chown "$PIPE_USER:" "$WORK/run"
+setpriv --reuid="$PIPE_USER" --regid="$PIPE_USER" --init-groups "$WORK/bin/mailkeep" lmtp --root "$ROOT" \
+    --accounts "$ETC/accounts" --listen "$WORK/run/lmtp.sock" --listen-sent "$WORK/run/lmtp-sent.sock" \
+    --log stderr 2> "$WORK/lmtp.err" &
+LMTP_PID=$!
+for i in $(seq 50); do [ -S "$WORK/run/lmtp-sent.sock" ] && break; sleep 0.1; done
+check "S10: mailkeep lmtp listens" test -S "$WORK/run/lmtp-sent.sock"
+build_config lmtp || exit 1
+start_exim || exit 1
+check "S10: the routers use the lmtp transports" \
+    bash -c "'$EXIM' -C '$CONF' -bP router mailkeep_inbox | grep -qx 'transport = mailkeep_inbox_lmtp'"
+S10=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" in-lmtp | send S10 "$OUTSIDE_IP" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
+check "S10 completed" wait_log "^.{19} $S10 Completed"
+expect "S10: stored copies" "alice/INBOX bob/INBOX carol/INBOX" "$(where "$S10")"
+for u in alice bob carol; do
+    check_copy "S10 $u" "$(copies_of "$S10" $u INBOX)" "$(sink_file "$S10")" "Return-Path,Delivered-To"
+    check "S10 $u: identical to S1's pipe copy but Received/Message-ID" \
+        $PY "$HERE/e2e_inspect.py" same-but-trace "$(copies_of "$S1" $u INBOX)" "$(copies_of "$S10" $u INBOX)"
+done
+check "S10: Exim log: delivered by mailkeep_inbox_lmtp" wait_log "^.{19} $S10 => .*R=mailkeep_inbox T=mailkeep_inbox_lmtp"
+S10o=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" out-lmtp | send S10o "$PROVIDER_IP" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
+check "S10o completed" wait_log "^.{19} $S10o Completed"
+expect "S10o: stored copies (one Sent for the three recipients)" "alice/.Sent bob/INBOX carol/INBOX" "$(where "$S10o")"
+check "S10o alice .Sent: identical to S3's pipe copy but Received/Message-ID" \
+    $PY "$HERE/e2e_inspect.py" same-but-trace "$(copies_of "$S3" alice .Sent)" "$(copies_of "$S10o" alice .Sent)"
+S10r=$(msg refused "$EXT" "o'brien@$OUR" lmtp-refused | send S10r "$OUTSIDE_IP" "$EXT" "o'brien@$OUR")
+check "S10r: a listed name mailkeep refuses: 550, failed (**), reported to the admin" \
+    wait_log "^.{19} $S10r \*\* o'brien@$(qre $OUR) .*T=mailkeep_inbox_lmtp.*550"
+B10=$(mainlog | sed -nE "s/^.{19} (\S+) <= <> R=$S10r .*/\1/p" | head -1)
+check "S10r: report delivered" wait_log "^.{19} ${B10:-none} Completed"
+expect "S10r: the report went to the admin, not to the sender" "$ADMIN" \
+    "$(for b in $(bounces "$S10r"); do $PY -c 'import json,sys; print(",".join(json.load(open(sys.argv[1]))["rcpt_tos"]))' "${b%.eml}.json"; done | sort -u | tr '\n' ' ' | sed 's/ $//')"
+stop_lmtp
+ROOT_FILES=$(find "$ROOT" -path "$ROOT/*/tmp/*" -type f | wc -l)
+expect "S10: nothing left in any tmp/" 0 "$ROOT_FILES"
+
 # ------------------------------------------------------------------ end
 echo "== end"
 if [ -n "${EXPORT_ROOT:-}" ]; then
@@ -626,7 +695,7 @@ fi
 expect "paniclog empty" "" "$(cat "$LOG/paniclog" 2>/dev/null)"
 expect "queue empty" 0 "$("$EXIM" -C "$CONF" -bpc)"
 expect "no frozen messages, no failures other than S7's" "" \
-    "$(mainlog | grep -E ' \*\* | frozen' | grep -v " $S7 " | grep -v " $B7 ")"
+    "$(mainlog | grep -E ' \*\* | frozen' | grep -v " $S7 " | grep -v " $B7 " | grep -v " $S10r " | grep -v " ${B10:-none} ")"
 stop_exim
 expect "exim removed its pid file on SIGTERM" 1 "$PIDFILE_GONE"
 stop_sink

@@ -69,9 +69,12 @@ expect "postinst again: the marker is unchanged" "$MARKER" "$(cat "$ROOT/.mailke
 echo "== the timers"
 for u in mailkeep-status.service mailkeep-status.timer mailkeep-check.service mailkeep-check.timer \
     mailkeep-expire.service mailkeep-expire.timer \
-    mailkeep-seal.service mailkeep-seal.timer; do
+    mailkeep-seal.service mailkeep-seal.timer \
+    mailkeep-lmtp.service mailkeep-lmtp.socket mailkeep-lmtp-sent.socket; do
     check "unit $u installed" test -s "/lib/systemd/system/$u"
 done
+expect "the LMTP sockets are shipped, not enabled (the pipe transport needs no daemon)" "" \
+    "$(ls /etc/systemd/system/sockets.target.wants/ 2>/dev/null | grep mailkeep)"
 check "the timers are enabled (deb-systemd-helper, no running systemd needed)" \
     test -L /etc/systemd/system/timers.target.wants/mailkeep-status.timer -a -L /etc/systemd/system/timers.target.wants/mailkeep-check.timer \
     -a -L /etc/systemd/system/timers.target.wants/mailkeep-expire.timer \
@@ -82,7 +85,8 @@ if command -v systemd-analyze >/dev/null; then
     man_opt=--man=no; command -v man >/dev/null && man_opt=--man=yes
     VERIFY=$(cd /lib/systemd/system && systemd-analyze verify "$man_opt" mailkeep-status.service mailkeep-status.timer \
         mailkeep-check.service mailkeep-check.timer mailkeep-expire.service mailkeep-expire.timer \
-        mailkeep-seal.service mailkeep-seal.timer 2>&1); verify_rc=$?
+        mailkeep-seal.service mailkeep-seal.timer mailkeep-lmtp.service mailkeep-lmtp.socket \
+        mailkeep-lmtp-sent.socket 2>&1); verify_rc=$?
     [ -n "$VERIFY" ] && sed 's/^/    /' <<<"$VERIFY"
     expect "systemd-analyze verify passes on the units ($man_opt)" "0 0" "$verify_rc $(grep -c . <<<"$VERIFY")"
 else

@@ -1,0 +1,273 @@
+//! The LMTP protocol (RFC 2033) as `mailkeep lmtp` speaks it, apart from what it does with
+//! a message: commands parsed from lines, replies formatted, and DATA read with its dots
+//! unstuffed, against a client that may be slow, silent, too big or gone mid-message.
+//!
+//! Deliberate departures: a line may end in a bare LF as well as CRLF (the line ends of
+//! DATA pass through unchanged; the store turns CRLF into LF); HELO and EHLO are refused,
+//! as RFC 2033 section 4.1 says.
+
+use std::io::{self, BufRead};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest command line read (RFC 5321 allows 512 octets; parameters may make more).
+pub const COMMAND_MAX: usize = 4096;
+/// DATA is read in pieces of at most this size: a line without end costs no more memory.
+const PIECE: usize = 64 * 1024;
+
+/// One client command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Command {
+    Lhlo,
+    /// `MAIL FROM:<path>`; an empty path is the null sender. `size` is the SIZE parameter.
+    Mail {
+        path: Vec<u8>,
+        size: Option<u64>,
+    },
+    Rcpt {
+        path: Vec<u8>,
+    },
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    /// HELO or EHLO: not LMTP.
+    Smtp,
+    Vrfy,
+}
+
+/// What is wrong with a command line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Syntax {
+    Unknown,
+    BadPath,
+}
+
+/// Parses one command line (its line end already off or still on).
+pub fn parse(line: &[u8]) -> Result<Command, Syntax> {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (&line[..i], &line[i + 1..]),
+        None => (line, &b""[..]),
+    };
+    let verb = verb.to_ascii_uppercase();
+    match &verb[..] {
+        b"LHLO" => Ok(Command::Lhlo),
+        b"HELO" | b"EHLO" => Ok(Command::Smtp),
+        b"MAIL" => {
+            let (path, params) = path_after(arg, b"FROM:")?;
+            Ok(Command::Mail { path, size: size_param(params) })
+        }
+        b"RCPT" => Ok(Command::Rcpt { path: path_after(arg, b"TO:")?.0 }),
+        b"DATA" => Ok(Command::Data),
+        b"RSET" => Ok(Command::Rset),
+        b"NOOP" => Ok(Command::Noop),
+        b"QUIT" => Ok(Command::Quit),
+        b"VRFY" => Ok(Command::Vrfy),
+        _ => Err(Syntax::Unknown),
+    }
+}
+
+/// The `<path>` after `keyword` (case-insensitive, spaces allowed around it), without its
+/// angle brackets and any source route, and the parameters after it.
+fn path_after<'a>(arg: &'a [u8], keyword: &[u8]) -> Result<(Vec<u8>, &'a [u8]), Syntax> {
+    if arg.len() < keyword.len() || !arg[..keyword.len()].eq_ignore_ascii_case(keyword) {
+        return Err(Syntax::BadPath);
+    }
+    let rest = arg[keyword.len()..].trim_ascii_start();
+    let inner = rest.strip_prefix(b"<").ok_or(Syntax::BadPath)?;
+    let end = inner.iter().position(|&b| b == b'>').ok_or(Syntax::BadPath)?;
+    let path = &inner[..end];
+    // A source route (`@a,@b:user@host`) is to be ignored (RFC 5321 section 4.1.1.3).
+    let path = match (path.first(), path.iter().position(|&b| b == b':')) {
+        (Some(b'@'), Some(colon)) => &path[colon + 1..],
+        _ => path,
+    };
+    if path.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err(Syntax::BadPath);
+    }
+    Ok((path.to_vec(), &inner[end + 1..]))
+}
+
+/// The value of a `SIZE=` parameter (RFC 1870), if there is a valid one.
+fn size_param(params: &[u8]) -> Option<u64> {
+    params.split(|&b| b == b' ').find_map(|p| {
+        p.get(..5).filter(|key| key.eq_ignore_ascii_case(b"SIZE="))?;
+        std::str::from_utf8(&p[5..]).ok()?.parse().ok()
+    })
+}
+
+/// The local part of an address: before its last `@` (a local part may be quoted and
+/// hold one), or all of it.
+pub fn local_part(address: &[u8]) -> &[u8] {
+    let local = address.iter().rposition(|&b| b == b'@').map_or(address, |i| &address[..i]);
+    local.strip_prefix(b"\"").and_then(|l| l.strip_suffix(b"\"")).unwrap_or(local)
+}
+
+/// One reply line (or the last of several): `250 2.0.0 text`.
+pub fn reply(code: u16, status: &str, text: &str) -> String {
+    // A reply is one line: nothing from an error message may break it.
+    let text: String = text.chars().map(|c| if c.is_control() { '_' } else { c }).collect();
+    format!("{code} {status} {text}\r\n")
+}
+
+/// The LHLO reply: our name and the extensions we speak.
+pub fn lhlo_reply(name: &str, max_size: u64) -> String {
+    format!("250-{name}\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SIZE {max_size}\r\n")
+}
+
+/// Why no (more) input came.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The client closed the connection (at a line's start or in the middle of one).
+    Closed,
+    /// Nothing came for the idle limit.
+    Idle,
+    /// The server is stopping and no command was under way.
+    Stopping,
+    /// A command line longer than `COMMAND_MAX`.
+    TooLong,
+    Io(io::Error),
+}
+
+/// How DATA ended when it did not give a message.
+#[derive(Debug)]
+pub enum DataError {
+    /// Over the size limit: the rest was read and dropped, up to the final dot.
+    TooBig,
+    Read(ReadError),
+}
+
+/// Reads lines from a client whose socket has a short read time-out (a tick): each tick
+/// without input checks the idle limit and, between commands, the stop flag.
+pub struct Reader<R> {
+    inner: R,
+    idle: Duration,
+}
+
+impl<R: BufRead> Reader<R> {
+    pub fn new(inner: R, idle: Duration) -> Reader<R> {
+        Reader { inner, idle }
+    }
+
+    /// The next command line, with its line end. Between commands a raised `stop` ends the
+    /// wait with `Stopping`.
+    pub fn command(&mut self, stop: &AtomicBool) -> Result<Vec<u8>, ReadError> {
+        let mut line = Vec::new();
+        match self.piece(&mut line, COMMAND_MAX, Some(stop))? {
+            true => Ok(line),
+            false => Err(ReadError::TooLong),
+        }
+    }
+
+    /// The message after DATA, up to the line that is a single dot: each line's leading dot
+    /// of stuffing removed, line ends as sent. Over `max_size` bytes, the rest is read and
+    /// dropped (so the session stays in step) and the answer is `TooBig`.
+    pub fn data(&mut self, max_size: u64) -> Result<Vec<u8>, DataError> {
+        let (mut message, mut line) = (Vec::new(), Vec::new());
+        let (mut at_line_start, mut too_big) = (true, false);
+        loop {
+            line.clear();
+            let whole = self.piece(&mut line, PIECE, None).map_err(DataError::Read)?;
+            if at_line_start && (line == b".\r\n" || line == b".\n") {
+                return if too_big { Err(DataError::TooBig) } else { Ok(message) };
+            }
+            let piece = match line.strip_prefix(b".") {
+                Some(rest) if at_line_start => rest,
+                _ => &line[..],
+            };
+            at_line_start = whole;
+            too_big = too_big || (message.len() + piece.len()) as u64 > max_size;
+            if too_big {
+                message = Vec::new();
+            } else {
+                message.extend_from_slice(piece);
+            }
+        }
+    }
+
+    /// Appends the rest of a line, up to and with its LF, but at most `max` bytes, to `buf`.
+    /// True if the line ended. Waits out read time-outs up to the idle limit.
+    fn piece(&mut self, buf: &mut Vec<u8>, max: usize, stop: Option<&AtomicBool>) -> Result<bool, ReadError> {
+        let start = buf.len();
+        let mut last_input = Instant::now();
+        loop {
+            let room = (max - (buf.len() - start)) as u64;
+            let before = buf.len();
+            match <&mut R as io::Read>::take(&mut self.inner, room).read_until(b'\n', buf) {
+                Ok(_) if buf.ends_with(b"\n") => return Ok(true),
+                Ok(_) if buf.len() - start == max => return Ok(false),
+                Ok(_) => return Err(ReadError::Closed),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    if buf.len() > before {
+                        last_input = Instant::now();
+                    }
+                    if stop.is_some_and(|s| s.load(Ordering::Relaxed)) && buf.len() == start {
+                        return Err(ReadError::Stopping);
+                    }
+                    if last_input.elapsed() >= self.idle {
+                        return Err(ReadError::Idle);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(ReadError::Io(e)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn data(input: &[u8], max: u64) -> Result<Vec<u8>, DataError> {
+        Reader::new(Cursor::new(input.to_vec()), Duration::from_secs(1)).data(max)
+    }
+
+    #[test]
+    fn commands_parse_case_insensitively_with_paths_and_size() {
+        assert_eq!(parse(b"lhlo relay\r\n"), Ok(Command::Lhlo));
+        assert_eq!(
+            parse(b"MAIL FROM:<a@b> SIZE=1234 BODY=8BITMIME\r\n"),
+            Ok(Command::Mail { path: b"a@b".to_vec(), size: Some(1234) })
+        );
+        assert_eq!(parse(b"mail from: <>\r\n"), Ok(Command::Mail { path: vec![], size: None }));
+        assert_eq!(
+            parse(b"RCPT TO:<@x,@y:alice@example.org>\n"),
+            Ok(Command::Rcpt { path: b"alice@example.org".to_vec() })
+        );
+        assert_eq!(parse(b"EHLO x\r\n"), Ok(Command::Smtp));
+        assert_eq!(parse(b"RCPT TO:alice\r\n"), Err(Syntax::BadPath));
+        assert_eq!(parse(b"RCPT TO:<a\x01b>\r\n"), Err(Syntax::BadPath));
+        assert_eq!(parse(b"XYZZY\r\n"), Err(Syntax::Unknown));
+    }
+
+    #[test]
+    fn data_unstuffs_dots_and_keeps_line_ends() {
+        let got = data(b"A: b\r\n\r\n..x\r\n.\r\nbare\n..\n.\r\nafter", 1000).unwrap();
+        assert_eq!(got, b"A: b\r\n\r\n.x\r\n".to_vec());
+        let got = data(b"A: b\n\nbody\n...\n.\n", 1000).unwrap();
+        assert_eq!(got, b"A: b\n\nbody\n..\n".to_vec());
+    }
+
+    #[test]
+    fn data_over_the_limit_is_read_to_its_end_and_refused() {
+        let mut r = Reader::new(Cursor::new(b"0123456789\r\nabc\r\n.\r\nQUIT\r\n".to_vec()), Duration::from_secs(1));
+        assert!(matches!(r.data(5), Err(DataError::TooBig)));
+        assert_eq!(r.command(&AtomicBool::new(false)).unwrap(), b"QUIT\r\n".to_vec());
+    }
+
+    #[test]
+    fn data_cut_off_is_no_message() {
+        assert!(matches!(data(b"A: b\r\n\r\nhalf a mess", 1000), Err(DataError::Read(ReadError::Closed))));
+    }
+
+    #[test]
+    fn local_part_is_before_the_last_at() {
+        assert_eq!(local_part(b"Alice@example.org"), b"Alice");
+        assert_eq!(local_part(b"\"a@b\"@example.org"), b"a@b");
+        assert_eq!(local_part(b"bob"), b"bob");
+    }
+}
