@@ -322,3 +322,20 @@ fn maildir_format_copies_across_file_systems_with_the_same_bytes_and_mtimes() {
     }
     assert!(files_below(&out_dir.join("tmp")).is_empty(), "tmp/ is empty after the copies");
 }
+
+/// dovecot-lda writes an mbox whose messages start `Return-Path:`, `Delivered-To:`, and a
+/// foreign message may then have `X-Gmail-Labels`: that line is the message's own, and the
+/// message is stored as any other: our header lines on top, every line of it kept.
+#[test]
+fn a_foreign_mbox_laid_out_as_dovecot_lda_writes_is_stored_whole_with_our_lines() {
+    let env = Env::new();
+    let message = "Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\nX-Gmail-Labels: Inbox\n\
+                   Message-ID: <lda@x>\nSubject: lda\n\nbody\n";
+    let mbox = env.dir.path().join("lda.mbox");
+    std::fs::write(&mbox, format!("From bob@example.org Thu Jan  1 00:00:00 2026\n{message}\n")).unwrap();
+    assert_exit(&replay(&env, &mbox), 0);
+    let stored = messages(&env.root());
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let want = format!("Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\n{message}");
+    assert_bytes_eq("the stored message", want.as_bytes(), &std::fs::read(&stored[0]).unwrap());
+}

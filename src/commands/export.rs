@@ -369,9 +369,9 @@ fn folder_index(kind: FolderKind) -> usize {
     }
 }
 
-/// Every listed message as mboxrd into `w`. With `labels`, each gets its folder's
-/// `X-Gmail-Labels` line right after our header lines (`ExportLabel`), where replay finds
-/// it and takes it out again.
+/// Every listed message as mboxrd into `w`. With `labels`, each gets the export's marker and
+/// its folder's `X-Gmail-Labels` line right after our header lines (`ExportLabel`), where
+/// replay finds them and takes them out again.
 fn write_mbox<W: Write>(
     lists: &[(SourceFolder, Vec<Entry>)],
     w: &mut MboxrdWriter<W>,
@@ -391,7 +391,7 @@ fn write_mbox<W: Write>(
             if labels {
                 let at = Stamp::lines_len(&head, folder.kind == FolderKind::Sent);
                 w.write(&head[..at]).map_err(out_err)?;
-                w.write(&ExportLabel::line(label_of(folder.kind))).map_err(out_err)?;
+                w.write(&ExportLabel::lines(label_of(folder.kind))).map_err(out_err)?;
                 w.write(&head[at..]).map_err(out_err)?;
             } else {
                 w.write(&head).map_err(out_err)?;
