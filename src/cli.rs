@@ -656,7 +656,7 @@ pub struct ExportArgs {
     pub format: ExportFormat,
 
     /// The mbox file (written as a temp file beside it, then renamed), `-` for stdout, or
-    /// the Maildir directory (must be missing or empty).
+    /// the Maildir directory (must be missing or empty). Never inside the backup root.
     #[arg(long, value_name = "FILE|DIR|-")]
     pub out: PathBuf,
 
@@ -664,6 +664,13 @@ pub struct ExportArgs {
     /// so an interrupted Maildir export resumes).
     #[arg(long)]
     pub force: bool,
+
+    /// With --format maildir: hard-link each message to the backup's file instead of
+    /// copying it (same file system; copied otherwise). Only for a copy the admin keeps: a
+    /// link IS the backup's file, so whoever can write or chown it changes the backup.
+    /// Never for a hand-over. Default: fsynced copies, mtimes kept.
+    #[arg(long)]
+    pub link: bool,
 }
 
 /// Parses the command line `args`; on failure (or a request for help) says so and gives
