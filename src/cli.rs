@@ -614,7 +614,8 @@ pub enum ExportFolder {
     /// The .Chats folder (Google Takeout's chats).
     #[value(name = "Chats", alias = "chats")]
     Chats,
-    /// All three; in an mbox each message gets an `X-Gmail-Labels: Inbox|Sent|Chat` line.
+    /// All three; in an mbox each message gets an `X-Mailkeep-Export: 1` line and an
+    /// `X-Gmail-Labels: Inbox|Sent|Chat` line (replay drops both, keeps the folder).
     All,
 }
 
