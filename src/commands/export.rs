@@ -185,7 +185,7 @@ fn refuse_out_inside_root(root: &Path, out: &Path) -> Result<(), ExportError> {
     };
     let root_id = id(&nix::sys::stat::stat(root).map_err(read_err(root))?);
     let mut start = out;
-    while !std::fs::metadata(start).is_ok_and(|m| m.is_dir()) {
+    while start != Path::new(".") && !std::fs::metadata(start).is_ok_and(|m| m.is_dir()) {
         start = match start.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
