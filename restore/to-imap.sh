@@ -12,7 +12,7 @@
 # (folder, size as IMAP counts it, file in the backup) in STATE/USER/too-large.txt, so that
 # they can be handed over otherwise (`mailkeep export`). Per user one result line; the exit
 # status is 0 only when every message of every user was copied, 1 when any was not (too
-# large, refused, or missing on the target by mbsync's state), 2 for bad usage.
+# large, refused, or missing on the target by mbsync's state), 2 for bad usage (one line).
 #
 # Usage:
 #   restore/to-imap.sh [options] ROOT USER|--all HOST
@@ -28,19 +28,24 @@
 #   --tls imaps|starttls|none   how to reach the target (imaps)
 #   --sent NAME              the provider's sent folder ("Sent Items"; Gmail: "[Gmail]/Sent Mail")
 #   --chats NAME             where the Chats folder goes (Chats)
-#   --max-size SIZE          the provider's message size limit, bytes or with k/m (25m)
+#   --max-size SIZE          the provider's message size limit: digits, optionally with k, m
+#                            or g (25m)
 #   --state DIR              mbsync's state and the lists, kept between runs
-#                            (/var/lib/mailkeep/restore); STATE/USER/mbsyncrc holds both
-#                            passwords (mode 0600): remove STATE when the move is done
+#                            (${XDG_STATE_HOME:-$HOME/.local/state}/mailkeep-restore; never
+#                            inside ROOT, which serve-config and check would see);
+#                            STATE/USER/mbsyncrc holds both passwords (mode 0600): remove
+#                            STATE when the move is done
 #   --accounts FILE          with --all: the users (mailkeep's accounts file, lsearch);
-#                            default: every user directory in ROOT
+#                            default: every user Maildir in ROOT (lost+found, dot
+#                            directories and directories without new/, cur/ and tmp/ are
+#                            no users)
 set -uo pipefail
 
 usage() { echo "usage: $0 [options] ROOT USER|--all HOST (see the top of this script)" >&2; exit 2; }
 die() { echo "to-imap: $*" >&2; exit 2; }
 
 LOGINS= SRC_PW= SRC_HOST=127.0.0.1 SRC_PORT=143 PORT= TLS=imaps SENT="Sent Items" CHATS=Chats
-MAX_SIZE=25m STATE=/var/lib/mailkeep/restore ACCOUNTS= ALL=0
+MAX_SIZE=25m STATE=${XDG_STATE_HOME:-${HOME:-/root}/.local/state}/mailkeep-restore ACCOUNTS= ALL=0
 ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -63,10 +68,24 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ ${#ARGS[@]} = 3 ] || usage
+# Checked before any arithmetic: bash evaluates what an expression names (a[$(cmd)] runs cmd).
+[[ "$MAX_SIZE" =~ ^([0-9]{1,12})([kKmMgG]?)$ ]] || die "--max-size '$MAX_SIZE': expected digits with an optional k, m or g (25m)"
+LIMIT=$(( 10#${BASH_REMATCH[1]} ))
+case "${BASH_REMATCH[2]}" in
+    [kK]) LIMIT=$(( LIMIT * 1024 )) ;;
+    [mM]) LIMIT=$(( LIMIT * 1024 * 1024 )) ;;
+    [gG]) LIMIT=$(( LIMIT * 1024 * 1024 * 1024 )) ;;
+esac
+[ "$LIMIT" -gt 0 ] || die "--max-size '$MAX_SIZE' is no size"
 ROOT=${ARGS[0]} WHO=${ARGS[1]} HOST=${ARGS[2]}
 ROOT=$(cd "$ROOT" 2>/dev/null && pwd) || die "backup root ${ARGS[0]} is not a directory"
 [ -r "$LOGINS" ] || die "--logins FILE is required and must be readable"
 [ -r "$SRC_PW" ] || die "--source-passwords FILE (serve-config's output) is required and must be readable"
+# The state holds both passwords: never inside the backup root (served, checked, sealed).
+STATE_REAL=$(realpath -m -- "$STATE") || die "--state '$STATE' is no path"
+case "$STATE_REAL/" in
+    "$(cd "$ROOT" && pwd -P)"/*) die "--state $STATE lies inside the backup root $ROOT; give one outside it" ;;
+esac
 command -v mbsync >/dev/null || die "mbsync missing: apt install isync"
 case "$TLS" in
     imaps) SSLTYPE=IMAPS; PORT=${PORT:-993} ;;
@@ -74,13 +93,12 @@ case "$TLS" in
     none) SSLTYPE=None; PORT=${PORT:-143} ;;
     *) die "--tls must be imaps, starttls or none" ;;
 esac
-case "$MAX_SIZE" in
-    *[kK]) LIMIT=$(( ${MAX_SIZE%?} * 1024 )) ;;
-    *[mM]) LIMIT=$(( ${MAX_SIZE%?} * 1024 * 1024 )) ;;
-    *) LIMIT=$(( MAX_SIZE )) ;;
-esac
-[ "$LIMIT" -gt 0 ] 2>/dev/null || die "--max-size '$MAX_SIZE' is no size"
 [ "$WHO" = --all ] && ALL=1
+# Passwords: say so when others may read them (the run goes on; the admin decides).
+for f in "$LOGINS" "$SRC_PW"; do
+    [ $(( 0$(stat -L -c %a "$f") & 4 )) = 0 ] ||
+        echo "to-imap: warning: $f is readable by others and holds passwords: chmod 600 it" >&2
+done
 
 # A field of a tab-separated line of FILE whose first field is USER.
 field() { awk -F'\t' -v u="$2" -v n="$3" '$1 == u && !/^#/ { print $n; exit }' "$1"; }
@@ -90,7 +108,14 @@ if [ "$ALL" = 1 ]; then
         mapfile -t USERS < <(sed -e 's/#.*//' -e 's/[[:space:]]*:.*//' -e 's/[[:space:]]//g' "$ACCOUNTS" | grep -v '^$')
     else
         # Every user the backup has: one without a login in --logins is FAILED, not left out.
-        mapfile -t USERS < <(find "$ROOT" -mindepth 1 -maxdepth 1 -type d ! -name '.*' -printf '%f\n' | sort)
+        # A user is a directory with a Maildir (new/, cur/, tmp/) at its top or in .Sent or
+        # .Chats; lost+found, .mailkeep and the like are none.
+        mapfile -t USERS < <(find "$ROOT" -mindepth 1 -maxdepth 1 -type d ! -name '.*' ! -name lost+found -printf '%f\n' |
+            sort | while IFS= read -r u; do
+                for m in "$ROOT/$u" "$ROOT/$u/.Sent" "$ROOT/$u/.Chats"; do
+                    if [ -d "$m/new" ] && [ -d "$m/cur" ] && [ -d "$m/tmp" ]; then printf '%s\n' "$u"; break; fi
+                done
+            done)
     fi
 else
     USERS=("$WHO")
@@ -152,7 +177,7 @@ for user in "${USERS[@]}"; do
         echo "$user: FAILED: no backup at $ROOT/$user"; failed_users=$((failed_users + 1)); continue
     fi
     dir=$STATE/$user
-    mkdir -p "$dir" && chmod 700 "$dir" || { echo "$user: FAILED: cannot make $dir"; failed_users=$((failed_users + 1)); continue; }
+    mkdir -p "$dir" && chmod 700 "$STATE" "$dir" || { echo "$user: FAILED: cannot make $dir"; failed_users=$((failed_users + 1)); continue; }
     write_config "$user" "$dir" "$src_pw" "$login" "$pw"
     # The messages the provider will refuse, listed from the backup itself: a file bigger
     # than half the limit may be over it with CRLF line ends, so it is measured.

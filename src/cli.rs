@@ -624,7 +624,8 @@ pub enum ExportFolder {
     /// The .Chats folder (Google Takeout's chats).
     #[value(name = "Chats", alias = "chats")]
     Chats,
-    /// All three; in an mbox each message gets an `X-Gmail-Labels: Inbox|Sent|Chat` line.
+    /// All three; in an mbox each message gets an `X-Mailkeep-Export: 1` line and an
+    /// `X-Gmail-Labels: Inbox|Sent|Chat` line (replay drops both, keeps the folder).
     All,
 }
 
@@ -666,7 +667,7 @@ pub struct ExportArgs {
     pub format: ExportFormat,
 
     /// The mbox file (written as a temp file beside it, then renamed), `-` for stdout, or
-    /// the Maildir directory (must be missing or empty).
+    /// the Maildir directory (must be missing or empty). Never inside the backup root.
     #[arg(long, value_name = "FILE|DIR|-")]
     pub out: PathBuf,
 
@@ -674,6 +675,13 @@ pub struct ExportArgs {
     /// so an interrupted Maildir export resumes).
     #[arg(long)]
     pub force: bool,
+
+    /// With --format maildir: hard-link each message to the backup's file instead of
+    /// copying it (same file system; copied otherwise). Only for a copy the admin keeps: a
+    /// link IS the backup's file, so whoever can write or chown it changes the backup.
+    /// Never for a hand-over. Default: fsynced copies, mtimes kept.
+    #[arg(long)]
+    pub link: bool,
 }
 
 /// Parses the command line `args`; on failure (or a request for help) says so and gives

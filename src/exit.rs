@@ -181,7 +181,8 @@ const ADMIN: &[Row] = &[
          expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
          an audit log or holds file that does not parse, a dedup store on a network filesystem \
          or of another backup root, a --dedup-store that is no absolute path to a file, \
-         an export's --out that exists (without --force), a user without a backup, a seal key that is none",
+         an export's --out that exists (without --force), lies inside the root or has a symlink \
+         below it, a user without a backup, a seal key that is none",
     ),
     row(
         75,

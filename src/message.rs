@@ -324,28 +324,37 @@ impl Stamp<'_> {
 /// message back into its folder by it.
 pub const EXPORT_LABELS: [&str; 3] = ["Inbox", "Sent", "Chat"];
 
-/// Where `export --folder all` put its label line in a message: right after our header
-/// lines (`Stamp::lines_len`, with an Envelope-To field for a Sent copy).
+/// The line `export --folder all` puts right after our header lines, before the label: what
+/// tells replay the label line is the export's own. Our Return-Path and Delivered-To lines
+/// followed by an `X-Gmail-Labels` line alone are no proof: dovecot-lda writes its mbox so,
+/// and such a message's label line is its own, to be stored.
+pub const EXPORT_MARKER: &[u8] = b"X-Mailkeep-Export: 1\n";
+
+/// Where `export --folder all` put its marker and label lines in a message: right after our
+/// header lines (`Stamp::lines_len`, with an Envelope-To field for a Sent copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExportLabel {
     /// The length of our header lines before it.
     pub stamp_len: usize,
-    /// The length of the label line itself.
+    /// The length of the marker and label lines.
     pub line_len: usize,
     pub label: &'static str,
 }
 
 impl ExportLabel {
-    /// The label line: `X-Gmail-Labels: Inbox`.
-    pub fn line(label: &str) -> Vec<u8> {
-        format!("X-Gmail-Labels: {label}\n").into_bytes()
+    /// The lines an export puts after our header lines: the marker, then
+    /// `X-Gmail-Labels: Inbox`.
+    pub fn lines(label: &str) -> Vec<u8> {
+        let mut lines = EXPORT_MARKER.to_vec();
+        lines.extend_from_slice(format!("X-Gmail-Labels: {label}\n").as_bytes());
+        lines
     }
 
-    /// The label line an export placed at the start of `message` (a From_ line's message as
-    /// an mbox gives it): our Return-Path and Delivered-To lines, an Envelope-To field or
-    /// not, then exactly `X-Gmail-Labels: <one of EXPORT_LABELS>`. A message of another
-    /// origin rarely starts so: Takeout's start with X-GM-THRID, a server's mbox has its
-    /// own fields between.
+    /// The lines an export placed at the start of `message` (a From_ line's message as an
+    /// mbox gives it): our Return-Path and Delivered-To lines, an Envelope-To field or not,
+    /// then exactly `EXPORT_MARKER` and `X-Gmail-Labels: <one of EXPORT_LABELS>`. Without
+    /// the marker right there (dovecot-lda's mbox, Takeout, any other) there is none: the
+    /// message is stored whole.
     pub fn find(message: &[u8]) -> Option<ExportLabel> {
         if !message.starts_with(b"Return-Path: <") {
             return None;
@@ -357,7 +366,7 @@ impl ExportLabel {
         [without, Stamp::lines_len(message, true)].into_iter().find_map(|stamp_len| {
             let rest = &message[stamp_len..];
             EXPORT_LABELS.iter().find_map(|&label| {
-                let line = ExportLabel::line(label);
+                let line = ExportLabel::lines(label);
                 rest.starts_with(&line).then_some(ExportLabel { stamp_len, line_len: line.len(), label })
             })
         })
@@ -596,13 +605,18 @@ mod tests {
 
     #[test]
     fn an_export_label_is_found_only_right_after_our_lines() {
-        let inbox = b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox\nSubject: s\n\nbody\n";
+        let inbox =
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Mailkeep-Export: 1\nX-Gmail-Labels: Inbox\nSubject: s\n\nb\n";
         let found = ExportLabel::find(inbox).unwrap();
-        assert_eq!((found.stamp_len, found.line_len, found.label), (37, 22, "Inbox"));
-        let sent = b"Return-Path: <a@b>\nDelivered-To: a@b\nEnvelope-To: x@y,\n z@w\nX-Gmail-Labels: Sent\n\nb\n";
+        assert_eq!((found.stamp_len, found.line_len, found.label), (37, 43, "Inbox"));
+        let sent = b"Return-Path: <a@b>\nDelivered-To: a@b\nEnvelope-To: x@y,\n z@w\nX-Mailkeep-Export: 1\nX-Gmail-Labels: Sent\n\nb\n";
         assert_eq!(ExportLabel::find(sent).map(|l| l.label), Some("Sent"));
         for not in [
             &b"X-Gmail-Labels: Inbox\n\nbody\n"[..],
+            // dovecot-lda's mbox layout: the label line is the message's own.
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox\nSubject: s\n\nbody\n",
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox\nX-Mailkeep-Export: 1\n\n",
+            b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Mailkeep-Export: 1\nSubject: s\n\n",
             b"Return-Path: <a@b>\nX-Gmail-Labels: Inbox\n\n",
             b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Original-To: c@d\nX-Gmail-Labels: Inbox\n\n",
             b"Return-Path: <a@b>\nDelivered-To: c@d\nX-Gmail-Labels: Inbox,Important\n\n",

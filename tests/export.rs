@@ -264,7 +264,7 @@ fn a_fifo_or_symlink_in_new_is_skipped_said_and_exit_1_without_hanging() {
 }
 
 #[test]
-fn maildir_format_keeps_names_folders_and_mtimes_with_hard_links_and_resumes() {
+fn maildir_format_copies_keeping_names_folders_and_mtimes_and_resumes() {
     let env = backup();
     let dir = env.dir.path().join("handover");
     let out = export(&env, &["--format", "maildir", "--out", dir.to_str().unwrap()]);
@@ -276,7 +276,9 @@ fn maildir_format_keeps_names_folders_and_mtimes_with_hard_links_and_resumes() {
         let copy = dir.join(rel);
         let (a, b) = (std::fs::metadata(&path).unwrap(), std::fs::metadata(&copy).unwrap());
         assert_eq!((a.mtime(), a.mtime_nsec()), (b.mtime(), b.mtime_nsec()), "{}", rel.display());
-        assert_eq!(a.ino(), b.ino(), "{}: a hard link on the same file system", rel.display());
+        // A hand-over shares no inode with the backup: editing or chown -R of it leaves the backup alone.
+        assert_ne!(a.ino(), b.ino(), "{}: a copy, not a hard link, unless --link", rel.display());
+        assert_bytes_eq("a copied message", &std::fs::read(&path).unwrap(), &std::fs::read(&copy).unwrap());
         n += 1;
     }
     assert_eq!(
@@ -321,4 +323,120 @@ fn maildir_format_copies_across_file_systems_with_the_same_bytes_and_mtimes() {
         assert_bytes_eq("a copied message", &std::fs::read(&path).unwrap(), &std::fs::read(&copy).unwrap());
     }
     assert!(files_below(&out_dir.join("tmp")).is_empty(), "tmp/ is empty after the copies");
+}
+
+#[test]
+fn maildir_format_hard_links_only_with_link() {
+    let env = backup();
+    let dir = env.dir.path().join("kept");
+    assert_exit(&export(&env, &["--format", "maildir", "--link", "--out", dir.to_str().unwrap()]), 0);
+    let src = env.root().join("alice");
+    for path in messages(&env.root()) {
+        let copy = dir.join(path.strip_prefix(&src).unwrap());
+        let (a, b) = (std::fs::metadata(&path).unwrap(), std::fs::metadata(&copy).unwrap());
+        assert_eq!(a.ino(), b.ino(), "{}: --link on the same file system", copy.display());
+    }
+    let out = export(&env, &["--link", "--out", "-"]);
+    assert_exit(&out, 2);
+    assert!(stderr(&out).contains("--link"), "{}", stderr(&out));
+}
+
+/// The target of `--format maildir` may be a directory its user controls (export run as
+/// root into a hand-over area): nothing planted there is followed.
+#[test]
+fn a_maildir_export_refuses_symlinks_planted_in_the_target_and_writes_nothing_through_them() {
+    let env = backup();
+    let base = env.dir.path();
+    let victim = base.join("victim");
+    let elsewhere = base.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    type Plant<'a> = (&'a str, &'a dyn Fn(&Path));
+    let plants: [Plant; 4] = [
+        ("subscriptions", &|out| std::os::unix::fs::symlink(&victim, out.join("subscriptions")).unwrap()),
+        ("maildirfolder", &|out| {
+            std::fs::create_dir(out.join(".Chats")).unwrap();
+            std::os::unix::fs::symlink(base.join("created"), out.join(".Chats/maildirfolder")).unwrap();
+        }),
+        (".Sent", &|out| std::os::unix::fs::symlink(&elsewhere, out.join(".Sent")).unwrap()),
+        ("new", &|out| std::os::unix::fs::symlink(&elsewhere, out.join("new")).unwrap()),
+    ];
+    for (i, (what, plant)) in plants.iter().enumerate() {
+        std::fs::write(&victim, "keep").unwrap();
+        let out_dir = base.join(format!("out{i}"));
+        std::fs::create_dir(&out_dir).unwrap();
+        plant(&out_dir);
+        let out = export(&env, &["--format", "maildir", "--force", "--out", out_dir.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = stderr(&out);
+        assert!(err.contains("symlink") && err.contains(what) && err.lines().count() == 1, "{what}: {err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep", "{what}: the victim is untouched");
+        assert!(!base.join("created").exists(), "{what}: nothing created through the symlink");
+        assert!(files_below(&elsewhere).is_empty(), "{what}: nothing made in elsewhere: {:?}", files_below(&elsewhere));
+    }
+    // --out itself a symlink.
+    let link = base.join("outlink");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let out = export(&env, &["--format", "maildir", "--force", "--out", link.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert!(files_below(&elsewhere).is_empty(), "{:?}", files_below(&elsewhere));
+}
+
+#[test]
+fn an_out_inside_the_backup_root_is_refused_and_nothing_written_there() {
+    let env = backup();
+    let root = env.root();
+    let before = env.files();
+    let audit = root.join(".mailkeep/audit.log");
+    let audit_before = std::fs::read(&audit).ok();
+    let cases: [(&[&str], PathBuf); 4] = [
+        (&[], root.join("alice/new/x.mbox")),
+        (&["--format", "maildir"], root.join("bob")),
+        (&["--force"], audit.clone()),
+        // Through `..` and a symlink from outside.
+        (&["--format", "maildir"], env.dir.path().join("into-root/carol")),
+    ];
+    std::os::unix::fs::symlink(&root, env.dir.path().join("into-root")).unwrap();
+    for (args, out_path) in cases {
+        let mut all = args.to_vec();
+        all.extend(["--out", out_path.to_str().unwrap()]);
+        let out = export(&env, &all);
+        assert_exit(&out, 2);
+        assert!(stderr(&out).contains("inside the backup root"), "{}: {}", out_path.display(), stderr(&out));
+    }
+    assert_eq!(env.files(), before, "nothing written below the root");
+    assert_eq!(std::fs::read(&audit).ok(), audit_before);
+}
+
+#[test]
+fn usage_mistakes_exit_2_with_one_line() {
+    let env = backup();
+    let dir = env.dir.path().join("a-dir");
+    std::fs::create_dir(&dir).unwrap();
+    let cases: [&[&str]; 2] = [
+        &["--force", "--out", dir.to_str().unwrap()],
+        &["--since", "2026-02-01", "--until", "2026-01-01", "--out", "-"],
+    ];
+    for args in cases {
+        let out = export(&env, args);
+        assert_exit(&out, 2);
+        assert_eq!(stderr(&out).lines().count(), 1, "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+/// dovecot-lda writes an mbox whose messages start `Return-Path:`, `Delivered-To:`, and a
+/// foreign message may then have `X-Gmail-Labels`: that line is the message's own, and the
+/// message is stored as any other: our header lines on top, every line of it kept.
+#[test]
+fn a_foreign_mbox_laid_out_as_dovecot_lda_writes_is_stored_whole_with_our_lines() {
+    let env = Env::new();
+    let message = "Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\nX-Gmail-Labels: Inbox\n\
+                   Message-ID: <lda@x>\nSubject: lda\n\nbody\n";
+    let mbox = env.dir.path().join("lda.mbox");
+    std::fs::write(&mbox, format!("From bob@example.org Thu Jan  1 00:00:00 2026\n{message}\n")).unwrap();
+    assert_exit(&replay(&env, &mbox), 0);
+    let stored = messages(&env.root());
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    let want = format!("Return-Path: <bob@example.org>\nDelivered-To: alice@example.com\n{message}");
+    assert_bytes_eq("the stored message", want.as_bytes(), &std::fs::read(&stored[0]).unwrap());
 }

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, openat};
-use nix::sys::stat::{FileStat, Mode, SFlag, fstatat, futimens};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat, futimens};
 use nix::sys::time::TimeSpec;
 use nix::unistd::linkat;
 
@@ -132,7 +132,17 @@ pub fn run(args: &ExportArgs) -> Result<Exit, Error> {
     if to_stdout && args.format == ExportFormat::Maildir {
         return Err(UsageError("--format maildir needs a directory for --out, not -".into()).into());
     }
+    if args.link && args.format != ExportFormat::Maildir {
+        return Err(UsageError("--link is for --format maildir only".into()).into());
+    }
+    if since.zip(until).is_some_and(|(s, u)| s > u) {
+        let (s, u) = (args.since.as_deref().unwrap_or_default(), args.until.as_deref().unwrap_or_default());
+        return Err(UsageError(format!("--since {s} is later than --until {u}: nothing could match")).into());
+    }
     crate::root::require(&args.root)?;
+    if !to_stdout {
+        refuse_out_inside_root(&args.root, &args.out)?;
+    }
     let folders = open_source(&args.root, &user, args.folder)?;
     let mut lists = Vec::new();
     let mut counts = Counts::default();
@@ -152,7 +162,7 @@ pub fn run(args: &ExportArgs) -> Result<Exit, Error> {
             w.get_mut().flush().map_err(Error::Stdout)?;
         }
         ExportFormat::Mboxrd => write_mbox_file(&args.out, args.force, &lists, labels, &mut counts, &progress)?,
-        ExportFormat::Maildir => write_maildir(&args.out, args.force, &lists, &mut counts, &progress)?,
+        ExportFormat::Maildir => write_maildir(&args.out, args.force, args.link, &lists, &mut counts, &progress)?,
     }
     progress.finish();
     summary(&user, &args.out, &counts);
@@ -161,6 +171,39 @@ pub fn run(args: &ExportArgs) -> Result<Exit, Error> {
 
 fn date_arg(option: &str, text: &str) -> Result<Timestamp, UsageError> {
     parse_day(text).ok_or_else(|| UsageError(format!("{option} '{text}': expected YYYY-MM-DD or YYYY-MM-DDThh:mm:ssZ")))
+}
+
+/// Refuses an `out` that lies inside the backup root (an mbox in a user's new/, a Maildir
+/// as another user, a file over .mailkeep/audit.log): export writes outside the backup only.
+/// Compared by device and inode, from the deepest directory of `out` that exists up to `/`
+/// through `..`, so neither a symlink nor `..` in `out` hides the root.
+fn refuse_out_inside_root(root: &Path, out: &Path) -> Result<(), ExportError> {
+    let id = |st: &FileStat| (st.st_dev, st.st_ino);
+    let read_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |e: Errno| ExportError::Read { path, err: e.into() }
+    };
+    let root_id = id(&nix::sys::stat::stat(root).map_err(read_err(root))?);
+    let mut start = out;
+    while start != Path::new(".") && !std::fs::metadata(start).is_ok_and(|m| m.is_dir()) {
+        start = match start.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+    }
+    let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    let mut dir = nix::fcntl::open(start, flags, Mode::empty()).map_err(read_err(start))?;
+    loop {
+        let here = id(&fstat(dir.as_fd()).map_err(read_err(start))?);
+        if here == root_id {
+            return Err(ExportError::Refused { path: out.to_path_buf(), why: "it lies inside the backup root" });
+        }
+        let up = openat(dir.as_fd(), "..", flags, Mode::empty()).map_err(read_err(start))?;
+        if id(&fstat(up.as_fd()).map_err(read_err(start))?) == here {
+            return Ok(()); // `/`
+        }
+        dir = up;
+    }
 }
 
 /// A write failure to stdout is `Error::Stdout`; a read failure stays what it is.
@@ -369,9 +412,9 @@ fn folder_index(kind: FolderKind) -> usize {
     }
 }
 
-/// Every listed message as mboxrd into `w`. With `labels`, each gets its folder's
-/// `X-Gmail-Labels` line right after our header lines (`ExportLabel`), where replay finds
-/// it and takes it out again.
+/// Every listed message as mboxrd into `w`. With `labels`, each gets the export's marker and
+/// its folder's `X-Gmail-Labels` line right after our header lines (`ExportLabel`), where
+/// replay finds them and takes them out again.
 fn write_mbox<W: Write>(
     lists: &[(SourceFolder, Vec<Entry>)],
     w: &mut MboxrdWriter<W>,
@@ -391,7 +434,7 @@ fn write_mbox<W: Write>(
             if labels {
                 let at = Stamp::lines_len(&head, folder.kind == FolderKind::Sent);
                 w.write(&head[..at]).map_err(out_err)?;
-                w.write(&ExportLabel::line(label_of(folder.kind))).map_err(out_err)?;
+                w.write(&ExportLabel::lines(label_of(folder.kind))).map_err(out_err)?;
                 w.write(&head[at..]).map_err(out_err)?;
             } else {
                 w.write(&head).map_err(out_err)?;
@@ -423,6 +466,9 @@ fn write_mbox_file(
 ) -> Result<(), ExportError> {
     if !force && std::fs::symlink_metadata(out).is_ok() {
         return Err(ExportError::OutExists(out.to_path_buf()));
+    }
+    if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_dir()) {
+        return Err(ExportError::Refused { path: out.to_path_buf(), why: "a directory (--out names the mbox file)" });
     }
     let dir = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -478,12 +524,20 @@ struct Target {
 }
 
 /// The messages into a fresh Maildir `out` (INBOX at its top, `.Sent` and `.Chats` as
-/// Maildir++ folders), same file names in the same new/ or cur/, same mtimes: a hard link
-/// to the backup's file where the file system allows, else a copy, fsynced. With `force`
-/// an existing Maildir is added to, and what it already has by name is left alone.
+/// Maildir++ folders), same file names in the same new/ or cur/, same mtimes: an fsynced
+/// copy, or with `link` a hard link to the backup's file where the file system allows (a
+/// link IS the backup's file: whoever may write or chown the copy changes the backup, so
+/// only for a copy the admin keeps). With `force` an existing Maildir is added to, and what
+/// it already has by name is left alone.
+///
+/// `out` may lie in a directory others can write into (a hand-over area): it is opened
+/// once, never through a symlink, and everything below it is made and filled relative to
+/// directory descriptors, without following a symlink; a symlink anywhere below it is
+/// refused (exit 2) before a message is written through it.
 fn write_maildir(
     out: &Path,
     force: bool,
+    link: bool,
     lists: &[(SourceFolder, Vec<Entry>)],
     counts: &mut Counts,
     progress: &Progress,
@@ -500,7 +554,7 @@ fn write_maildir(
             let dst = &dirs[if m.sub == Sub::New { 0 } else { 1 }];
             let dst_path = folder_path(&target.path, folder.kind).join(m.sub.name()).join(&m.name);
             let src_path = folder.path.join(m.sub.name()).join(&m.name);
-            match place(&mut m, dst.as_fd(), dirs[2].as_fd(), &src_path, &dst_path)? {
+            match place(&mut m, link, dst.as_fd(), dirs[2].as_fd(), &src_path, &dst_path)? {
                 true => counted(counts, folder.kind, m.st.st_size as u64, progress),
                 false => counts.present += 1,
             }
@@ -519,13 +573,34 @@ fn folder_path(top: &Path, kind: FolderKind) -> PathBuf {
     kind.dir().map_or_else(|| top.to_path_buf(), |d| top.join(d))
 }
 
+/// Why something below --out was not used: a symlink or the wrong file type is refused
+/// (exit 2: the admin removes it), anything else is a write failure.
+fn refused_below(path: &Path, e: OpenError) -> ExportError {
+    match e {
+        OpenError::Symlink => ExportError::Refused { path: path.to_path_buf(), why: "a symlink (never followed)" },
+        OpenError::WrongType => ExportError::Refused { path: path.to_path_buf(), why: "not what a Maildir has there" },
+        other => ExportError::Write { path: path.to_path_buf(), err: io::Error::from(other.errno()) },
+    }
+}
+
+/// Opens --out, creating it (and missing parents, the admin's path) when missing; never a
+/// symlink in its place.
+fn open_out(out: &Path) -> Result<OwnedFd, ExportError> {
+    fsutil::create_dir_all(out, 0o700).map_err(|err| match err.raw_os_error() {
+        Some(libc::ENOTDIR | libc::ELOOP) if std::fs::symlink_metadata(out).is_ok_and(|m| m.is_symlink()) => {
+            ExportError::Refused { path: out.to_path_buf(), why: "a symlink (never followed)" }
+        }
+        Some(libc::ENOTDIR) => ExportError::Refused { path: out.to_path_buf(), why: "not a directory" },
+        _ => ExportError::Write { path: out.to_path_buf(), err },
+    })
+}
+
 /// Creates the Maildir and its folders (mode 0700), with a `maildirfolder` file in each
-/// Maildir++ folder and a `subscriptions` file listing them, as Dovecot reads them.
+/// Maildir++ folder and a `subscriptions` file listing them, as Dovecot reads them: all
+/// relative to --out's descriptor, none through a symlink.
 fn make_target(out: &Path, kinds: impl Iterator<Item = FolderKind>) -> Result<Target, ExportError> {
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |err| ExportError::Write { path, err }
-    };
+    let out_fd = open_out(out)?;
+    let mode = Mode::from_bits_truncate(0o700);
     let mut dirs = Vec::new();
     let mut subscribed = Vec::new();
     let kinds: Vec<FolderKind> = std::iter::once(FolderKind::Inbox).chain(kinds).collect();
@@ -534,38 +609,59 @@ fn make_target(out: &Path, kinds: impl Iterator<Item = FolderKind>) -> Result<Ta
             continue;
         }
         let path = folder_path(out, kind);
+        let folder = match kind.dir() {
+            None => out_fd.try_clone().map_err(|err| ExportError::Write { path: path.clone(), err })?,
+            Some(d) => fsutil::open_or_create_dir(out_fd.as_fd(), d, mode).map_err(|e| refused_below(&path, e))?,
+        };
         let mut fds = Vec::new();
         for sub in ["new", "cur", "tmp"] {
-            fds.push(fsutil::create_dir_all(&path.join(sub), 0o700).map_err(err(&path.join(sub)))?);
+            let fd =
+                fsutil::open_or_create_dir(folder.as_fd(), sub, mode).map_err(|e| refused_below(&path.join(sub), e))?;
+            fds.push(fd);
         }
         if let Some(d) = kind.dir() {
-            let marker = path.join("maildirfolder");
-            std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&marker).map_err(err(&marker))?;
+            let marker = Mode::from_bits_truncate(0o600);
+            fsutil::ensure_file(folder.as_fd(), "maildirfolder", marker)
+                .map_err(|e| refused_below(&path.join("maildirfolder"), e))?;
             subscribed.push(format!("{}\n", &d[1..]));
         }
-        let fds: [OwnedFd; 3] = fds.try_into().map_err(|_| err(&path)(io::ErrorKind::Other.into()))?;
+        let fds: [OwnedFd; 3] = fds.try_into().unwrap_or_else(|_| unreachable!("three made"));
         dirs.push((kind, fds));
     }
     if !subscribed.is_empty() {
         let subs = out.join("subscriptions");
-        std::fs::write(&subs, subscribed.concat()).map_err(err(&subs))?;
+        // Replaced by a rename, never written through what is there; a symlink is refused.
+        fsutil::regular_or_missing(out_fd.as_fd(), "subscriptions").map_err(|e| refused_below(&subs, e))?;
+        fsutil::replace_file(out_fd.as_fd(), OsStr::new("subscriptions"), subscribed.concat().as_bytes(), 0o600, None)
+            .map_err(|err| ExportError::Write { path: subs, err })?;
     }
     Ok(Target { path: out.to_path_buf(), dirs })
 }
 
-/// Puts one message into the target as `dst/<name>`: a hard link to the very file opened
-/// (through /proc/self/fd, so a file swapped meanwhile is not taken), else a copy written
-/// in tmp/ with the same mtime, fsynced and linked in. False when the name is there already.
-fn place(m: &mut Opened, dst: BorrowedFd<'_>, tmp: BorrowedFd<'_>, src: &Path, to: &Path) -> Result<bool, ExportError> {
+/// Puts one message into the target as `dst/<name>`: a copy written in tmp/ with the same
+/// mtime, fsynced and linked in; with `link` first a hard link to the very file opened
+/// (through /proc/self/fd, so a file swapped meanwhile is not taken), a copy when that
+/// fails (another file system). False when the name is there already; a symlink or other
+/// non-file at the name is refused.
+fn place(
+    m: &mut Opened,
+    link: bool,
+    dst: BorrowedFd<'_>,
+    tmp: BorrowedFd<'_>,
+    src: &Path,
+    to: &Path,
+) -> Result<bool, ExportError> {
     let name = m.name.as_os_str();
-    let proc = format!("/proc/self/fd/{}", m.file.as_raw_fd());
-    match linkat(AT_FDCWD, proc.as_str(), dst, name, AtFlags::AT_SYMLINK_FOLLOW) {
-        Ok(()) => return Ok(true),
-        Err(Errno::EEXIST) => return Ok(false),
-        Err(_) => {} // another file system, or links not allowed: copy
-    }
-    if fsutil::regular_or_missing(dst, name).is_ok_and(|there| there) {
+    if fsutil::regular_or_missing(dst, name).map_err(|e| refused_below(to, e))? {
         return Ok(false);
+    }
+    if link {
+        let proc = format!("/proc/self/fd/{}", m.file.as_raw_fd());
+        match linkat(AT_FDCWD, proc.as_str(), dst, name, AtFlags::AT_SYMLINK_FOLLOW) {
+            Ok(()) => return Ok(true),
+            Err(Errno::EEXIST) => return Ok(false),
+            Err(_) => {} // another file system, or links not allowed: copy
+        }
     }
     let write_err = |err| ExportError::Write { path: to.to_path_buf(), err };
     // A leftover of an export killed while copying this very message: ours, in our tmp/.
@@ -578,10 +674,14 @@ fn place(m: &mut Opened, dst: BorrowedFd<'_>, tmp: BorrowedFd<'_>, src: &Path, t
         let ts = TimeSpec::new(m.st.st_mtime, m.st.st_mtime_nsec);
         futimens(copy.as_fd(), &ts, &ts).map_err(|e| write_err(e.into()))?;
         copy.sync_all().map_err(write_err)?;
-        linkat(tmp, name, dst, name, AtFlags::empty()).map_err(|e| write_err(e.into()))
+        match linkat(tmp, name, dst, name, AtFlags::empty()) {
+            Ok(()) => Ok(true),
+            Err(Errno::EEXIST) => Ok(false),
+            Err(e) => Err(write_err(e.into())),
+        }
     })();
     let _ = nix::unistd::unlinkat(tmp, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
-    result.map(|()| true)
+    result
 }
 
 fn summary(user: &User, out: &Path, c: &Counts) {

@@ -211,12 +211,17 @@ def start_servers(users):
     return src, dst
 
 
-def to_imap(src, dst, logins="logins", state=STATE, max_size="25m", who="--all"):
+def to_imap(src, dst, logins="logins", state=STATE, max_size="25m", who="--all", home=None):
+    """One run of the script; state None: its default (below HOME, which `home` sets)."""
     cmd = [SCRIPT, "--logins", os.path.join(WORK, logins), "--source-passwords",
            os.path.join(WORK, "source-passwords"), "--source-port", str(src.port), "--port", str(dst.port),
-           "--tls", "none", "--state", state, "--max-size", max_size, ROOT, who, "127.0.0.1"]
+           "--tls", "none"] + (["--state", state] if state else []) + ["--max-size", max_size, ROOT, who, "127.0.0.1"]
+    env = dict(os.environ)
+    if home:
+        env["HOME"] = home
+        env.pop("XDG_STATE_HOME", None)
     t0 = time.monotonic()
-    r = run(cmd, text=True)
+    r = run(cmd, text=True, env=env)
     return r, time.monotonic() - t0
 
 
@@ -303,10 +308,18 @@ def main():
         ok(len(big) == 1 and n >= 12, f"the backup holds {n} messages of {len(snap)} users, {len(big)} over 25 MB")
         src, dst = start_servers(sorted(snap))
         DST_PORT = dst.port
+        # What --all must not take for users: lost+found, a dot directory, a directory that
+        # holds no Maildir.
+        os.makedirs(os.path.join(ROOT, "lost+found"), mode=0o700)
+        os.makedirs(os.path.join(ROOT, ".trash", "new"))
+        os.makedirs(os.path.join(ROOT, "notes"))
         r, secs = to_imap(src, dst)
         print("  to-imap.sh, first run:\n" + "".join(f"    {l}\n" for l in (r.stdout + r.stderr).splitlines()))
         ok(r.returncode == 1, f"first run: exit 1 (one message not copied) in {secs:.1f} s", r.returncode)
         lines = {l.split(":")[0]: l for l in r.stdout.splitlines() if ": " in l}
+        ok(f"to-imap: {len(snap)} users," in r.stdout and not {"lost+found", ".trash", "notes"} & set(lines),
+           f"--all: the {len(snap)} user Maildirs, not lost+found, .trash or notes", r.stdout)
+        ok("logins is readable by others" in r.stderr, "a logins file others can read: warned", r.stderr)
         ok(all(" OK:" in lines.get(u, "") for u in snap if u not in ("alice", NO_LOGIN)),
            "first run: every user but alice and zed OK", lines)
         ok("FAILED: no target login" in lines.get(NO_LOGIN, ""), "first run: zed, without a login, FAILED",
@@ -327,6 +340,31 @@ def main():
         ok(r.returncode == 1, f"second run: exit 1 again (the big message is still not copied), {secs:.1f} s")
         second = verify(snap, 2)
         ok(first == second and first, "second run copied nothing: every folder has the same count", (first, second))
+        r, _ = to_imap(src, dst, who="bob")
+        ok(r.returncode == 0 and "bob: OK:" in r.stdout, "a user whose every message is on the target: exit 0",
+           r.stdout + r.stderr)
+        # The default state: below $HOME, never in the backup root.
+        home = os.path.join(WORK, "home")
+        os.makedirs(home)
+        with open(os.path.join(WORK, "logins-bob"), "w") as f:
+            f.write(f"bob\tfresh-bob\t{TARGET_PW}\n")
+        os.chmod(os.path.join(WORK, "logins-bob"), 0o600)
+        r, _ = to_imap(src, dst, "logins-bob", None, who="bob", home=home)
+        ok(r.returncode == 0 and "bob: OK:" in r.stdout, "bob into an empty mailbox, default state: exit 0",
+           r.stdout + r.stderr)
+        ok(os.path.isfile(os.path.join(home, ".local/state/mailkeep-restore/bob/mbsyncrc"))
+           and not os.path.exists(os.path.join(ROOT, "restore")),
+           "the default state is $HOME/.local/state/mailkeep-restore, outside the root", os.listdir(ROOT))
+        ok("logins-bob is readable" not in r.stderr, "a logins file of mode 0600: no warning", r.stderr)
+        # Bad usage: one line, exit 2, nothing run.
+        pwned = os.path.join(WORK, "pwned")
+        for size in ("25MB", f"ARGS[$(touch {pwned})]"):
+            r, _ = to_imap(src, dst, max_size=size, who="bob")
+            ok(r.returncode == 2 and len(r.stderr.splitlines()) == 1 and not os.path.exists(pwned),
+               f"--max-size {size}: exit 2, one line, nothing run", (r.returncode, r.stderr))
+        r, _ = to_imap(src, dst, state=os.path.join(ROOT, "restore"), who="bob")
+        ok(r.returncode == 2 and "inside the backup root" in r.stderr and not os.path.exists(os.path.join(ROOT, "restore")),
+           "--state inside the root: exit 2, nothing made there", (r.returncode, r.stderr))
         # An admin who gives a limit above the provider's: the refusal is caught all the same.
         with open(os.path.join(WORK, "logins-other"), "w") as f:
             f.write(f"alice\tother-alice\t{TARGET_PW}\n")

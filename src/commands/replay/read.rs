@@ -243,8 +243,9 @@ fn message<R: BufRead>(
 }
 
 /// A message's first bytes as they are stored, where its own bytes begin in them, what
-/// its headers say and its labels. A message `export --folder all` wrote keeps the header
-/// lines it was stored with, and its label line, the export's own, is taken out: so the
+/// its headers say and its labels. A message `export --folder all` wrote (its marker line
+/// right after our header lines, then the label) keeps the header lines it was stored with,
+/// and the marker and label lines, the export's own, are taken out: so the
 /// round trip gives the stored file back byte for byte. Any other message gets ours.
 fn stamped(opts: &Options, from_line: &Sender, head: Vec<u8>) -> (Vec<u8>, usize, HeaderInfo, Option<String>) {
     if let Some(label) = ExportLabel::find(&head) {
