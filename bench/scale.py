@@ -158,6 +158,10 @@ def cached_backup(binary, work, messages, users):
             return os.path.join(base, "root"), json.load(f)
     if os.path.exists(base):
         shutil.rmtree(base)
+    need = messages * 4600 + users * 60000  # 4 KiB a message and its inode; 6 directories a user
+    free = shutil.disk_usage(work).free
+    if free < 2 * need:
+        return None, {"skipped": f"{free / 1e9:.1f} GB free in {work}, {need / 1e9:.1f} GB needed (twice that kept free)"}
     os.makedirs(base)
     log(f"generating {messages} messages over {users} users in {base}")
     n, total, secs = generate(binary, os.path.join(base, "root"), messages, users)
@@ -361,6 +365,8 @@ def section(results, plot_note):
                    f"{s['bytes'] / 1e9:.2f} GB apparent, {s['disk_bytes'] / 1e9:.2f} GB on disk.")
     for n in notes:
         out.append(f"* skipped {n}")
+    for n in results.get("notes", []):
+        out.append(f"* {n}")
     out.append("")
     out.append(plot_note or "![wall time and peak RSS against the number of messages](scale.png)")
     out += ["", "<!-- scale:end -->", ""]
@@ -405,6 +411,10 @@ def main():
         plan.append((a.status_users * 2, a.status_users))
     for messages, users in plan:
         root, meta = cached_backup(binary, a.work, messages, users)
+        if root is None:
+            log(f"{messages} messages: skipped: {meta['skipped']}")
+            results.setdefault("notes", []).append(f"{messages} messages over {users} users: skipped: {meta['skipped']}")
+            continue
         label = f"{messages // 1000} k" if messages < 1000000 else f"{messages // 1000000} M"
         if users > 1000:
             label = f"{users // 1000} k users"
