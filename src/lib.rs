@@ -19,6 +19,7 @@ pub mod mbox;
 pub mod message;
 pub mod root;
 pub mod time;
+pub mod parallel;
 
 // Process start-up, the command line, and the commands.
 pub mod cli;

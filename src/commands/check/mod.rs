@@ -101,16 +101,7 @@ pub fn run(args: &CheckArgs) -> Result<Exit, Error> {
 /// Checks (and with `repair` fixes) the backup below `root`, or only user `only`'s part of
 /// it; `now` decides tmp/ ages. Users are walked in parallel (`threads`).
 pub fn check(root: &Path, only: Option<&User>, repair: bool, now: i64) -> Result<Report, CheckError> {
-    check_with(root, only, repair, now, threads())
-}
-
-/// How many users are walked at once: at least 16, one per core on bigger machines. With a
-/// cold page cache most of a walk is waiting for inodes and first blocks from the disk, and
-/// more requests in flight finish sooner even on 2 cores (100 000 messages on this project's
-/// 2-core VM, cache dropped: 17 to 19 s one at a time, 5 to 6 s with 4 threads, 2.5 to 3 s
-/// with 16). A warm walk is CPU-bound and gains up to the number of cores.
-fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(16, 64)
+    check_with(root, only, repair, now, crate::parallel::threads())
 }
 
 /// `check` with `threads` threads walking the users (1: no thread is started).

@@ -115,7 +115,7 @@ impl Checker {
             None => names(root_fd)?.into_iter().filter(|n| n != STORE_DIR.as_bytes() && n != b"lost+found").collect(),
         };
         names.sort();
-        let parts = parallel_map(&names, threads, |name| {
+        let parts = crate::parallel::map(&names, threads, |name| {
             let mut part = self.part();
             part.root_entry(root_fd, name, only.is_some());
             part.report
@@ -527,36 +527,6 @@ fn read_head(file: std::fs::File, size: u64, head: &mut Vec<u8>) -> std::io::Res
         }
     }
     Ok(())
-}
-
-/// `work` applied to every item by up to `threads` scoped threads, each taking the next
-/// item as it finishes one (users differ in size a thousandfold); the results in the
-/// items' order.
-fn parallel_map<T: Sync, R: Send>(items: &[T], threads: usize, work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = threads.clamp(1, items.len().max(1));
-    if threads == 1 {
-        return items.iter().map(work).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let mut done: Vec<(usize, R)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut mine = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(item) = items.get(i) else { break mine };
-                        mine.push((i, work(item)));
-                    }
-                })
-            })
-            .collect();
-        // A panic in a worker is a bug: it is carried on into this thread.
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
-    });
-    done.sort_unstable_by_key(|(i, _)| *i);
-    done.into_iter().map(|(_, r)| r).collect()
 }
 
 /// The names in a directory (`fsutil::list_dir`).
