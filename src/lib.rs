@@ -17,9 +17,9 @@ pub mod log;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
+pub mod parallel;
 pub mod root;
 pub mod time;
-pub mod parallel;
 
 // Process start-up, the command line, and the commands.
 pub mod cli;
