@@ -45,10 +45,15 @@ mod tests {
 
     #[test]
     fn map_keeps_the_order_of_the_items_whatever_the_threads() {
-        let items: Vec<u64> = (0..1000).collect();
+        // Items take different times, so that the threads finish them out of order.
+        let slow_square = |i: &u64| {
+            std::thread::sleep(std::time::Duration::from_micros(i % 7 * 100));
+            i * i
+        };
+        let items: Vec<u64> = (0..200).collect();
         let serial: Vec<u64> = items.iter().map(|i| i * i).collect();
         for threads in [0, 1, 2, 7, 16, 5000] {
-            assert_eq!(map(&items, threads, |i| i * i), serial, "{threads} threads");
+            assert_eq!(map(&items, threads, slow_square), serial, "{threads} threads");
         }
         assert!(map(&[] as &[u8], 4, |b| *b).is_empty());
     }
