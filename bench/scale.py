@@ -370,11 +370,11 @@ def section(all_results, plot_note):
            "",
            "```sh",
            "sudo bench/scale.sh          # this section and docs/scale.png; also the last part of bench/run.sh's full run",
-           "sudo bench/scale.sh --cold   # the page cache dropped before every measured run (its own table)",
+           "sudo bench/scale.sh --cold -- --replay-max 0   # the page cache dropped before every measured run: its own table",
            "```",
            "",
            "The backups are made the first time (2.5 minutes, 5 GB below /var/tmp/mailkeep-scale) and "
-           "kept for later runs; a run on them takes about 5 minutes (`--cold`: 3 minutes, no replay). "
+           "kept for later runs; a run on them takes about 5 minutes (the cold one without replay: 3). "
            "Each cell: wall time, peak RSS and messages per second; the median of 3 runs up to 100 000 "
            "messages, one run above. The machine is a 2-core VM shared with other jobs: single runs "
            "carry its noise (the load average is given).",
