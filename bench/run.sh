@@ -2,12 +2,14 @@
 # The side-by-side benchmark of docs/BENCHMARKS.md: mailkeep against the delivery agents an
 # admin runs today, one process per message as an MTA runs them, plus the bulk (mbox) side.
 #
-#   bench/run.sh            full run (about 45 minutes on 2 cores), rewrites docs/BENCHMARKS.md
+#   bench/run.sh            full run (about 45 minutes on 2 cores), rewrites docs/BENCHMARKS.md,
+#                           then the scale curve (bench/scale.sh: 5 GB below /var/tmp/mailkeep-scale,
+#                           3 minutes to make the backups the first time, then about 5 minutes)
 #   bench/run.sh --quick    small counts (under 3 minutes), report in $WORK/BENCHMARKS-quick.md
 # The full run also runs bench/relay.sh (the relay's view, issue 24: about 10 more minutes) and puts
 # its table, with bench/RELAY-NOTES.md, into the report.
 #
-# Options: --work DIR (default /var/tmp/mailkeep-bench: a fresh maildir per tool and round
+# Options: --no-scale (no scale curve), --work DIR (default /var/tmp/mailkeep-bench: a fresh maildir per tool and round
 # is made there, so it must be on the filesystem you want measured), --out FILE, --no-install,
 # --no-build, --bin PATH (the mailkeep binary to measure; default: the shipped, static build
 # of packaging/cargo-static.sh), and any of bench.py's options after `--` (e.g. -- --rounds 5).
@@ -25,6 +27,7 @@ QUICK=0
 INSTALL=1
 BUILD=1
 BIN=
+SCALE=1
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -33,9 +36,10 @@ while [ $# -gt 0 ]; do
         --out) OUT=$2; shift ;;
         --no-install) INSTALL=0 ;;
         --no-build) BUILD=0 ;;
+        --no-scale) SCALE=0 ;;
         --bin) BIN=$2; BUILD=0; shift ;;
         --) shift; EXTRA=("$@"); break ;;
-        *) echo "usage: bench/run.sh [--quick] [--work DIR] [--out FILE] [--no-install] [--no-build] [--bin PATH] [-- bench.py options]" >&2; exit 2 ;;
+        *) echo "usage: bench/run.sh [--quick] [--no-scale] [--work DIR] [--out FILE] [--no-install] [--no-build] [--bin PATH] [-- bench.py options]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -123,4 +127,8 @@ fi
 /usr/bin/python3 bench/report.py "$WORK/results.json" --command "$CMD" --notes bench/NOTES.md "${RELAY[@]}" > "$OUT.tmp"
 mv "$OUT.tmp" "$OUT"
 echo "bench: wrote $OUT (raw figures: $WORK/results.json)" >&2
+# The scale curve, in the full run only (it needs 5 GB and minutes): its section of $OUT.
+if [ $QUICK = 0 ] && [ $SCALE = 1 ]; then
+    bench/scale.sh --bin "$BIN" --out "$OUT" || { echo "bench: the scale run failed" >&2; status=2; }
+fi
 exit $status

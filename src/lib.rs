@@ -20,6 +20,7 @@ pub mod log;
 pub mod maildir;
 pub mod mbox;
 pub mod message;
+pub mod parallel;
 pub mod removal;
 pub mod root;
 pub mod seal;

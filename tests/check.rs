@@ -424,3 +424,27 @@ fn a_broken_root_marker_is_a_problem_and_repair_writes_nothing() {
     assert!(text.contains("--repair changes nothing below it"), "{text}");
     assert_eq!(files_below(&env.root()), before, "--repair wrote below a root deliveries refuse");
 }
+
+#[test]
+fn check_still_walks_everything_when_no_thread_can_be_started_issue_24() {
+    // The walk over the users starts threads (issue 24); a process limit that refuses them
+    // (systemd's TasksMax, ulimit -u) must cost only speed, never the check. RLIMIT_NPROC
+    // does not bind root: the check runs as nobody, allowed the one process it is.
+    if !is_root() {
+        eprintln!("skipped: needs root, to run the check as nobody");
+        return;
+    }
+    let env = backup();
+    let root = env.root();
+    fs::set_permissions(env.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = std::process::Command::new("chown").args(["-R", "nobody:nogroup"]).arg(&root).status().unwrap();
+    assert!(chown.success());
+    let (want_code, want) = check(&env, &[]);
+    let mut cmd = std::process::Command::new("setpriv");
+    cmd.args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "prlimit", "--nproc=1", "--", BIN, "check"]);
+    cmd.arg("--root").arg(&root).env_clear().env("PATH", "/usr/bin:/bin");
+    let out = run_with_stdin(cmd, b"");
+    let got = String::from_utf8_lossy(&out.stdout).into_owned() + &stderr(&out);
+    assert_eq!((code(&out), &got), (want_code, &want), "expected the report of an unlimited check, got another");
+    assert!(want.contains("2 users") && want_code == 0, "{want}");
+}

@@ -113,13 +113,24 @@ fn verify_seals(args: &CheckArgs, only: Option<&User>, report: &mut Report) -> R
 }
 
 /// Checks (and with `repair` fixes) the backup below `root`, or only user `only`'s part of
-/// it; `now` decides tmp/ ages.
+/// it; `now` decides tmp/ ages. Users are walked in parallel (`threads`).
 pub fn check(root: &Path, only: Option<&User>, repair: bool, now: i64) -> Result<Report, CheckError> {
+    check_with(root, only, repair, now, crate::parallel::threads())
+}
+
+/// `check` with `threads` threads walking the users (1: no thread is started).
+pub fn check_with(
+    root: &Path,
+    only: Option<&User>,
+    repair: bool,
+    now: i64,
+    threads: usize,
+) -> Result<Report, CheckError> {
     let root_err = |e: Errno| CheckError::Root { path: root.to_path_buf(), err: e.into() };
     let flags = OFlag::O_DIRECTORY | OFlag::O_RDONLY | OFlag::O_CLOEXEC;
     let root_fd = nix::fcntl::open(root, flags, Mode::empty()).map_err(root_err)?;
     let mut checker = walk::Checker::new(root, repair, now);
-    checker.root(root_fd.as_fd(), only).map_err(root_err)?;
+    checker.root(root_fd.as_fd(), only, threads).map_err(root_err)?;
     checker.dedup(root_fd.as_fd());
     Ok(checker.into_report())
 }
@@ -253,5 +264,64 @@ mod tests {
             (v["users"].as_u64(), v["messages"].as_u64(), v["unrepaired"].as_u64()),
             (Some(1), Some(2), Some(0))
         );
+    }
+
+    /// A tree of many users, each with its own mix of faults, some names not mailkeep's.
+    fn many_users(root: &Path) {
+        fs::create_dir(root.join(".mailkeep")).unwrap();
+        for i in 0..40 {
+            let u = maildir(root, &format!("user{i:02}"));
+            for m in 0..i % 7 {
+                fs::write(u.join(format!("cur/{i}{m}.M1P1Q1.h,S=2:2,S")), "x\n").unwrap();
+            }
+            match i % 5 {
+                1 => fs::write(u.join("new/9.M1P1Q1.h,S=99"), "short\n").unwrap(),
+                2 => fs::write(u.join("new/9.M1P1Q1.h,S=8"), "a: b\r\n\r\n").unwrap(),
+                3 => fs::remove_file(u.join("subscriptions")).unwrap(),
+                4 => fs::remove_dir(u.join(".Sent/tmp")).unwrap(),
+                _ => {}
+            }
+        }
+        fs::create_dir(root.join("Odd")).unwrap();
+        std::os::unix::fs::symlink("user01", root.join("user99")).unwrap();
+    }
+
+    fn outputs(r: &Report) -> (String, String) {
+        let (mut text, mut json) = (Vec::new(), Vec::new());
+        r.write_text(&mut text).unwrap();
+        r.write_json(&mut json).unwrap();
+        (String::from_utf8(text).unwrap(), String::from_utf8(json).unwrap())
+    }
+
+    #[test]
+    fn parallel_walk_reports_exactly_what_the_serial_walk_reports() {
+        let root = tempfile::tempdir().unwrap();
+        many_users(root.path());
+        let now = crate::time::now();
+        let serial = check_with(root.path(), None, false, now, 1).unwrap();
+        assert_eq!(serial.users, 40);
+        assert!(serial.problems.len() >= 30 && serial.foreign.len() == 1, "{:?}", serial.problems);
+        for threads in [2, 3, 8, 64] {
+            let parallel = check_with(root.path(), None, false, now, threads).unwrap();
+            assert_eq!(outputs(&parallel), outputs(&serial), "{threads} threads against 1");
+        }
+    }
+
+    #[test]
+    fn parallel_repair_fixes_what_the_serial_repair_fixes() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        many_users(a.path());
+        many_users(b.path());
+        let now = crate::time::now();
+        let serial = check_with(a.path(), None, true, now, 1).unwrap();
+        let parallel = check_with(b.path(), None, true, now, 4).unwrap();
+        // The findings and the totals (the folder lines carry the two trees' own mtimes).
+        let rel = |r: &Report, root: &Path| {
+            let text = outputs(r).0.replace(root.to_str().unwrap(), "ROOT");
+            text.lines().filter(|l| !l.contains(" messages, ") || l.contains(" users, ")).collect::<Vec<_>>().join("\n")
+        };
+        assert_eq!(rel(&parallel, b.path()), rel(&serial, a.path()));
+        let again = check_with(b.path(), None, false, now, 4).unwrap();
+        assert_eq!(again.unrepaired(), serial.unrepaired(), "{:?}", again.problems);
     }
 }

@@ -2,6 +2,8 @@
 //! listing of a folder. The time of the last copy stored into a folder is the mtime of its
 //! `new/`: every delivery links a file there (an IMAP server moving a message to `cur/`
 //! touches it too, which can only make the backup look more recent than it is, by minutes).
+//! The users are stat'ed by several threads (`crate::parallel`): with a cold cache each
+//! `fstatat` waits for the disk.
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;
@@ -79,9 +81,16 @@ pub fn space(root: BorrowedFd<'_>) -> nix::Result<Space> {
 }
 
 /// Goes through the user directories below `root` (names `deliver` would make, no dot
-/// names, no symlinks) and notes the mtime of each one's `new/` and `.Sent/new/`.
+/// names, no symlinks) and notes the mtime of each one's `new/` and `.Sent/new/`, with
+/// `crate::parallel::threads()` threads.
 pub fn users(root: BorrowedFd<'_>) -> nix::Result<Users> {
-    let mut found = Users::default();
+    users_with(root, crate::parallel::threads())
+}
+
+/// `users` with `threads` threads stat'ing the users' folders (with a cold cache each
+/// `fstatat` waits for the disk: 10 000 users took 3.2 s one at a time).
+pub fn users_with(root: BorrowedFd<'_>, threads: usize) -> nix::Result<Users> {
+    let mut names = Vec::new();
     for entry in fsutil::list_dir(root)? {
         let entry = entry?;
         let raw = entry.file_name().to_bytes();
@@ -94,16 +103,20 @@ pub fn users(root: BorrowedFd<'_>) -> nix::Result<Users> {
             Some(_) => false,
             None => matches!(kind(root, raw), Ok(Some(SFlag::S_IFDIR))),
         };
-        if !is_dir {
-            continue;
+        if is_dir {
+            names.push(user.as_str().to_owned());
         }
-        match user_copies(root, user.as_str()) {
+    }
+    let copies = crate::parallel::map(&names, threads, |user| user_copies(root, user));
+    let mut found = Users::default();
+    for (user, copies) in names.into_iter().zip(copies) {
+        match copies {
             Ok(copies) => {
                 found.newest =
                     Copies { inbox: found.newest.inbox.max(copies.inbox), sent: found.newest.sent.max(copies.sent) };
-                found.copies.insert(user.as_str().to_owned(), copies);
+                found.copies.insert(user, copies);
             }
-            Err(errno) => found.unreadable.push((user.as_str().to_owned(), errno)),
+            Err(errno) => found.unreadable.push((user, errno)),
         }
     }
     Ok(found)
@@ -143,4 +156,34 @@ fn kind(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Option<SFlag>, Errno> {
 /// The mode bits of the root directory `root`.
 pub fn mode(root: BorrowedFd<'_>) -> nix::Result<u32> {
     Ok(nix::sys::stat::fstat(root)?.st_mode & 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn parallel_scan_finds_what_the_serial_scan_finds() {
+        let root = tempfile::tempdir().unwrap();
+        for i in 0..60 {
+            let u = root.path().join(format!("user{i:02}"));
+            std::fs::create_dir_all(u.join("new")).unwrap();
+            if i % 3 == 0 {
+                std::fs::create_dir_all(u.join(".Sent/new")).unwrap();
+            }
+        }
+        std::fs::create_dir(root.path().join("Upper")).unwrap();
+        std::fs::create_dir(root.path().join("user98")).unwrap(); // no new/: no copy yet
+        std::os::unix::fs::symlink("user01", root.path().join("user99")).unwrap();
+        let fd = std::fs::File::open(root.path()).unwrap();
+        let serial = users_with(fd.as_fd(), 1).unwrap();
+        assert_eq!(serial.copies.len(), 61);
+        for threads in [2, 16, 100] {
+            let parallel = users_with(fd.as_fd(), threads).unwrap();
+            assert_eq!(parallel.copies, serial.copies, "{threads} threads");
+            assert_eq!(parallel.newest, serial.newest);
+            assert_eq!(parallel.unreadable, serial.unreadable);
+        }
+    }
 }
