@@ -241,9 +241,11 @@ pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError
 }
 
 /// Brings `index` up to the seal files in `seals`: the seals after the newest one it holds
-/// are taken in; an index whose newest seal is gone or has another digest now is rebuilt
-/// from all of them, and what it held is returned: a seal that went or changed since it was
-/// indexed. Whether the chain holds is `check --seals`'s to say, not this.
+/// are taken in; an index whose newest seal is gone or has another digest now, or whose
+/// names are not the ones its seals added (rows inserted or deleted by hand), is rebuilt
+/// from all of them. Returns what was wrong, for the run to report: a seal that went or
+/// changed since it was indexed, or an edited index. Whether the chain holds is `check
+/// --seals`'s to say, not this.
 pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Option<String>, SealError> {
     let seqs = list(seals)?;
     let mut changed = None;
@@ -252,17 +254,64 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Opt
         Some((seq, digest)) if seqs.contains(&seq) && sha256_hex(&read(seals, seq)?) == digest => seq,
         Some((seq, digest)) => {
             let now = if seqs.contains(&seq) { "has another digest now" } else { "is gone" };
-            changed = Some(format!("{} (digest {digest} when it was indexed) {now}", seal_name(seq)));
+            changed = Some(format!(
+                "{} (digest {digest} when it was indexed) {now}: the chain was cut or rewritten",
+                seal_name(seq)
+            ));
             index.clear()?;
             0
         }
     };
-    for &seq in seqs.iter().filter(|&&s| s > trusted) {
+    take_in(index, seals, seqs.iter().filter(|&&s| s > trusted))?;
+    if !index.consistent()? {
+        let what = "the index holds other names than its seals added (edited by hand?): rebuilt from the seals";
+        changed = Some(changed.map_or(what.to_string(), |c| format!("{c}; {what}")));
+        index.clear()?;
+        take_in(index, seals, seqs.iter())?;
+    }
+    Ok(changed)
+}
+
+fn take_in<'a>(
+    index: &mut index::Index,
+    seals: BorrowedFd<'_>,
+    seqs: impl Iterator<Item = &'a u64>,
+) -> Result<(), SealError> {
+    for &seq in seqs {
         let bytes = read(seals, seq)?;
         let (_, lines) = parse(&seal_name(seq), &bytes)?;
         index.add(seq, &sha256_hex(&bytes), &lines)?;
     }
-    Ok(changed)
+    Ok(())
+}
+
+/// Why a seal's tombstones are not the entries of audit.log's bytes `span.from..span.to`
+/// (the log `log` as it is now), if they are not: the prefix digest pins the log's bytes,
+/// this pins the copies in the seal to them.
+pub fn tombstones_differ(lines: &[Line], log: &[u8], span: &AuditSpan) -> Option<String> {
+    let (from, to) = (usize::try_from(span.from).ok()?, usize::try_from(span.to).ok()?);
+    if from > to || to > log.len() {
+        return Some(format!("its audit span {from}..{to} is not in audit.log ({} bytes)", log.len()));
+    }
+    let logged = match audit::parse(&log[from..to]) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("audit.log bytes {from}..{to}: {e}")),
+    };
+    let sealed: Vec<&audit::Entry> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Audit(a) => Some(&a.audit),
+            Line::Message(_) => None,
+        })
+        .collect();
+    let same = sealed.len() == logged.len() && sealed.iter().zip(&logged).all(|(a, b)| *a == b);
+    (!same).then(|| {
+        format!(
+            "its {} audit lines are not the {} entries of audit.log bytes {from}..{to}: the seal was edited",
+            sealed.len(),
+            logged.len()
+        )
+    })
 }
 
 /// The end of the last complete line of audit.log's `bytes`: what a seal may take in
