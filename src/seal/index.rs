@@ -169,11 +169,15 @@ impl Index {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Whether the rows of `sealed` are the names the indexed seals added: a row inserted
-    /// or deleted by hand makes them differ.
-    pub fn consistent(&self) -> Result<bool, SealError> {
-        let sql = "SELECT (SELECT count(*) FROM sealed) = (SELECT coalesce(sum(messages), 0) FROM seals)";
-        self.conn.query_row(sql, [], |r| r.get(0)).map_err(|e| self.err(e))
+    /// Whether the rows of `sealed` are the names the indexed seals added, and no more than
+    /// `in_seals` (the sum of the seal files' message counts; fewer when a name is in two
+    /// seals): a row inserted or deleted by hand makes them differ, and so does a count
+    /// raised by hand to match.
+    pub fn consistent(&self, in_seals: u64) -> Result<bool, SealError> {
+        let sql = "SELECT (SELECT count(*) FROM sealed), (SELECT coalesce(sum(messages), 0) FROM seals)";
+        let (rows, added): (i64, i64) =
+            self.conn.query_row(sql, [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(|e| self.err(e))?;
+        Ok(rows == added && added as u64 <= in_seals)
     }
 
     /// Calls `visit` with each message sealed in `user`'s `folder` (by name) and the rowid of
@@ -313,7 +317,8 @@ mod tests {
         let removed = audit::Removed { folder: "INBOX".into(), name: "2.x".into(), size: 1, sha256: "x".into() };
         let erase = audit::Entry::now("erase", "a", Some("r"), None, vec![removed.clone()]);
         index.add(2, "d2", &[Line::Audit(super::super::AuditLine { audit: erase })]).unwrap();
-        assert!(index.consistent().unwrap());
+        assert!(index.consistent(2).unwrap());
+        assert!(!index.consistent(1).unwrap(), "more names than the seals hold");
         // A forged "hold" naming 1.x, and an erase naming it with another digest, excuse nothing.
         let other = audit::Removed { name: "1.x".into(), sha256: "y".into(), ..removed.clone() };
         let forged = [
