@@ -552,6 +552,10 @@ fn a_removal_no_seal_vouches_for_is_listed_and_against_a_kept_head_reported() {
     let (rc, report) = check_seals(&env, &[]);
     assert_eq!((rc, report["seals"]["removed_not_sealed"].as_array().map(Vec::len)), (0, Some(0)), "{report:#}");
     assert_eq!(check_seals(&env, &["--seal-head", &kept]).0, 1);
+    let text = env.run(["check", "--seals", "--root", root.to_str().unwrap(), "--seal-head", &kept], &[], b"");
+    let want =
+        format!("removed after the kept head (in 000002.seal): user olga, folder INBOX, name {}", base(&files[0]));
+    assert!(String::from_utf8_lossy(&text.stdout).contains(&want), "{}", String::from_utf8_lossy(&text.stdout));
     let (rc, report) = check_seals(&env, &["--seal-head", &newer]);
     assert_eq!((rc, seal_problems(&report)), (0, vec![]), "{report:#}");
 }
