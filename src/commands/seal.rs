@@ -9,8 +9,8 @@
 //! 3. per user and folder, list new/ and cur/, keep the base names the index does not
 //!    hold, and hash those (a file gone since the listing is left for the next run; a
 //!    sealed file is never opened again);
-//! 4. every `BATCH` messages, and at the end, write a seal (atomically, fsynced, mode
-//!    0440, never replacing one), sign it, and take it into the index. A run that found
+//! 4. every `BATCH` messages, and at the end, sign a seal, write it (atomically, fsynced,
+//!    mode 0440, never replacing one) and take it into the index. A run that found
 //!    nothing new writes no seal unless audit.log grew or there is no seal at all yet.
 
 use std::collections::BTreeMap;

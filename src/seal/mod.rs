@@ -71,7 +71,8 @@ pub struct Header {
     pub format: String,
     pub seq: u64,
     pub previous: String,
-    /// RFC 3339, UTC.
+    /// RFC 3339, UTC: when the run that wrote it began (a message file older than that was
+    /// there to be sealed by it).
     pub time: String,
     pub audit: AuditSpan,
     pub messages: u64,
