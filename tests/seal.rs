@@ -629,6 +629,14 @@ fn a_seal_whose_audit_lines_differ_from_audit_log_is_reported() {
     let (rc, _, err) = seal(&env, &[]);
     assert_eq!(rc, 1, "{err}");
     assert!(err.contains("000002.seal: its 1 audit lines are not the 1 entries"), "{err}");
+    // No longer the head: a seal taken into the index (here by a rebuild) is compared too.
+    fs::write(&head, &text).unwrap();
+    deliver(&env, "rita", 1);
+    seal_ok(&env, &["--rebuild-index"]);
+    fs::write(&head, text.replace("ticket 1", "ticket 2")).unwrap();
+    let (rc, _, err) = seal(&env, &["--rebuild-index"]);
+    assert_eq!(rc, 1, "{err}");
+    assert!(err.contains("000002.seal: its 1 audit lines are not the 1 entries"), "{err}");
 }
 
 /// Rows inserted into seals/index.sqlite: the next seal finds the index does not match its

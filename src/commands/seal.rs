@@ -71,20 +71,23 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
     let seals_path = state_path(args).join(seal::SEALS_DIR);
     let index_path = seals_path.join(INDEX_FILE);
     let mut chain_changed = false;
-    let index = match open_index(&seals_path, seals.as_fd(), owner, args.rebuild_index, &mut chain_changed) {
-        Err(SealError::Index { err, .. }) => {
-            // Derived data: a damaged index is made again from the seals.
-            crate::log::stderr_line(&format!(
-                "seal: the index {} is unusable ({err}); rebuilding it",
-                index_path.display()
-            ));
-            for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
-                let _ = nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let index =
+        match open_index(&seals_path, (state.as_fd(), seals.as_fd()), owner, args.rebuild_index, &mut chain_changed) {
+            Err(SealError::Index { err, .. }) => {
+                // Derived data: a damaged index is made again from the seals.
+                crate::log::stderr_line(&format!(
+                    "seal: the index {} is unusable ({err}); rebuilding it",
+                    index_path.display()
+                ));
+                for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
+                    let _ =
+                        nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+                }
+                open_index(&seals_path, (state.as_fd(), seals.as_fd()), owner, true, &mut chain_changed)
+                    .map_err(damaged(&seals_path))?
             }
-            open_index(&seals_path, seals.as_fd(), owner, true, &mut chain_changed).map_err(damaged(&seals_path))?
-        }
-        other => other.map_err(damaged(&seals_path))?,
-    };
+            other => other.map_err(damaged(&seals_path))?,
+        };
     // The seals this run writes carry its start: a message file older than that is in them.
     let started = crate::time::format_time(crate::time::now());
     let mut chain =
@@ -111,7 +114,7 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
 /// The index of sealed names, brought up to the seal files (emptied first to `rebuild`).
 fn open_index(
     seals_path: &Path,
-    seals: BorrowedFd<'_>,
+    (state, seals): (BorrowedFd<'_>, BorrowedFd<'_>),
     owner: fsutil::Owner,
     rebuild: bool,
     changed: &mut bool,
@@ -121,7 +124,7 @@ fn open_index(
     if rebuild {
         index.clear()?;
     }
-    if let Some(what) = seal::sync_index(&mut index, seals)? {
+    if let Some(what) = seal::sync_index(&mut index, seals, &audit::read_bytes(state)?)? {
         // A seal removed or replaced since the last run, or an edited index: sealing goes
         // on (new mail must be sealed), but the run says so and ends with 1.
         crate::log::stderr_line(&format!("seal: problem: {what}; run 'mailkeep check --seals'"));

@@ -266,9 +266,10 @@ pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError
 /// are taken in; an index whose newest seal is gone or has another digest now, or whose
 /// names are not the ones its seals added (rows inserted or deleted by hand), is rebuilt
 /// from all of them. Returns what was wrong, for the run to report: a seal that went or
-/// changed since it was indexed, or an edited index. Whether the chain holds is `check
-/// --seals`'s to say, not this.
-pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Option<String>, SealError> {
+/// changed since it was indexed, or an edited index. Each seal taken in must hold, as its
+/// audit lines, the entries of `log` (audit.log as it is now) that it pinned. Whether the
+/// chain holds is `check --seals`'s to say, not this.
+pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>, log: &[u8]) -> Result<Option<String>, SealError> {
     let seqs = list(seals)?;
     let mut changed = None;
     let trusted = match index.head()? {
@@ -284,7 +285,7 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Opt
             0
         }
     };
-    take_in(index, seals, seqs.iter().filter(|&&s| s > trusted))?;
+    take_in(index, seals, log, seqs.iter().filter(|&&s| s > trusted))?;
     let mut in_seals = 0;
     for &seq in &seqs {
         in_seals += read_header(seals, seq)?.messages;
@@ -293,7 +294,7 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Opt
         let what = "the index holds other names than its seals added (edited by hand?): rebuilt from the seals";
         changed = Some(changed.map_or(what.to_string(), |c| format!("{c}; {what}")));
         index.clear()?;
-        take_in(index, seals, seqs.iter())?;
+        take_in(index, seals, log, seqs.iter())?;
     }
     Ok(changed)
 }
@@ -301,11 +302,19 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Opt
 fn take_in<'a>(
     index: &mut index::Index,
     seals: BorrowedFd<'_>,
+    log: &[u8],
     seqs: impl Iterator<Item = &'a u64>,
 ) -> Result<(), SealError> {
     for &seq in seqs {
         let bytes = read(seals, seq)?;
-        let (_, lines) = parse(&seal_name(seq), &bytes)?;
+        let (header, lines) = parse(&seal_name(seq), &bytes)?;
+        // A span beyond the log is the log's fault (truncated, replaced), which the run's
+        // prefix check reports; here only the copies are compared.
+        if header.audit.to as usize <= log.len()
+            && let Some(why) = tombstones_differ(&lines, log, &header.audit)
+        {
+            return Err(SealError::AuditChanged(format!("{}: {why}; run 'mailkeep check --seals'", seal_name(seq))));
+        }
         index.add(seq, &sha256_hex(&bytes), &lines)?;
     }
     Ok(())
