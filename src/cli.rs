@@ -371,8 +371,9 @@ pub struct CheckArgs {
     pub repair: bool,
 
     /// Also verify the seals (`mailkeep seal`): the chain of digests, and that every sealed
-    /// message is still there (new/ or cur/, any flags) with its size, unless audit.log
-    /// records its removal (expire, erase).
+    /// message is still there (new/ or cur/, any flags) with its size, unless an expire or
+    /// erase entry in audit.log names it with its sealed size and SHA-256 (removals no seal
+    /// vouches for yet are listed; with --seal-head, reported).
     #[arg(long)]
     pub seals: bool,
 
@@ -410,6 +411,11 @@ pub struct SealArgs {
     /// is rebuilt by itself when missing or out of step with the seals.
     #[arg(long)]
     pub rebuild_index: bool,
+
+    /// Allow running as root (what it creates in ROOT/.mailkeep/seals is given to the
+    /// root's owner). Default: refuse with exit 2; run as the backup's user.
+    #[arg(long)]
+    pub allow_root: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

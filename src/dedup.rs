@@ -627,6 +627,11 @@ pub fn connect(dir: BorrowedFd<'_>, root: &Path, flags: OpenFlags) -> Result<Con
     connect_named(dir, &root.join(STORE_DIR), OsStr::new(STORE_FILE), flags)
 }
 
+/// `connect_named` for another database of ours (the seal index, `seal::index`).
+pub fn connect_file(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr, flags: OpenFlags) -> Result<Connection> {
+    connect_named(dir, dir_path, name, flags)
+}
+
 /// `connect` for the store file `name` in `dir` (`--dedup-store`); `dir_path` only names
 /// it in messages.
 fn connect_named(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr, flags: OpenFlags) -> Result<Connection> {
@@ -700,8 +705,9 @@ fn fd_vfs() -> rusqlite::Result<&'static CStr> {
         vfs.pNext = std::ptr::null_mut();
         vfs.xFullPathname = Some(full_pathname_as_given);
         let vfs = Box::leak(Box::new(vfs));
-        // The unix VFS's system calls are one table for the process (mailkeep opens no
-        // other SQLite database): its `open` becomes `open_file_or_dir`.
+        // The unix VFS's system calls are one table for the process (mailkeep's other
+        // databases, the seal index and check's temporary one, are its own too): its `open`
+        // becomes `open_file_or_dir`.
         let Some(set_syscall) = vfs.xSetSystemCall else { return ffi::SQLITE_ERROR };
         // SAFETY: SQLite calls the "open" entry as `int (*)(const char *, int, int)`, the
         // signature of `open_file_or_dir`; the generic pointer type only carries it.

@@ -169,7 +169,7 @@ const ADMIN: &[Row] = &[
         "problems found: check found some it did not repair; accounts sync refused to shrink the file; \
          erase refused a user on legal hold; expire or erase could not remove some messages; export \
          skipped a file that is no regular message (a FIFO, a symlink; each is named); \
-         seal found a file it could not seal, or audit.log rewritten",
+         seal found a file it could not seal, audit.log or a seal rewritten or damaged, an unsigned head or an edited index",
     ),
     row(
         2,
@@ -178,7 +178,7 @@ const ADMIN: &[Row] = &[
          init of a non-empty directory without --adopt or of an unmounted fstab mount point, \
          init run as root without --allow-root, \
          a symlink where mailkeep keeps a directory, a key file others can read, \
-         expire, erase or hold run as root without --allow-root, erase of a user without a Maildir, \
+         expire, erase, hold or seal run as root without --allow-root, erase of a user without a Maildir, \
          an audit log or holds file that does not parse, a dedup store on a network filesystem \
          or of another backup root, a --dedup-store that is no absolute path to a file, \
          an export's --out that exists (without --force), lies inside the root or has a symlink \

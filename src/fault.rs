@@ -21,6 +21,31 @@ pub fn point(name: &str) {
     if asked.as_encoded_bytes().strip_prefix(b"panic-") == Some(name.as_bytes()) {
         panic!("fault injected at {name}");
     }
+    pause(name, asked.as_encoded_bytes());
+}
+
+/// `MAILKEEP_FAULT=pause-<name>:<file>`: at `name` the process creates `<file>.paused` and
+/// waits (30 s at most) until `<file>` exists, so a test can act exactly there (an expire
+/// while a check runs).
+#[cfg(feature = "fault-injection")]
+fn pause(name: &str, asked: &[u8]) {
+    let Some(rest) = asked.strip_prefix(b"pause-") else { return };
+    let Some(colon) = rest.iter().position(|&b| b == b':') else { return };
+    let (at, file) = (&rest[..colon], &rest[colon + 1..]);
+    if at != name.as_bytes() {
+        return;
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let file = std::path::Path::new(std::ffi::OsStr::from_bytes(file));
+    let mut paused = file.as_os_str().to_os_string();
+    paused.push(".paused");
+    let _ = std::fs::write(paused, b"");
+    for _ in 0..3000 {
+        if file.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Without the test hooks a failure point is nothing at all.

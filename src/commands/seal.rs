@@ -9,8 +9,8 @@
 //! 3. per user and folder, list new/ and cur/, keep the base names the index does not
 //!    hold, and hash those (a file gone since the listing is left for the next run; a
 //!    sealed file is never opened again);
-//! 4. every `BATCH` messages, and at the end, write a seal (atomically, fsynced, mode
-//!    0440, never replacing one), sign it, and take it into the index. A run that found
+//! 4. every `BATCH` messages, and at the end, sign a seal, write it (atomically, fsynced,
+//!    mode 0440, never replacing one) and take it into the index. A run that found
 //!    nothing new writes no seal unless audit.log grew or there is no seal at all yet.
 
 use std::collections::BTreeMap;
@@ -53,6 +53,11 @@ impl Classify for SealError {
 }
 
 pub fn run(args: &SealArgs) -> Result<Exit, Error> {
+    // As expire, erase and hold: what a seal run as root creates is given to the root's
+    // owner, but a root seal is the admin's deliberate choice.
+    if nix::unistd::geteuid().is_root() && !args.allow_root {
+        return Err(crate::config::ConfigError::RunningAsRoot.into());
+    }
     root::require_existing(&args.root)?;
     let root_fd = fsutil::open_dir_path(&args.root)
         .map_err(|_| RootError::NotInitialised { root: args.root.clone(), why: "it cannot be opened" })?;
@@ -63,23 +68,39 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
     let owner = owner_for(state.as_fd())?;
     let seals = seals_dir(state.as_fd(), owner)?;
     let _lock = lock(seals.as_fd(), owner)?;
-    let index_path = state_path(args).join(seal::SEALS_DIR).join(INDEX_FILE);
+    let seals_path = state_path(args).join(seal::SEALS_DIR);
+    let index_path = seals_path.join(INDEX_FILE);
     let mut chain_changed = false;
-    let index = match open_index(&index_path, seals.as_fd(), owner, args.rebuild_index, &mut chain_changed) {
-        Err(SealError::Index { err, .. }) => {
-            // Derived data: a damaged index is made again from the seals.
-            crate::log::stderr_line(&format!(
-                "seal: the index {} is unusable ({err}); rebuilding it",
-                index_path.display()
-            ));
-            for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
-                let _ = nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+    let index =
+        match open_index(&seals_path, (state.as_fd(), seals.as_fd()), owner, args.rebuild_index, &mut chain_changed) {
+            Err(SealError::Index { err, .. }) => {
+                // Derived data: a damaged index is made again from the seals.
+                crate::log::stderr_line(&format!(
+                    "seal: the index {} is unusable ({err}); rebuilding it",
+                    index_path.display()
+                ));
+                for name in [INDEX_FILE.to_string(), format!("{INDEX_FILE}-journal")] {
+                    let _ =
+                        nix::unistd::unlinkat(seals.as_fd(), name.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
+                }
+                open_index(&seals_path, (state.as_fd(), seals.as_fd()), owner, true, &mut chain_changed)
+                    .map_err(damaged(&seals_path))?
             }
-            open_index(&index_path, seals.as_fd(), owner, true, &mut chain_changed)?
-        }
-        other => other?,
-    };
-    let mut chain = Chain::load(seals.as_fd(), state.as_fd(), owner, key, index)?;
+            other => other.map_err(damaged(&seals_path))?,
+        };
+    // The seals this run writes carry its start: a message file older than that is in them.
+    let started = crate::time::format_time(crate::time::now());
+    let mut chain =
+        Chain::load(seals.as_fd(), state.as_fd(), owner, key, index, started).map_err(damaged(&seals_path))?;
+    if chain.unsigned_head {
+        // Signing it now would sign whatever someone who can write seals/ put there.
+        crate::log::stderr_line(&format!(
+            "seal: problem: the head {} is not signed (written without --sign-key, or not by mailkeep); \
+             left unsigned; run 'mailkeep check --seals --verify-key PUBKEY'",
+            seal::seal_name(chain.head_seq)
+        ));
+        chain_changed = true;
+    }
     let mut run = Run::new(&args.root, !args.quiet);
     run.walk(root_fd.as_fd(), &mut chain)?;
     let first_seal = chain.head_seq == 0;
@@ -92,26 +113,40 @@ pub fn run(args: &SealArgs) -> Result<Exit, Error> {
 
 /// The index of sealed names, brought up to the seal files (emptied first to `rebuild`).
 fn open_index(
-    path: &Path,
-    seals: BorrowedFd<'_>,
+    seals_path: &Path,
+    (state, seals): (BorrowedFd<'_>, BorrowedFd<'_>),
     owner: fsutil::Owner,
     rebuild: bool,
     changed: &mut bool,
 ) -> Result<Index, SealError> {
-    let mut index = Index::open(path)?;
+    let mut index = Index::open(seals, seals_path)?;
     chown_at(seals, INDEX_FILE, owner);
     if rebuild {
         index.clear()?;
     }
-    if let Some(what) = seal::sync_index(&mut index, seals)? {
-        // A seal removed or replaced since the last run: sealing goes on (new mail must be
-        // sealed), but the run says so and ends with 1.
-        crate::log::stderr_line(&format!(
-            "seal: problem: {what}: the chain was cut or rewritten; run 'mailkeep check --seals'"
-        ));
+    if let Some(what) = seal::sync_index(&mut index, seals, &audit::read_bytes(state)?)? {
+        // A seal removed or replaced since the last run, or an edited index: sealing goes
+        // on (new mail must be sealed), but the run says so and ends with 1.
+        crate::log::stderr_line(&format!("seal: problem: {what}; run 'mailkeep check --seals'"));
         *changed = true;
     }
     Ok(index)
+}
+
+/// A seal that does not parse stops the run: it says how to go on (README, "Seals").
+fn damaged(seals_path: &Path) -> impl Fn(SealError) -> SealError + '_ {
+    move |e| match e {
+        SealError::Corrupt { name, line, what } => SealError::Corrupt {
+            what: format!(
+                "{what}; the seal is damaged: move it out of {} (keep it for the record) and run \
+                 'mailkeep seal --rebuild-index'",
+                seals_path.display()
+            ),
+            name,
+            line,
+        },
+        e => e,
+    }
 }
 
 fn state_path(args: &SealArgs) -> PathBuf {
@@ -190,40 +225,51 @@ struct Chain {
     messages: u64,
     bytes: u64,
     audit_entries: u64,
+    /// The run's start, each new seal's `time`.
+    started: String,
+    /// A key was given and the head seal has no signature: reported, never signed now.
+    unsigned_head: bool,
 }
 
 impl Chain {
-    /// The chain's end as the seal files have it, and audit.log's new entries. A head seal
-    /// left unsigned by a crash is signed now, when there is a key.
+    /// The chain's end as the seal files have it, and audit.log's new entries. The head
+    /// seal's audit lines must be audit.log's entries it pinned. A head seal without a
+    /// signature while a key is given is noted (`unsigned_head`), never signed after the
+    /// fact: `write` signs before a seal exists, so a crash cannot leave one unsigned.
     fn load(
         seals: BorrowedFd<'_>,
         state: BorrowedFd<'_>,
         owner: fsutil::Owner,
         key: Option<SigningKey>,
         index: Index,
+        started: String,
     ) -> Result<Chain, SealError> {
-        let (head_seq, head_digest, pinned) = match seal::list(seals)?.last() {
-            None => (0, seal::NO_PREVIOUS.to_string(), None),
+        let log = audit::read_bytes(state)?;
+        let mut unsigned_head = false;
+        let (head_seq, head_digest, pinned, head_lines) = match seal::list(seals)?.last() {
+            None => (0, seal::NO_PREVIOUS.to_string(), None, Vec::new()),
             Some(&seq) => {
                 let bytes = seal::read(seals, seq)?;
-                let (header, _) = seal::parse(&seal::seal_name(seq), &bytes)?;
-                if let Some(key) = &key
-                    && fsutil::regular_or_missing(seals, seal::sig_name(seq).as_str()) == Ok(false)
-                {
-                    sign(seals, seq, &bytes, key, owner)?;
-                }
-                (seq, seal::sha256_hex(&bytes), Some(header.audit))
+                let (header, lines) = seal::parse(&seal::seal_name(seq), &bytes)?;
+                unsigned_head =
+                    key.is_some() && fsutil::regular_or_missing(seals, seal::sig_name(seq).as_str()) == Ok(false);
+                (seq, seal::sha256_hex(&bytes), Some(header.audit), lines)
             }
         };
-        let log = audit::read_bytes(state)?;
         let from = pinned.as_ref().map_or(0, |a| a.to);
         let to = seal::complete_prefix(&log) as u64;
         let shrank = to < from;
-        if shrank || pinned.is_some_and(|a| seal::sha256_hex(&log[..a.to as usize]) != a.sha256) {
+        if shrank || pinned.as_ref().is_some_and(|a| seal::sha256_hex(&log[..a.to as usize]) != a.sha256) {
             let what = if shrank { "shorter than" } else { "not what" };
             return Err(SealError::AuditChanged(format!(
                 "{} is {what} seal {} pinned (bytes 0..{from}): it was rewritten or truncated; run 'mailkeep check --seals'",
                 audit::AUDIT_LOG,
+                seal::seal_name(head_seq)
+            )));
+        }
+        if let Some(why) = pinned.as_ref().and_then(|span| seal::tombstones_differ(&head_lines, &log, span)) {
+            return Err(SealError::AuditChanged(format!(
+                "{}: {why}; run 'mailkeep check --seals'",
                 seal::seal_name(head_seq)
             )));
         }
@@ -243,6 +289,8 @@ impl Chain {
             messages: 0,
             bytes: 0,
             audit_entries: 0,
+            started,
+            unsigned_head,
         })
     }
 
@@ -265,18 +313,21 @@ impl Chain {
             format: seal::FORMAT.into(),
             seq,
             previous: self.head_digest.clone(),
-            time: crate::time::format_time(crate::time::now()),
+            time: self.started.clone(),
             audit: self.audit.clone(),
             messages: self.batch.len() as u64,
             audit_entries: self.entries.len() as u64,
         };
         let bytes = seal::render(&header, &self.batch, &self.entries);
-        fsutil::create_file(self.seals.as_fd(), OsStr::new(&name), &bytes, seal::SEAL_MODE, self.owner)
-            .map_err(|e| io(&name, "create")(fsutil::errno_of(e)))?;
-        crate::fault::point("seal-written");
+        // The signature first: a crash between the two leaves an orphan .sig (replaced by
+        // the next run's), never a seal without its signature.
         if let Some(key) = &self.key {
             sign(self.seals.as_fd(), seq, &bytes, key, self.owner)?;
         }
+        crate::fault::point("seal-signed");
+        fsutil::create_file(self.seals.as_fd(), OsStr::new(&name), &bytes, seal::SEAL_MODE, self.owner)
+            .map_err(|e| io(&name, "create")(fsutil::errno_of(e)))?;
+        crate::fault::point("seal-written");
         let digest = seal::sha256_hex(&bytes);
         self.messages += self.batch.len() as u64;
         self.bytes += self.batch.iter().map(|m| m.size).sum::<u64>();
@@ -296,7 +347,7 @@ impl Chain {
     }
 }
 
-/// Writes seal `seq`'s signature beside it.
+/// Writes seal `seq`'s signature (before the seal: it replaces only an orphan one).
 fn sign(
     seals: BorrowedFd<'_>,
     seq: u64,

@@ -43,18 +43,21 @@ pub struct SigningKey(Ed25519KeyPair);
 impl SigningKey {
     /// Reads the PKCS#8 private key at `path` (PEM or DER), refusing a file that others
     /// may read: whoever holds it can sign a rewritten chain.
+    /// A file that is no private key (the public one, given by mistake) is said to be so
+    /// before its mode is looked at.
     pub fn load(path: &std::path::Path) -> Result<SigningKey, SealError> {
         use std::os::unix::fs::PermissionsExt;
+        let bytes = read_key_file(path)?;
+        let der = der_of(&bytes, "PRIVATE KEY")
+            .ok_or_else(|| key_error(path, "not a private key (no PEM block PRIVATE KEY in it; the public key?)"))?;
+        let key = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|e| key_error(path, format!("not an Ed25519 PKCS#8 private key ({e})")))?;
         let mode =
             std::fs::metadata(path).map_err(|e| key_error(path, format!("cannot read: {e}")))?.permissions().mode();
         if mode & 0o004 != 0 {
             return Err(key_error(path, format!("others may read it (mode {:04o}): chmod o-r it", mode & 0o7777)));
         }
-        let bytes = read_key_file(path)?;
-        let der = der_of(&bytes, "PRIVATE KEY").ok_or_else(|| key_error(path, "no PEM block PRIVATE KEY in it"))?;
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
-            .map(SigningKey)
-            .map_err(|e| key_error(path, format!("not an Ed25519 PKCS#8 private key ({e})")))
+        Ok(SigningKey(key))
     }
 
     /// The signature of `bytes`, in base64 with a newline: the content of a .sig file.

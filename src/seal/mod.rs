@@ -71,7 +71,8 @@ pub struct Header {
     pub format: String,
     pub seq: u64,
     pub previous: String,
-    /// RFC 3339, UTC.
+    /// RFC 3339, UTC: when the run that wrote it began (a message file older than that was
+    /// there to be sealed by it).
     pub time: String,
     pub audit: AuditSpan,
     pub messages: u64,
@@ -225,6 +226,27 @@ pub fn read(seals: BorrowedFd<'_>, seq: u64) -> Result<Vec<u8>, SealError> {
     read_file(seals, &seal_name(seq))
 }
 
+/// Seal `seq`'s first line, read alone (a header is far shorter than `HEADER_MAX`).
+pub fn read_header(seals: BorrowedFd<'_>, seq: u64) -> Result<Header, SealError> {
+    const HEADER_MAX: u64 = 64 * 1024;
+    let name = seal_name(seq);
+    let (file, _) = fsutil::open_regular(seals, name.as_str()).map_err(|e| match e {
+        OpenError::Io { op, errno } => SealError::Io { name: name.clone(), op, errno },
+        e => SealError::Refused { name: name.clone(), what: e.to_string() },
+    })?;
+    let mut head = Vec::new();
+    file.take(HEADER_MAX).read_to_end(&mut head).map_err(|e| SealError::Io {
+        name: name.clone(),
+        op: "read",
+        errno: fsutil::errno_of(e),
+    })?;
+    let corrupt = |what: String| SealError::Corrupt { name: name.clone(), line: 1, what };
+    let end = head.iter().position(|&b| b == b'\n').ok_or_else(|| corrupt("no header line".into()))?;
+    let header: Header =
+        serde_json::from_slice(&head[..end]).map_err(|e| corrupt(format!("not a seal header: {e}")))?;
+    Ok(header)
+}
+
 /// The bytes of the regular file `name` in the seals directory; `Missing` as an error.
 pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError> {
     let (mut file, st) = fsutil::open_regular(seals, name).map_err(|e| match e {
@@ -241,10 +263,13 @@ pub fn read_file(seals: BorrowedFd<'_>, name: &str) -> Result<Vec<u8>, SealError
 }
 
 /// Brings `index` up to the seal files in `seals`: the seals after the newest one it holds
-/// are taken in; an index whose newest seal is gone or has another digest now is rebuilt
-/// from all of them, and what it held is returned: a seal that went or changed since it was
-/// indexed. Whether the chain holds is `check --seals`'s to say, not this.
-pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Option<String>, SealError> {
+/// are taken in; an index whose newest seal is gone or has another digest now, or whose
+/// names are not the ones its seals added (rows inserted or deleted by hand), is rebuilt
+/// from all of them. Returns what was wrong, for the run to report: a seal that went or
+/// changed since it was indexed, or an edited index. Each seal taken in must hold, as its
+/// audit lines, the entries of `log` (audit.log as it is now) that it pinned. Whether the
+/// chain holds is `check --seals`'s to say, not this.
+pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>, log: &[u8]) -> Result<Option<String>, SealError> {
     let seqs = list(seals)?;
     let mut changed = None;
     let trusted = match index.head()? {
@@ -252,17 +277,76 @@ pub fn sync_index(index: &mut index::Index, seals: BorrowedFd<'_>) -> Result<Opt
         Some((seq, digest)) if seqs.contains(&seq) && sha256_hex(&read(seals, seq)?) == digest => seq,
         Some((seq, digest)) => {
             let now = if seqs.contains(&seq) { "has another digest now" } else { "is gone" };
-            changed = Some(format!("{} (digest {digest} when it was indexed) {now}", seal_name(seq)));
+            changed = Some(format!(
+                "{} (digest {digest} when it was indexed) {now}: the chain was cut or rewritten",
+                seal_name(seq)
+            ));
             index.clear()?;
             0
         }
     };
-    for &seq in seqs.iter().filter(|&&s| s > trusted) {
-        let bytes = read(seals, seq)?;
-        let (_, lines) = parse(&seal_name(seq), &bytes)?;
-        index.add(seq, &sha256_hex(&bytes), &lines)?;
+    take_in(index, seals, log, seqs.iter().filter(|&&s| s > trusted))?;
+    let mut in_seals = 0;
+    for &seq in &seqs {
+        in_seals += read_header(seals, seq)?.messages;
+    }
+    if !index.consistent(in_seals)? {
+        let what = "the index holds other names than its seals added (edited by hand?): rebuilt from the seals";
+        changed = Some(changed.map_or(what.to_string(), |c| format!("{c}; {what}")));
+        index.clear()?;
+        take_in(index, seals, log, seqs.iter())?;
     }
     Ok(changed)
+}
+
+fn take_in<'a>(
+    index: &mut index::Index,
+    seals: BorrowedFd<'_>,
+    log: &[u8],
+    seqs: impl Iterator<Item = &'a u64>,
+) -> Result<(), SealError> {
+    for &seq in seqs {
+        let bytes = read(seals, seq)?;
+        let (header, lines) = parse(&seal_name(seq), &bytes)?;
+        // A span beyond the log is the log's fault (truncated, replaced), which the run's
+        // prefix check reports; here only the copies are compared.
+        if header.audit.to as usize <= log.len()
+            && let Some(why) = tombstones_differ(&lines, log, &header.audit)
+        {
+            return Err(SealError::AuditChanged(format!("{}: {why}; run 'mailkeep check --seals'", seal_name(seq))));
+        }
+        index.add(seq, &sha256_hex(&bytes), &lines)?;
+    }
+    Ok(())
+}
+
+/// Why a seal's tombstones are not the entries of audit.log's bytes `span.from..span.to`
+/// (the log `log` as it is now), if they are not: the prefix digest pins the log's bytes,
+/// this pins the copies in the seal to them.
+pub fn tombstones_differ(lines: &[Line], log: &[u8], span: &AuditSpan) -> Option<String> {
+    let (from, to) = (usize::try_from(span.from).ok()?, usize::try_from(span.to).ok()?);
+    if from > to || to > log.len() {
+        return Some(format!("its audit span {from}..{to} is not in audit.log ({} bytes)", log.len()));
+    }
+    let logged = match audit::parse(&log[from..to]) {
+        Ok(entries) => entries,
+        Err(e) => return Some(format!("audit.log bytes {from}..{to}: {e}")),
+    };
+    let sealed: Vec<&audit::Entry> = lines
+        .iter()
+        .filter_map(|l| match l {
+            Line::Audit(a) => Some(&a.audit),
+            Line::Message(_) => None,
+        })
+        .collect();
+    let same = sealed.len() == logged.len() && sealed.iter().zip(&logged).all(|(a, b)| *a == b);
+    (!same).then(|| {
+        format!(
+            "its {} audit lines are not the {} entries of audit.log bytes {from}..{to}: the seal was edited",
+            sealed.len(),
+            logged.len()
+        )
+    })
 }
 
 /// The end of the last complete line of audit.log's `bytes`: what a seal may take in

@@ -30,6 +30,13 @@ pub enum Fault {
     SealedMissing { user: String, folder: String, name: String },
     SealedAltered { user: String, folder: String, name: String, what: String },
     SealChain(String),
+    // An audit entry's removal that names a sealed message otherwise than it was sealed, or
+    // that no expire or erase wrote; with `--seal-head`, a removal accounting for a sealed
+    // message that the kept head does not vouch for; a message file older than the last
+    // seal's run that no seal holds.
+    SealRemovalMismatch(String),
+    SealRemovalUnvouched(String),
+    SealUnsealed { user: String, folder: String, name: String, what: String },
 }
 
 impl Fault {
@@ -49,6 +56,9 @@ impl Fault {
             Fault::SealedMissing { .. } => "sealed_missing",
             Fault::SealedAltered { .. } => "sealed_altered",
             Fault::SealChain(_) => "seal_chain",
+            Fault::SealRemovalMismatch(_) => "seal_removal_mismatch",
+            Fault::SealRemovalUnvouched(_) => "seal_removal_after_kept_head",
+            Fault::SealUnsealed { .. } => "seal_skipped",
         }
     }
 }
@@ -81,6 +91,14 @@ impl std::fmt::Display for Fault {
                 write!(f, "sealed message altered: user {user}, folder {folder}, name {name}: {what}")
             }
             Fault::SealChain(why) => write!(f, "seal chain broken: {why}"),
+            Fault::SealRemovalMismatch(why) => write!(f, "audit entry removes nothing sealed: {why}"),
+            Fault::SealRemovalUnvouched(what) => write!(
+                f,
+                "removed after the kept head (no seal up to it records this removal; compare with your records): {what}"
+            ),
+            Fault::SealUnsealed { user, folder, name, what } => {
+                write!(f, "message in no seal: user {user}, folder {folder}, name {name}: {what}")
+            }
         }
     }
 }
@@ -141,6 +159,9 @@ pub struct SealSummary {
     pub sealed_messages: u64,
     /// Sealed messages whose removal audit.log records (expire, erase).
     pub removed: u64,
+    /// Of those, the ones whose removal no seal (up to the kept head, with `--seal-head`)
+    /// vouches for yet: who removed them, when and why, for the admin to read.
+    pub removed_not_sealed: Vec<crate::seal::index::Removal>,
 }
 
 impl Report {
@@ -179,10 +200,32 @@ impl Report {
             writeln!(out, "{}", crate::log::escape(&line))?;
         }
         if let Some(s) = &self.seals {
-            let line = format!(
-                "seals: {} seals, head {} {}; {} sealed messages, {} of them removed on purpose",
-                s.seals, s.head, s.head_digest, s.sealed_messages, s.removed
-            );
+            for r in &s.removed_not_sealed {
+                let sudo = r.sudo_user.as_deref().map(|u| format!(" (sudo {u})")).unwrap_or_default();
+                let what = match r.seq {
+                    None => "removed, not yet sealed".to_string(),
+                    Some(seq) => format!("removed after the kept head (in {})", crate::seal::seal_name(seq)),
+                };
+                let line = format!(
+                    "{what}: user {}, folder {}, name {}: {} at {} by uid {}{sudo}, reason {:?}",
+                    r.user,
+                    r.folder,
+                    r.name,
+                    r.command,
+                    r.time,
+                    r.uid,
+                    r.reason.as_deref().unwrap_or("")
+                );
+                writeln!(out, "{}", crate::log::escape(&line))?;
+            }
+            let line = if s.seals == 0 {
+                "seals: none".to_string()
+            } else {
+                format!(
+                    "seals: {} seals, head {} {}; {} sealed messages, {} of them removed on purpose",
+                    s.seals, s.head, s.head_digest, s.sealed_messages, s.removed
+                )
+            };
             writeln!(out, "{line}")?;
         }
         let (messages, bytes) = self.totals();

@@ -6,12 +6,24 @@
 //!    the one before (an edited or replaced seal breaks the link after it); each one's
 //!    audit span starts where the one before ended and its digest is audit.log's prefix;
 //!    with a key, each one's signature; with a kept head, that digest is in the chain.
+//!    Each seal's audit lines must be the entries of audit.log's bytes it pinned. A gap in
+//!    the numbers is one finding, however many seals it spans.
 //! 2. The seals just verified, and the audit entries after the last one, go into a private
 //!    temporary index (never seals/index.sqlite, which anyone who can write there could
 //!    edit); then folder by folder each sealed name is looked for in new/ and cur/ under
 //!    any flags, its size compared and, with `--verify-content`, its SHA-256.
+//! 3. A sealed message that is gone is accounted for only by an expire or erase entry that
+//!    names it with its sealed size and SHA-256; before one is called lost, audit.log is
+//!    read again (an expire may have run meanwhile). A removal entry that names a sealed
+//!    message otherwise, or that no expire or erase wrote, is itself reported. Removals no
+//!    seal vouches for yet (audit.log's unsealed tail; with `--seal-head`, also those sealed
+//!    after the kept head) are listed with who, when and why: anyone who can append to
+//!    audit.log could have written them. Without `--seal-head` the list is for the admin to
+//!    read (exit 0: expire runs daily); with it, each is a problem (exit 1).
+//! 4. A message file present since before the last seal's run began but in no seal is
+//!    reported (an edited seals/index.sqlite keeps a message out of new seals, not out of this).
 //!
-//! Memory: the seal being verified, and the names of one folder at a time.
+//! Memory: the seal being verified, the names of one folder at a time, and the findings.
 
 use std::collections::HashMap;
 use std::ffi::{CString, OsStr};
@@ -26,7 +38,7 @@ use super::report::{Fault, Problem, Report, SealSummary};
 use crate::audit;
 use crate::envelope::User;
 use crate::fsutil;
-use crate::seal::index::Index;
+use crate::seal::index::{Index, Removal};
 use crate::seal::key::VerifyKey;
 use crate::seal::{self, Hash, SealError, Sealed, Sub};
 
@@ -42,7 +54,7 @@ pub struct Options<'a> {
 /// temporary index cannot be made.
 pub fn verify(root: &Path, root_fd: BorrowedFd<'_>, opts: &Options<'_>, report: &mut Report) -> Result<(), SealError> {
     let seals_path = root.join(crate::root::STATE_DIR).join(seal::SEALS_DIR);
-    let mut v = Verifier { report, seals_path, summary: SealSummary::default() };
+    let mut v = Verifier { report, seals_path, summary: SealSummary::default(), vouched: 0, log_read: 0 };
     let state = crate::root::open_state_dir(root_fd).ok().flatten();
     let seals = state.as_ref().map(|s| fsutil::open_dir(s.as_fd(), seal::SEALS_DIR));
     let (Some(state), Some(Ok(seals))) = (state, seals) else {
@@ -51,6 +63,7 @@ pub fn verify(root: &Path, root_fd: BorrowedFd<'_>, opts: &Options<'_>, report: 
         return Ok(());
     };
     let mut index = Index::temporary()?;
+    v.log_owner(state.as_fd());
     let log = match audit::read_bytes(state.as_fd()) {
         Ok(log) => log,
         Err(e) => {
@@ -58,22 +71,41 @@ pub fn verify(root: &Path, root_fd: BorrowedFd<'_>, opts: &Options<'_>, report: 
             Vec::new()
         }
     };
-    let sealed_to = v.chain_of(seals.as_fd(), &log, opts, &mut index)?;
-    // Removals after the last seal are honoured too: the log is fsynced before a file goes.
-    let tail = &log[(sealed_to as usize).min(log.len())..];
-    match audit::parse(tail) {
+    let end = v.chain_of(seals.as_fd(), &log, opts, &mut index)?;
+    crate::fault::point("check-seals-log-read");
+    // Removals after the last seal count too (the log is fsynced before a file goes), but
+    // are listed: no seal vouches for them yet.
+    let tail_from = (end.sealed_to as usize).min(log.len());
+    v.log_read = seal::complete_prefix(&log).max(tail_from);
+    match audit::parse(&log[tail_from..v.log_read]) {
         Ok(entries) => index.add_unsealed_removals(&entries)?,
         Err(e) => v.chain(format!("{e} (after the last seal)")),
     }
-    v.messages(root, root_fd, &index, opts)?;
+    v.messages(root, root_fd, state.as_fd(), &mut index, opts)?;
+    v.mismatches(&index, opts)?;
+    if let Some(head_time) = end.head_time {
+        v.unsealed(root, root_fd, &index, opts, head_time)?;
+    }
     v.report.seals = Some(v.summary);
     Ok(())
+}
+
+/// What step 1 found out about the chain's end.
+struct ChainEnd {
+    /// Where in audit.log the last seal ended.
+    sealed_to: u64,
+    /// When the last seal's run began (a message older than that is in the seals).
+    head_time: Option<i64>,
 }
 
 struct Verifier<'r> {
     report: &'r mut Report,
     seals_path: PathBuf,
     summary: SealSummary,
+    /// Removals sealed in seals up to this one are vouched for: the last seal, or the kept head.
+    vouched: u64,
+    /// audit.log's bytes taken in so far.
+    log_read: usize,
 }
 
 impl Verifier<'_> {
@@ -82,41 +114,73 @@ impl Verifier<'_> {
         self.report.problems.push(Problem { path, user: None, fault: Fault::SealChain(why), repair: None });
     }
 
+    /// audit.log must belong to the owner of ROOT/.mailkeep, as every command that appends
+    /// to it leaves it: with `init --shared-group` the group may write the directory, and a
+    /// member could put a log of their own in its place.
+    fn log_owner(&mut self, state: BorrowedFd<'_>) {
+        let (Ok(dir), Ok(log)) =
+            (nix::sys::stat::fstat(state), fstatat(state, audit::AUDIT_LOG, AtFlags::AT_SYMLINK_NOFOLLOW))
+        else {
+            return;
+        };
+        if log.st_uid != dir.st_uid {
+            self.chain(format!(
+                "{} belongs to uid {}, not to uid {} who owns {}: replaced by another user?",
+                audit::AUDIT_LOG,
+                log.st_uid,
+                dir.st_uid,
+                crate::root::STATE_DIR
+            ));
+        }
+    }
+
     fn found(&mut self, path: PathBuf, user: &str, fault: Fault) {
         self.report.problems.push(Problem { path, user: Some(user.into()), fault, repair: None });
     }
 
-    /// Step 1; takes each readable seal into `index`. Returns where in audit.log the
-    /// last seal ended.
+    /// Step 1; takes each readable seal into `index`.
     fn chain_of(
         &mut self,
         seals: BorrowedFd<'_>,
         log: &[u8],
         opts: &Options<'_>,
         index: &mut Index,
-    ) -> Result<u64, SealError> {
+    ) -> Result<ChainEnd, SealError> {
+        let none = ChainEnd { sealed_to: 0, head_time: None };
         let seqs = match seal::list(seals) {
             Ok(seqs) => seqs,
             Err(e) => {
                 self.chain(e.to_string());
-                return Ok(0);
+                return Ok(none);
             }
         };
-        let Some(&last) = seqs.last() else {
+        if seqs.is_empty() {
             self.chain("no seals: run 'mailkeep seal' first".into());
-            return Ok(0);
-        };
+            return Ok(none);
+        }
         let mut audit_hash = AuditPrefix::new(log);
         // The previous seal's digest and where its audit span ended, when it was read.
         let mut previous: Option<(String, u64)> = Some((seal::NO_PREVIOUS.into(), 0));
-        let mut kept_head_seen = false;
-        for seq in 1..=last {
+        let mut kept_head = None;
+        let mut head_time = None;
+        let mut next = 1;
+        for &seq in &seqs {
             let name = seal::seal_name(seq);
-            if !seqs.contains(&seq) {
-                self.chain(format!("{name} is missing: a seal was removed from the chain"));
+            if seq > next {
+                let gap = if seq - next == 1 {
+                    format!("{} is missing", seal::seal_name(next))
+                } else {
+                    format!(
+                        "{}..{} are missing ({} seals)",
+                        seal::seal_name(next),
+                        seal::seal_name(seq - 1),
+                        seq - next
+                    )
+                };
+                self.chain(format!("{gap}: seals were removed from the chain, or {name} was planted"));
                 previous = None;
-                continue;
             }
+            next = seq + 1;
             let bytes = match seal::read(seals, seq) {
                 Ok(b) => b,
                 Err(e) => {
@@ -126,7 +190,9 @@ impl Verifier<'_> {
                 }
             };
             let digest = seal::sha256_hex(&bytes);
-            kept_head_seen |= opts.head.is_some_and(|h| h.eq_ignore_ascii_case(&digest));
+            if opts.head.is_some_and(|h| h.eq_ignore_ascii_case(&digest)) {
+                kept_head = Some(seq);
+            }
             if let Some(key) = &opts.key {
                 self.signature(seals, seq, &bytes, key);
             }
@@ -156,21 +222,29 @@ impl Verifier<'_> {
                     ));
                 }
             }
-            if let Some(why) = audit_hash.check(&header.audit) {
-                self.chain(format!("{name}: {why}"));
+            match audit_hash.check(&header.audit) {
+                Some(why) => self.chain(format!("{name}: {why}")),
+                None => {
+                    if let Some(why) = seal::tombstones_differ(&lines, log, &header.audit) {
+                        self.chain(format!("{name}: {why}"));
+                    }
+                }
             }
+            head_time = crate::time::parse_date(&header.time).ok();
             index.add(seq, &digest, &lines)?;
             self.summary.seals += 1;
             self.summary.sealed_messages += header.messages;
             (self.summary.head, self.summary.head_digest) = (name, digest.clone());
             previous = Some((digest, header.audit.to));
         }
-        if let Some(head) = opts.head.filter(|_| !kept_head_seen) {
+        if let Some(head) = opts.head.filter(|_| kept_head.is_none()) {
             self.chain(format!(
-                "the kept head {head} is no seal in the chain: seals were removed from its end or replaced"
+                "the kept head {head} is not found in the chain: mistyped, or seals were removed from its end or replaced"
             ));
         }
-        Ok(previous.map_or(audit_hash.fed as u64, |(_, to)| to))
+        self.vouched = if opts.head.is_some() { kept_head.unwrap_or(0) } else { seqs.last().copied().unwrap_or(0) };
+        let sealed_to = previous.map_or(audit_hash.fed as u64, |(_, to)| to);
+        Ok(ChainEnd { sealed_to, head_time })
     }
 
     fn signature(&mut self, seals: BorrowedFd<'_>, seq: u64, bytes: &[u8], key: &VerifyKey) {
@@ -185,12 +259,13 @@ impl Verifier<'_> {
         }
     }
 
-    /// Step 2, folder by folder.
+    /// Steps 2 and 3, folder by folder.
     fn messages(
         &mut self,
         root: &Path,
         root_fd: BorrowedFd<'_>,
-        index: &Index,
+        state: BorrowedFd<'_>,
+        index: &mut Index,
         opts: &Options<'_>,
     ) -> Result<(), SealError> {
         for (user, folder) in index.folders()? {
@@ -208,16 +283,165 @@ impl Verifier<'_> {
                 .and_then(|u| if dir.is_empty() { Ok(u) } else { fsutil::open_dir(u.as_fd(), dir.as_str()) })
                 .ok();
             let mut folder_check = FolderCheck::new(fd, &path);
-            index.each_sealed(&user, &folder, |sealed, removed| {
-                if removed {
-                    self.summary.removed += 1;
-                } else if let Some((path, fault)) = folder_check.verify(&sealed, opts.verify_content) {
-                    self.found(path, &user, fault);
+            let (mut removed, mut missing) = (Vec::new(), Vec::new());
+            index.each_sealed(&user, &folder, |sealed, removal| {
+                match (folder_check.verify(&sealed, opts.verify_content), removal) {
+                    (None, _) => {}
+                    (Some((_, Fault::SealedMissing { .. })), Some(rowid)) => removed.push(rowid),
+                    (Some((path, Fault::SealedMissing { .. })), None) => missing.push((path, sealed)),
+                    // Present but altered: a removal entry excuses an absence, nothing else.
+                    (Some((path, fault)), _) => self.found(path, &user, fault),
                 }
             })?;
+            if !missing.is_empty() {
+                self.read_log_again(state, index);
+            }
+            for (path, sealed) in missing {
+                match index.valid_removal(&sealed)? {
+                    Some(rowid) => removed.push(rowid),
+                    None => {
+                        let Sealed { user, folder, name, .. } = sealed;
+                        self.found(path, &user.clone(), Fault::SealedMissing { user, folder, name });
+                    }
+                }
+            }
+            for rowid in removed {
+                self.removed(index.removal(rowid)?, opts);
+            }
         }
         Ok(())
     }
+
+    /// Takes in the audit entries appended since the log was read (an expire or erase
+    /// that ran while this check did), before a message is called lost.
+    fn read_log_again(&mut self, state: BorrowedFd<'_>, index: &mut Index) {
+        let Ok(log) = audit::read_bytes(state) else { return };
+        let to = seal::complete_prefix(&log);
+        if to > self.log_read
+            && let Ok(entries) = audit::parse(&log[self.log_read..to])
+            && index.add_unsealed_removals(&entries).is_ok()
+        {
+            self.log_read = to;
+        }
+    }
+
+    /// A sealed message gone, accounted for by `removal`: counted, and listed when no seal
+    /// up to the vouched one holds the entry.
+    fn removed(&mut self, removal: Removal, opts: &Options<'_>) {
+        self.summary.removed += 1;
+        if removal.seq.is_some_and(|seq| seq <= self.vouched) {
+            return;
+        }
+        if opts.head.is_some() {
+            let path = self.seals_path.clone();
+            let user = removal.user.clone();
+            self.report.problems.push(Problem {
+                path,
+                user: Some(user),
+                fault: Fault::SealRemovalUnvouched(describe(&removal)),
+                repair: None,
+            });
+        }
+        self.summary.removed_not_sealed.push(removal);
+    }
+
+    /// Removal entries that excuse nothing: each one reported.
+    fn mismatches(&mut self, index: &Index, opts: &Options<'_>) -> Result<(), SealError> {
+        for m in index.mismatches()? {
+            if opts.only.is_some_and(|u| u.as_str() != m.removal.user) {
+                continue;
+            }
+            let why = match &m.sealed {
+                _ if !matches!(m.removal.command.as_str(), "expire" | "erase") => {
+                    format!("names a message, but only expire and erase remove (entry: {})", describe(&m.removal))
+                }
+                Some((size, sha)) => format!(
+                    "names a sealed message with size {} and SHA-256 {}, sealed with {size} and {sha} (entry: {})",
+                    m.removal.size,
+                    m.removal.sha256,
+                    describe(&m.removal)
+                ),
+                None => continue,
+            };
+            let path = self.seals_path.clone();
+            let user = m.removal.user.clone();
+            self.report.problems.push(Problem {
+                path,
+                user: Some(user),
+                fault: Fault::SealRemovalMismatch(why),
+                repair: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Step 4: message files present since before the last seal's run began (their ctime;
+    /// renaming or editing a file sets it to now) whose base name no seal holds.
+    fn unsealed(
+        &mut self,
+        root: &Path,
+        root_fd: BorrowedFd<'_>,
+        index: &Index,
+        opts: &Options<'_>,
+        head_time: i64,
+    ) -> Result<(), SealError> {
+        let Ok(users) = seal::users(root_fd) else { return Ok(()) };
+        for user in users.into_iter().filter(|u| opts.only.is_none_or(|o| o.as_str() == u)) {
+            let Ok(user_fd) = fsutil::open_dir(root_fd, user.as_str()) else { continue };
+            let Ok(folders) = seal::folders(user_fd.as_fd()) else { continue };
+            for (folder, fd) in folders {
+                let mut candidates = Vec::new();
+                let mut failed = None;
+                let _ = seal::each_message(fd.as_fd(), |sub, name| {
+                    let base = String::from_utf8_lossy(seal::base_name(name.to_bytes())).into_owned();
+                    match index.is_sealed(&user, &folder, &base) {
+                        Ok(false) => candidates.push((sub, name.to_owned(), base)),
+                        Ok(true) => {}
+                        Err(e) => failed = Some(e),
+                    }
+                });
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+                let dir = seal::folder_dir(&folder).expect("a folder the walk found");
+                for (sub, name, base) in candidates {
+                    let Ok(sub_fd) = fsutil::open_dir(fd.as_fd(), sub.dir()) else { continue };
+                    let Ok(st) = fstatat(sub_fd.as_fd(), name.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) else {
+                        continue;
+                    };
+                    if fsutil::file_type(&st) != nix::sys::stat::SFlag::S_IFREG || st.st_ctime >= head_time {
+                        continue;
+                    }
+                    let path = root.join(&user).join(&dir).join(sub.dir()).join(OsStr::from_bytes(name.to_bytes()));
+                    let what = format!(
+                        "there since {} or before, the last seal's run began {}: seal skipped it (an edited \
+                         seals/index.sqlite?) or could not read it",
+                        crate::time::format_time(st.st_ctime),
+                        crate::time::format_time(head_time)
+                    );
+                    let fault = Fault::SealUnsealed { user: user.clone(), folder: folder.clone(), name: base, what };
+                    self.found(path, &user, fault);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A removal as the admin reads it: what, who, when, why.
+fn describe(r: &Removal) -> String {
+    let sudo = r.sudo_user.as_deref().map(|s| format!(" (sudo {s})")).unwrap_or_default();
+    let sealed = r.seq.map_or("not sealed yet".into(), |s| format!("in {}", seal::seal_name(s)));
+    format!(
+        "user {}, folder {}, name {}: {} at {} by uid {}{sudo}, reason {:?}, {sealed}",
+        r.user,
+        r.folder,
+        r.name,
+        r.command,
+        r.time,
+        r.uid,
+        r.reason.as_deref().unwrap_or("")
+    )
 }
 
 /// audit.log's prefixes, hashed once from the start however many seals pin one.
