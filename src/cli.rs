@@ -948,8 +948,8 @@ pub struct LmtpArgs {
     pub allow_root: bool,
 
     /// Listen on this Unix socket for INBOX copies (the socket file is made, mode 0660).
-    /// Default: the sockets systemd passes (LISTEN_FDS; one named `sent` by
-    /// FileDescriptorName= takes Sent copies, every other INBOX copies).
+    /// Default: the sockets systemd passes (LISTEN_FDS), each named by FileDescriptorName=
+    /// `inbox` (INBOX copies) or `sent` (Sent copies); any other name is refused (exit 2).
     #[arg(long, value_name = "PATH")]
     pub listen: Option<PathBuf>,
 

@@ -431,6 +431,53 @@ fn systemd_sockets_are_served_by_their_names() {
     assert_eq!(server.stop().0, 0);
 }
 
+/// A socket unit without FileDescriptorName=inbox/sent is named after its unit: taken for an
+/// INBOX socket, a Sent socket would store sent mail into its recipients' INBOXes. Refused.
+#[test]
+fn systemd_sockets_named_neither_inbox_nor_sent_are_refused_with_one_line() {
+    let Ok(tool) = which("systemd-socket-activate") else {
+        eprintln!("skipped: no systemd-socket-activate");
+        return;
+    };
+    let env = Env::new();
+    let (inbox, sent) = (env.dir.path().join("in.sock"), env.dir.path().join("sent.sock"));
+    let mut cmd = Command::new(tool);
+    cmd.arg("-l").arg(&inbox).arg("-l").arg(&sent);
+    cmd.arg("--fdname=mailkeep-lmtp.socket:mailkeep-lmtp-sent.socket").arg(BIN);
+    cmd.arg("lmtp").arg("--root").arg(env.root()).args(["--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let start = Instant::now();
+    while !sent.exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no sockets in 10 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // systemd-socket-activate starts the program at the first connection.
+    let conn = UnixStream::connect(&sent).unwrap();
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("mailkeep lmtp served sockets named after their units (still running after 10 s)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(conn);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let ours: Vec<&str> = err
+        .lines()
+        .filter(|l| !l.starts_with("Listening on") && !l.starts_with("Communication") && !l.starts_with("Execing"))
+        .collect();
+    assert_eq!(out.status.code(), Some(2), "exit: expected 2, got {:?}; stderr: {err}", out.status.code());
+    assert_eq!(ours.len(), 1, "expected one line on stderr, got {ours:?}");
+    assert!(ours[0].contains("mailkeep-lmtp.socket"), "the line names the bad name: {:?}", ours[0]);
+    assert_nothing_stored(&env);
+}
+
 fn which(name: &str) -> Result<PathBuf, ()> {
     ["/usr/bin", "/bin", "/usr/local/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).ok_or(())
 }

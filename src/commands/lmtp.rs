@@ -52,12 +52,16 @@ pub enum LmtpError {
     NotASocket(PathBuf),
     #[error("cannot handle signals: {0}")]
     Signals(nix::Error),
+    #[error(
+        "systemd passed a socket named {0:?} (LISTEN_FDNAMES): give each socket unit FileDescriptorName=inbox or FileDescriptorName=sent"
+    )]
+    UnknownFdName(String),
 }
 
 impl Classify for LmtpError {
     fn exit(&self) -> Exit {
         match self {
-            LmtpError::NoSocket | LmtpError::NotASocket(_) => Exit::Usage,
+            LmtpError::NoSocket | LmtpError::NotASocket(_) | LmtpError::UnknownFdName(_) => Exit::Usage,
             LmtpError::Listen { .. } | LmtpError::Signals(_) => Exit::TempFail,
         }
     }
@@ -127,7 +131,7 @@ pub fn run(args: &LmtpArgs) -> Result<Exit, Error> {
 
 /// The sockets to serve: systemd's (socket activation), else the ones named.
 fn listeners(args: &LmtpArgs) -> Result<Vec<(UnixListener, Role)>, LmtpError> {
-    let mut out = systemd_listeners();
+    let mut out = systemd_listeners()?;
     for (path, role) in [(&args.listen, Role::Inbox), (&args.listen_sent, Role::Sent)] {
         if let Some(path) = path {
             out.push((bind(path)?, role));
@@ -140,21 +144,26 @@ fn listeners(args: &LmtpArgs) -> Result<Vec<(UnixListener, Role)>, LmtpError> {
 }
 
 /// The sockets systemd passed, if they are for this process (sd_listen_fds(3)): fd 3 on,
-/// each named by LISTEN_FDNAMES; the one named `sent` takes Sent copies.
-fn systemd_listeners() -> Vec<(UnixListener, Role)> {
+/// each named by LISTEN_FDNAMES, `inbox` or `sent`. Any other name is refused: systemd
+/// names a socket without FileDescriptorName= after its unit, and a Sent socket taken for
+/// an INBOX one would store each sent message into its recipients' INBOXes.
+fn systemd_listeners() -> Result<Vec<(UnixListener, Role)>, LmtpError> {
     let var = |name| std::env::var(name).ok();
     let for_us = var("LISTEN_PID").and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
     let count: RawFd = var("LISTEN_FDS").and_then(|n| n.parse().ok()).filter(|_| for_us).unwrap_or(0);
     let names = var("LISTEN_FDNAMES").unwrap_or_default();
     let mut names = names.split(':');
-    (0..count.clamp(0, 64))
-        .map(|i| {
-            let role = if names.next() == Some("sent") { Role::Sent } else { Role::Inbox };
-            // SAFETY: systemd passed fds 3 to 3+LISTEN_FDS-1 to this process (LISTEN_PID is
-            // ours) as listening sockets; nothing else in the process owns them.
-            (unsafe { UnixListener::from_raw_fd(3 + i) }, role)
+    let roles: Vec<Role> = (0..count.clamp(0, 64))
+        .map(|_| match names.next() {
+            Some("inbox") => Ok(Role::Inbox),
+            Some("sent") => Ok(Role::Sent),
+            other => Err(LmtpError::UnknownFdName(other.unwrap_or_default().to_string())),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    let fds = (3..).zip(roles);
+    // SAFETY: systemd passed fds 3 to 3+LISTEN_FDS-1 to this process (LISTEN_PID is ours)
+    // as listening sockets; nothing else in the process owns them.
+    Ok(fds.map(|(fd, role)| (unsafe { UnixListener::from_raw_fd(fd) }, role)).collect())
 }
 
 /// A socket at `path`: a stale socket file of an earlier run is replaced, anything else
