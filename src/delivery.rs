@@ -253,6 +253,7 @@ fn deliver(
         Claim::Owned => "",
     }
     .to_string();
+    let mut unwinding = Unwinding { store: dedup, key: &key, file: None };
     let size = staged.size();
     let file = match publish(&folder, staged) {
         Ok(file) => file,
@@ -261,12 +262,37 @@ fn deliver(
             return Err(e);
         }
     };
+    unwinding.file = Some(file.clone());
     fault::point("after-store");
     // The message is durable now; a key that fails to commit only costs a duplicate later.
     if dedup.commit(&key, &file).is_err() {
         note = [note.as_str(), "dedup=commit-failed"].join(" ").trim().to_string();
     }
     Ok(Done::Stored { file, size, note })
+}
+
+/// A claim that a panic (caught by `lmtp`, which goes on serving) must not leave pending:
+/// its owner is the process, still alive, so every retry would wait for it and get 451
+/// until the claim is an hour old. On unwinding, a published copy commits the key (the
+/// retry folds into it, no second copy), an unpublished one releases it.
+struct Unwinding<'a> {
+    store: &'a dedup::Store,
+    key: &'a dedup::Key<'a>,
+    file: Option<String>,
+}
+
+impl Drop for Unwinding<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        match &self.file {
+            Some(file) => {
+                let _ = self.store.commit(self.key, file);
+            }
+            None => self.store.release(self.key),
+        }
+    }
 }
 
 /// The whole Maildir write (`Folder::store`'s numbered steps) of the message with our

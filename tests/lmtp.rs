@@ -341,6 +341,28 @@ fn a_panic_while_storing_is_451_and_the_server_goes_on() {
     assert_eq!(code, 0);
 }
 
+/// A panic caught after the copy was published (its client told 451) must leave the dedup
+/// key usable: the retry neither waits for a claim the live server seems to hold nor stores
+/// a second copy.
+#[test]
+fn with_dedup_a_retry_after_a_caught_panic_is_answered_at_once_and_stores_no_second_copy() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--dedup"], &[("MAILKEEP_FAULT", "panic-after-store")]);
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    let replies = c.data(&stuffed(MESSAGE, b"\r\n"), 1);
+    assert!(replies[0].starts_with("451 4.3.0"), "expected 451 for the panic, got {replies:?}");
+    let start = Instant::now();
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    let reply = c.data(&stuffed(MESSAGE, b"\r\n"), 1).remove(0);
+    let took = start.elapsed();
+    assert!(
+        reply.starts_with("250 ") && reply.contains("already stored"),
+        "retry: expected 250 already stored, got {reply:?}"
+    );
+    assert!(took < Duration::from_secs(5), "retry: expected an answer at once, took {took:?}");
+    assert_eq!(env.new_files("alice").len(), 1, "alice/new: expected the one copy");
+}
+
 #[test]
 fn sigterm_finishes_the_transaction_under_way_then_says_421() {
     let env = Env::new();

@@ -10,7 +10,9 @@
 //!   the folder cannot travel in the address; it travels in the socket.
 //! - A thread per connection, at most `--max-connections`; one more gets 421.
 //! - A panic while storing is caught: its recipients get 451 (the client retries), the
-//!   server goes on.
+//!   server goes on. With --dedup the copy's claim is committed if the copy was published
+//!   (the retry folds into it), else released (`delivery::Unwinding`): the server's pid
+//!   stays alive, so a claim left pending would hold every retry.
 //! - SIGTERM or SIGINT: no new connections; a transaction under way finishes (its replies
 //!   are sent), then each client gets 421 and the process exits 0.
 
