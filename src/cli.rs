@@ -958,9 +958,12 @@ pub struct LmtpArgs {
     #[arg(long, value_name = "PATH")]
     pub listen_sent: Option<PathBuf>,
 
-    /// The largest message accepted, in bytes (advertised as SIZE; larger gets 552). A
-    /// connection holds its message in memory while it stores the copies.
-    #[arg(long, value_name = "BYTES", default_value_t = 50 * 1024 * 1024)]
+    /// The largest message accepted, in bytes as stored (LF line ends, dots unstuffed;
+    /// advertised as SIZE; larger gets 552, a bounce: the copy is lost). Must exceed the
+    /// MTA's own limit plus the headers it adds (Exim's message_size_limit is 50 MB by
+    /// default). A connection holds its message in memory while it stores the copies: up to
+    /// this times --max-connections.
+    #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_size: u64,
 
     /// Connections served at once; one more is told 421 (try again) and closed.

@@ -162,11 +162,12 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// The message after DATA, up to the line that is a single dot: each line's leading dot
-    /// of stuffing removed, line ends as sent. Over `max_size` bytes, the rest is read and
+    /// of stuffing removed, line ends as sent. Over `max_size` bytes as stored (unstuffed,
+    /// CRLF counted as LF: the limit is on the copy, not on the wire), the rest is read and
     /// dropped (so the session stays in step) and the answer is `TooBig`.
     pub fn data(&mut self, max_size: u64) -> Result<Vec<u8>, DataError> {
         let (mut message, mut line) = (Vec::new(), Vec::new());
-        let (mut at_line_start, mut too_big) = (true, false);
+        let (mut at_line_start, mut too_big, mut size) = (true, false, 0u64);
         loop {
             line.clear();
             let whole = self.piece(&mut line, PIECE, None).map_err(DataError::Read)?;
@@ -178,7 +179,8 @@ impl<R: BufRead> Reader<R> {
                 _ => &line[..],
             };
             at_line_start = whole;
-            too_big = too_big || (message.len() + piece.len()) as u64 > max_size;
+            size += (piece.len() - usize::from(piece.ends_with(b"\r\n"))) as u64;
+            too_big = too_big || size > max_size;
             if too_big {
                 message = Vec::new();
             } else {
@@ -257,6 +259,13 @@ mod tests {
         let mut r = Reader::new(Cursor::new(b"0123456789\r\nabc\r\n.\r\nQUIT\r\n".to_vec()), Duration::from_secs(1));
         assert!(matches!(r.data(5), Err(DataError::TooBig)));
         assert_eq!(r.command(&AtomicBool::new(false)).unwrap(), b"QUIT\r\n".to_vec());
+    }
+
+    #[test]
+    fn the_size_limit_counts_the_stored_form_not_the_wire() {
+        // Stored `a\nb\n.\n`: 6 bytes; on the wire, stuffed and with CRLF, 11.
+        assert_eq!(data(b"a\r\nb\r\n..\r\n.\r\n", 6).unwrap(), b"a\r\nb\r\n.\r\n".to_vec());
+        assert!(matches!(data(b"a\r\nb\r\n..\r\n.\r\n", 5), Err(DataError::TooBig)));
     }
 
     #[test]

@@ -327,6 +327,21 @@ fn a_message_over_max_size_gets_552_for_each_recipient_and_the_session_goes_on()
     assert!(!env.root().join("bob").exists());
 }
 
+/// The limit is on the message as stored (LF, unstuffed), as the MTA's own limit is: a
+/// message the MTA took near its limit must not be refused for its CRLFs on the wire.
+#[test]
+fn max_size_counts_the_stored_message_not_its_crlf_on_the_wire() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--max-size", "250"], &[]);
+    let message = format!("Subject: s\n\n{}", "ab\n".repeat(66));
+    let wire = stuffed(message.as_bytes(), b"\r\n");
+    assert!(message.len() <= 250 && wire.len() > 250, "the case: {} stored, {} on the wire", message.len(), wire.len());
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    let reply = c.data(&wire, 1).remove(0);
+    assert!(reply.starts_with("250 "), "{} bytes stored, max 250: expected 250, got {reply:?}", message.len());
+    assert_eq!(env.new_files("alice").len(), 1);
+}
+
 #[test]
 fn a_panic_while_storing_is_451_and_the_server_goes_on() {
     let env = Env::new();
