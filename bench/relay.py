@@ -14,9 +14,16 @@ message and every copy is in a Maildir's new/. Set-ups, interleaved in each roun
   f  Exim's lmtp transport into `mailkeep lmtp` (the shipped, commented-out transport)
   g  the same with --dedup (its store kept open)
 
-CPU time from cgroups (v1 cpuacct, else v2 cpu.stat): Exim and all it forks in one; the
-copier (mailkeep deliver via bench/cgjoin, Dovecot, mailkeep lmtp) in another; clients and
-sink in others, not counted.
+CPU time from cgroups (v1 cpuacct, else v2 cpu.stat; --cgroup chooses): Exim and all it
+forks in one; the copier (mailkeep deliver via bench/cgjoin, Dovecot, mailkeep lmtp) in
+another; clients and sink in others, not counted. The pipe's process runs as mailbackup and
+moves itself from Exim's cgroup into the copier's: v1 needs the copier's cgroup.procs
+writable by it, v2 also the common parent's (cgroup v2 delegation), so both are chowned to
+mailbackup for the run (the bench's own cgroups, removed after). A probe checks that before
+the first round: a failure is one line and exit 2, not 600 s of deferred copies.
+
+SIGTERM or SIGINT (bench/relay.sh passes them on) ends the run through the `finally`
+blocks: clients, Exim and the copier stopped by pid, the sink stopped, cgroups removed.
 """
 import argparse, json, multiprocessing as mp, os, random, re, shutil, signal, smtplib, socket
 import statistics, subprocess, sys, time
@@ -33,10 +40,10 @@ NAMES = {"a": "relay only", "b": "mailkeep deliver (pipe)", "c": "mailkeep deliv
 class Cgroups:
     """One cgroup per part under NAME: usage in ns, a procs file to join."""
 
-    def __init__(self, name):
+    def __init__(self, name, version="auto"):
         v1 = "/sys/fs/cgroup/cpuacct"
-        self.v1 = os.path.isfile(os.path.join(v1, "cpuacct.usage"))
-        self.base = os.path.join(v1 if self.v1 else "/sys/fs/cgroup", name)
+        self.v1 = version == "v1" or (version == "auto" and os.path.isfile(os.path.join(v1, "cpuacct.usage")))
+        self.base = os.path.join(v1 if self.v1 else cgroup2_mount(), name)
         self.top = os.path.dirname(self.base)
         os.makedirs(self.base, exist_ok=True)
 
@@ -44,6 +51,13 @@ class Cgroups:
         p = os.path.join(self.base, part)
         os.makedirs(p, exist_ok=True)
         return p
+
+    def delegate(self, part, user):
+        """Lets `user` move its own processes into `part` from a sibling cgroup."""
+        shutil.chown(self.procs(part), user)
+        if not self.v1:
+            # v2: write access to the common ancestor's cgroup.procs as well.
+            shutil.chown(os.path.join(self.base, "cgroup.procs"), user)
 
     def procs(self, part):
         return os.path.join(self.path(part), "cgroup.procs")
@@ -81,6 +95,31 @@ class Cgroups:
             pass
 
 
+def cgroup2_mount():
+    """Where the cgroup v2 hierarchy is mounted (/sys/fs/cgroup, or .../unified on hybrid)."""
+    for line in open("/proc/mounts"):
+        f = line.split()
+        if f[2] == "cgroup2":
+            return f[1]
+    fail("no cgroup v1 cpuacct and no cgroup2 mount: cannot count CPU per part")
+
+
+def fail(why):
+    """A set-up failure: one line, exit 2."""
+    print("relay.py: " + why, file=sys.stderr)
+    sys.exit(2)
+
+
+def on_stop(signum, _frame):
+    """SIGTERM, SIGINT: in the main process a SystemExit, so every `finally` runs."""
+    if os.getpid() != MAIN_PID:
+        os._exit(128 + signum)
+    raise SystemExit(128 + signum)
+
+
+MAIN_PID = os.getpid()
+
+
 # ------------------------------------------------------------------ messages
 WORDS = ("relay backup maildir copy message durable fsync queue transport exim lmtp sink "
          "provider inbox sent header body line the of and to a in is it for on").split()
@@ -111,6 +150,8 @@ def make_messages(n, seed):
 
 # ------------------------------------------------------------------ sink and clients
 def sink_main(host, port, counter, cgroups, ready):
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     cgroups.join("sink")
     from aiosmtpd.controller import Controller
 
@@ -254,7 +295,7 @@ class Work:
         shutil.chown(a.work + "/run", "mailbackup", "mailbackup")
         self.mk_socket, self.dovecot_socket = a.work + "/run/mk-lmtp.sock", a.work + "/dovecot-lmtp.sock"
         self.smtp_port, self.sink_port = free_port(2725), free_port(2826)
-        self.cg = Cgroups("mailkeep-relay-bench")
+        self.cg = Cgroups("mailkeep-relay-bench", a.cgroup)
         for d in (self.spool, self.log):
             os.makedirs(d, exist_ok=True)
             shutil.chown(d, "Debian-exim", "Debian-exim")
@@ -264,9 +305,21 @@ class Work:
             f.write("".join(u + "\n" for u in USERS))
         open(a.work + "/accounts-empty", "w").close()
         os.chmod(a.work, 0o755)
-        self.cg.procs("copier")
+        self.cg.procs("exim")
         # mailbackup (the pipe's user) joins the copier cgroup itself.
-        os.chmod(self.cg.procs("copier"), 0o666)
+        self.cg.delegate("copier", "mailbackup")
+        self.probe_cgjoin()
+
+    def probe_cgjoin(self):
+        """Fails fast unless a mailbackup process in Exim's cgroup can join the copier's."""
+        probe = subprocess.run(as_mailbackup([self.cgjoin, self.cg.procs("copier"), "/bin/true"]),
+                               preexec_fn=lambda: self.cg.join("exim"), capture_output=True, text=True)
+        if probe.returncode != 0:
+            why = ("mailbackup cannot move the pipe's process from %s into %s (cgroup %s; %s): every copy would defer"
+                   % (self.cg.path("exim"), self.cg.path("copier"), "v1" if self.cg.v1 else "v2",
+                      probe.stderr.strip() or "exit %d" % probe.returncode))
+            self.cg.remove()
+            fail(why)
 
     def accounts(self, variant):
         return self.dir + ("/accounts-empty" if variant == "a" else "/accounts")
@@ -370,6 +423,8 @@ def timed_run(w, messages, clients, counter, want):
         wait_for(done, "every message relayed and every copy stored", limit=600)
     finally:
         for p in procs:
+            if not done():
+                p.terminate()
             p.join()
     wall = time.time() - t0
     # The last deliveries' processes end a moment after their copies appear.
@@ -435,19 +490,22 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--variants", default="abcdefg")
     ap.add_argument("--seed", type=int, default=24)
+    ap.add_argument("--cgroup", choices=("auto", "v1", "v2"), default="auto")
     ap.add_argument("--json", default=None)
     ap.add_argument("--md", default=None)
     a = ap.parse_args()
     a.load = " ".join(open("/proc/loadavg").read().split()[:3])
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_stop)
     w = Work(a)
     counter = mp.Value("l", 0)
     ready = mp.Event()
     sink = mp.Process(target=sink_main, args=("127.0.0.2", w.sink_port, counter, w.cg, ready))
-    sink.start()
-    ready.wait(30)
-    messages = make_messages(a.messages, a.seed)
     results = []
     try:
+        sink.start()
+        ready.wait(30)
+        messages = make_messages(a.messages, a.seed)
         for r in range(a.rounds):
             order = a.variants[r % len(a.variants):] + a.variants[:r % len(a.variants)]
             for v in order:
@@ -458,8 +516,9 @@ def main():
                       % (r, v, NAMES[v], res["msgs_per_s"], res["exim_ms"], res["copier_ms"], res["copies"],
                          res["want_copies"], res["queued"]), flush=True)
     finally:
-        os.kill(sink.pid, signal.SIGTERM)
-        sink.join(10)
+        if sink.pid:
+            os.kill(sink.pid, signal.SIGTERM)
+            sink.join(10)
         w.cg.remove()
     md, med = table(results, list(a.variants), a)
     print(md)

@@ -9,13 +9,17 @@
 #   bench/relay.sh                 2000 messages, 8 clients, 3 rounds; table into $WORK/relay.md
 #   bench/relay.sh --quick         200 messages, 1 round (what .ci/run shows, never failing it)
 #   bench/relay.sh --messages N --clients C --rounds R --variants abcdefg --out FILE
+#   bench/relay.sh --cgroup v2     CPU from the cgroup v2 hierarchy even where v1 cpuacct exists
 #
 # As root (Exim's -C config must be listed in /etc/exim4/trusted_configs for deliveries to run
 # as mailbackup; the line is added for the run and removed after), after tests/exim/setup.sh
 # (Exim, aiosmtpd, the mailbackup user) and with dovecot-lmtpd installed (the script installs
 # it when missing, no daemon started). --bin PATH: the mailkeep binary (default: target/release).
 # Exit status: 0 every message relayed and every copy stored in every round, 1 otherwise,
-# 2 set-up failure.
+# 2 set-up failure (one line: e.g. mailbackup cannot join the copier's cgroup). SIGTERM or
+# SIGINT stops the run cleanly: relay.py gets SIGTERM and stops its clients, Exim, the
+# copier and the sink by pid and removes its cgroups; this script removes its
+# trusted_configs lines; exit 143.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
@@ -26,11 +30,11 @@ ARGS=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) ARGS+=(--messages 200 --rounds 1) ;;
-        --messages|--clients|--rounds|--variants|--seed) ARGS+=("$1" "$2"); shift ;;
+        --messages|--clients|--rounds|--variants|--seed|--cgroup) ARGS+=("$1" "$2"); shift ;;
         --work) WORK=$2; shift ;;
         --bin) BIN=$2; shift ;;
         --out) OUT=$2; shift ;;
-        *) echo "usage: bench/relay.sh [--quick] [--messages N] [--clients C] [--rounds R] [--variants abcdefg] [--work DIR] [--bin PATH] [--out FILE]" >&2; exit 2 ;;
+        *) echo "usage: bench/relay.sh [--quick] [--messages N] [--clients C] [--rounds R] [--variants abcdefg] [--cgroup auto|v1|v2] [--work DIR] [--bin PATH] [--out FILE]" >&2; exit 2 ;;
     esac
     shift
 done
@@ -59,7 +63,19 @@ trap cleanup EXIT
 for v in a b c d e f g; do echo "$WORK/exim-$v.conf" >> "$TRUSTED"; done
 echo "bench/relay.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) (figures are noisy above ~0.5)" >&2
 status=0
+# In the background, so that a signal to this script reaches it (bash waits for a
+# foreground child before running a trap) and its `finally` blocks clean up.
 /usr/bin/python3 bench/relay.py --work "$WORK" --snippets "$REPO/exim-snippets" --mailkeep "$WORK/bin/mailkeep" \
-    --cgjoin "$WORK/bin/cgjoin" --json "$WORK/relay.json" --md "$OUT" "${ARGS[@]}" || status=$?
+    --cgjoin "$WORK/bin/cgjoin" --json "$WORK/relay.json" --md "$OUT" "${ARGS[@]}" &
+RELAY=$!
+stopped() {
+    trap '' TERM INT
+    kill -TERM "$RELAY" 2>/dev/null || true
+    wait "$RELAY" || true
+    echo "bench/relay.sh: stopped by a signal; Exim, the copiers and the cgroups are stopped and removed" >&2
+    exit 143
+}
+trap stopped TERM INT
+wait "$RELAY" || status=$?
 echo "bench/relay.sh: table in $OUT, raw figures in $WORK/relay.json" >&2
 exit $status
