@@ -947,7 +947,8 @@ pub struct LmtpArgs {
     #[arg(long)]
     pub allow_root: bool,
 
-    /// Listen on this Unix socket for INBOX copies (the socket file is made, mode 0660).
+    /// Listen on this Unix socket for INBOX copies (the socket file is made, mode 0660; a
+    /// stale one is replaced, one a running server answers on is refused with exit 2).
     /// Default: the sockets systemd passes (LISTEN_FDS), each named by FileDescriptorName=
     /// `inbox` (INBOX copies) or `sent` (Sent copies); any other name is refused (exit 2).
     #[arg(long, value_name = "PATH")]
@@ -966,7 +967,7 @@ pub struct LmtpArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_size: u64,
 
-    /// Connections served at once; one more is told 421 (try again) and closed.
+    /// Connections served at once; more wait in the listen queue until a slot is free.
     #[arg(long, value_name = "N", default_value_t = 16)]
     pub max_connections: usize,
 

@@ -410,29 +410,65 @@ fn an_idle_client_is_told_421_and_closed() {
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
 
+/// Over --max-connections a client waits in the listen queue (Exim's own limit is higher:
+/// a 421 would defer a copy), and is greeted as soon as a slot is free.
 #[test]
-fn a_connection_over_max_connections_is_told_421_and_the_others_are_served() {
+fn a_connection_over_max_connections_waits_for_a_slot_and_is_then_served() {
     let env = Env::new();
     let server = Server::start(&env, &["--max-connections", "1"], &[]);
     let mut first = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
-    let mut second = BufReader::new(UnixStream::connect(&server.inbox).unwrap());
+    let second = UnixStream::connect(&server.inbox).unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(700))).unwrap();
+    let mut second = BufReader::new(second);
     let mut line = String::new();
-    second.read_line(&mut line).unwrap();
-    assert!(line.starts_with("421 4.3.2"), "the second connection: expected 421, got {line:?}");
+    let early = second.read_line(&mut line);
+    assert!(early.is_err(), "the second connection while the first is served: expected to wait, got {line:?}");
     assert!(first.data(&stuffed(MESSAGE, b"\r\n"), 1)[0].starts_with("250 "), "the first is still served");
-    drop(first);
-    // Its thread ends with the connection: then there is room again.
+    first.expect("QUIT", "221 ");
+    second.get_ref().set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    line.clear();
+    second.read_line(&mut line).unwrap();
+    assert!(line.starts_with("220 "), "the second connection once the first ended: expected 220, got {line:?}");
+}
+
+/// `--listen` on the socket of a server that is running refuses (exit 2) instead of
+/// taking the path over; the running one goes on serving.
+#[test]
+fn listen_on_a_live_servers_socket_is_refused_and_the_server_goes_on() {
+    let env = Env::new();
+    let server = Server::start(&env, &[], &[]);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("lmtp").arg("--root").arg(env.root()).arg("--listen").arg(&server.inbox).args(["--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    let mut second =
+        cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
-    loop {
-        let mut c = BufReader::new(UnixStream::connect(&server.inbox).unwrap());
-        let mut line = String::new();
-        c.read_line(&mut line).unwrap();
-        if line.starts_with("220 ") {
-            break;
+    while second.try_wait().unwrap().is_none() {
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = second.kill();
+            let _ = second.wait();
+            panic!("a second server on the same --listen path is still running after 5 s (took the socket over)");
         }
-        assert!(start.elapsed() < Duration::from_secs(5), "no room after the first connection ended: {line:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
+    let out = second.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit: expected 2, got {:?}; stderr: {err}", out.status.code());
+    assert_eq!(err.lines().count(), 1, "expected one line on stderr, got {err:?}");
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    assert!(c.data(&stuffed(MESSAGE, b"\r\n"), 1)[0].starts_with("250 "), "the first server no longer answers");
+}
+
+/// The socket is 0660 (the MTA's user is in its group), whatever the umask.
+#[test]
+fn the_listen_socket_is_mode_0660() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let server = Server::start(&env, &[], &[]);
+    let mode = std::fs::metadata(&server.inbox).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode: expected 0660, got {mode:o}");
 }
 
 /// Socket activation as systemd does it (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), played by

@@ -8,7 +8,8 @@
 //!   owner MAIL FROM names, its recipients listed in Envelope-To, as `deliver --direction
 //!   out --rcpt $pipe_addresses` does. Exim's lmtp transport cannot rewrite a recipient, so
 //!   the folder cannot travel in the address; it travels in the socket.
-//! - A thread per connection, at most `--max-connections`; one more gets 421.
+//! - A thread per connection, at most `--max-connections`; more wait in the listen queue
+//!   (accepted when a slot is free), as Exim's own limit is usually higher.
 //! - A panic while storing is caught: its recipients get 451 (the client retries), the
 //!   server goes on. With --dedup the copy's claim is committed if the copy was published
 //!   (the retry folds into it), else released (`delivery::Unwinding`): the server's pid
@@ -18,7 +19,7 @@
 
 use std::io::{BufReader, Write};
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
@@ -52,6 +53,8 @@ pub enum LmtpError {
     Listen { path: PathBuf, err: std::io::Error },
     #[error("{} exists and is not a socket: refusing to replace it", .0.display())]
     NotASocket(PathBuf),
+    #[error("{} is in use: another server answers on it", .0.display())]
+    InUse(PathBuf),
     #[error("cannot handle signals: {0}")]
     Signals(nix::Error),
     #[error(
@@ -63,7 +66,9 @@ pub enum LmtpError {
 impl Classify for LmtpError {
     fn exit(&self) -> Exit {
         match self {
-            LmtpError::NoSocket | LmtpError::NotASocket(_) | LmtpError::UnknownFdName(_) => Exit::Usage,
+            LmtpError::NoSocket | LmtpError::NotASocket(_) | LmtpError::UnknownFdName(_) | LmtpError::InUse(_) => {
+                Exit::Usage
+            }
             LmtpError::Listen { .. } | LmtpError::Signals(_) => Exit::TempFail,
         }
     }
@@ -168,18 +173,27 @@ fn systemd_listeners() -> Result<Vec<(UnixListener, Role)>, LmtpError> {
     Ok(fds.map(|(fd, role)| (unsafe { UnixListener::from_raw_fd(fd) }, role)).collect())
 }
 
-/// A socket at `path`: a stale socket file of an earlier run is replaced, anything else
-/// is refused. Mode 0660: the client's user (Debian-exim, postfix) must be in its group.
+/// A socket at `path`: a stale socket file of an earlier run (nobody answers on it) is
+/// replaced; a live server's socket or any other file is refused. Mode 0660 from the moment
+/// it exists (made under a umask, before any thread starts): the client's user
+/// (Debian-exim, postfix) must be in its group.
 fn bind(path: &Path) -> Result<UnixListener, LmtpError> {
+    use nix::sys::stat::{Mode, umask};
     let listen_err = |err| LmtpError::Listen { path: path.to_path_buf(), err };
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path).map_err(listen_err)?,
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(LmtpError::InUse(path.to_path_buf()));
+            }
+            std::fs::remove_file(path).map_err(listen_err)?
+        }
         Ok(_) => return Err(LmtpError::NotASocket(path.to_path_buf())),
         Err(_) => {}
     }
-    let listener = UnixListener::bind(path).map_err(listen_err)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(listen_err)?;
-    Ok(listener)
+    let before = umask(Mode::from_bits_truncate(0o117));
+    let bound = UnixListener::bind(path);
+    umask(before);
+    bound.map_err(listen_err)
 }
 
 /// SIGTERM and SIGINT raise `STOP`; without SA_RESTART, so a waiting poll wakes up.
@@ -193,7 +207,9 @@ fn catch_signals() -> Result<(), LmtpError> {
     Ok(())
 }
 
-/// Accepts connections until `STOP`, a thread for each, then waits for them to end.
+/// Accepts connections until `STOP`, a thread for each, then waits for them to end. With
+/// `max` served, nothing is accepted: the next clients wait in the listen queue for a slot
+/// (a 421 would make Exim defer a copy it could have delivered a moment later).
 fn accept_loop(server: &Arc<Server>, listeners: &[(UnixListener, Role)], max: usize) {
     let active = Arc::new((Mutex::new(0usize), Condvar::new()));
     let mut fds: Vec<libc::pollfd> = listeners
@@ -201,6 +217,9 @@ fn accept_loop(server: &Arc<Server>, listeners: &[(UnixListener, Role)], max: us
         .map(|(l, _)| libc::pollfd { fd: std::os::fd::AsRawFd::as_raw_fd(l), events: libc::POLLIN, revents: 0 })
         .collect();
     while !STOP.load(Ordering::Relaxed) {
+        if !wait_for_slot(&active, max) {
+            continue;
+        }
         // SAFETY: poll on a local array of pollfd whose length is passed with it.
         let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
         if ready <= 0 {
@@ -209,6 +228,10 @@ fn accept_loop(server: &Arc<Server>, listeners: &[(UnixListener, Role)], max: us
         for (pfd, (listener, role)) in fds.iter_mut().zip(listeners) {
             if pfd.revents & libc::POLLIN == 0 {
                 continue;
+            }
+            // Only this loop adds connections: a free slot now is still free at the accept.
+            if *active.0.lock().unwrap_or_else(|e| e.into_inner()) >= max {
+                break;
             }
             if let Ok((stream, _)) = listener.accept() {
                 start_connection(server, &active, stream, *role, max);
@@ -222,7 +245,18 @@ fn accept_loop(server: &Arc<Server>, listeners: &[(UnixListener, Role)], max: us
     }
 }
 
-/// Serves `stream` on a thread of its own, or tells it 421 when `max` are served already.
+/// True when fewer than `max` connections are served; else waits (a second at most, to
+/// look at `STOP` again) for one to end and returns false.
+fn wait_for_slot(active: &(Mutex<usize>, Condvar), max: usize) -> bool {
+    let n = active.0.lock().unwrap_or_else(|e| e.into_inner());
+    if *n < max {
+        return true;
+    }
+    let _ = active.1.wait_timeout(n, Duration::from_secs(1));
+    false
+}
+
+/// Serves `stream` on a thread of its own (the caller saw a free slot; 421 if not).
 fn start_connection(
     server: &Arc<Server>,
     active: &Arc<(Mutex<usize>, Condvar)>,
