@@ -975,6 +975,12 @@ pub struct LmtpArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     pub idle_timeout: u64,
 
+    /// A message whose DATA (354 to the final dot) takes longer is dropped: the client is
+    /// told 421 and closed, nothing is stored, it retries. A client trickling bytes never
+    /// idles; this bounds how long it holds a connection slot.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600)]
+    pub data_timeout: u64,
+
     #[command(flatten)]
     pub dedup: DedupArgs,
 }

@@ -128,6 +128,8 @@ pub enum ReadError {
     Stopping,
     /// A command line longer than `COMMAND_MAX`.
     TooLong,
+    /// DATA took longer than its time limit.
+    TooSlow,
     Io(io::Error),
 }
 
@@ -155,7 +157,7 @@ impl<R: BufRead> Reader<R> {
     /// wait with `Stopping`.
     pub fn command(&mut self, stop: &AtomicBool) -> Result<Vec<u8>, ReadError> {
         let mut line = Vec::new();
-        match self.piece(&mut line, COMMAND_MAX, Some(stop))? {
+        match self.piece(&mut line, COMMAND_MAX, Some(stop), None)? {
             true => Ok(line),
             false => Err(ReadError::TooLong),
         }
@@ -165,12 +167,16 @@ impl<R: BufRead> Reader<R> {
     /// of stuffing removed, line ends as sent. Over `max_size` bytes as stored (unstuffed,
     /// CRLF counted as LF: the limit is on the copy, not on the wire), the rest is read and
     /// dropped (so the session stays in step) and the answer is `TooBig`.
-    pub fn data(&mut self, max_size: u64) -> Result<Vec<u8>, DataError> {
+    /// DATA lasting past `deadline` ends with `TooSlow`.
+    pub fn data(&mut self, max_size: u64, deadline: Instant) -> Result<Vec<u8>, DataError> {
         let (mut message, mut line) = (Vec::new(), Vec::new());
         let (mut at_line_start, mut too_big, mut size) = (true, false, 0u64);
         loop {
             line.clear();
-            let whole = self.piece(&mut line, PIECE, None).map_err(DataError::Read)?;
+            let whole = self.piece(&mut line, PIECE, None, Some(deadline)).map_err(DataError::Read)?;
+            if Instant::now() >= deadline {
+                return Err(DataError::Read(ReadError::TooSlow));
+            }
             if at_line_start && (line == b".\r\n" || line == b".\n") {
                 return if too_big { Err(DataError::TooBig) } else { Ok(message) };
             }
@@ -190,8 +196,14 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// Appends the rest of a line, up to and with its LF, but at most `max` bytes, to `buf`.
-    /// True if the line ended. Waits out read time-outs up to the idle limit.
-    fn piece(&mut self, buf: &mut Vec<u8>, max: usize, stop: Option<&AtomicBool>) -> Result<bool, ReadError> {
+    /// True if the line ended. Waits out read time-outs up to the idle limit (and `deadline`).
+    fn piece(
+        &mut self,
+        buf: &mut Vec<u8>,
+        max: usize,
+        stop: Option<&AtomicBool>,
+        deadline: Option<Instant>,
+    ) -> Result<bool, ReadError> {
         let start = buf.len();
         let mut last_input = Instant::now();
         loop {
@@ -211,6 +223,9 @@ impl<R: BufRead> Reader<R> {
                     if last_input.elapsed() >= self.idle {
                         return Err(ReadError::Idle);
                     }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return Err(ReadError::TooSlow);
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ReadError::Io(e)),
@@ -224,8 +239,12 @@ mod tests {
     use super::*;
     use std::io::Cursor;
 
+    fn far() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
     fn data(input: &[u8], max: u64) -> Result<Vec<u8>, DataError> {
-        Reader::new(Cursor::new(input.to_vec()), Duration::from_secs(1)).data(max)
+        Reader::new(Cursor::new(input.to_vec()), Duration::from_secs(1)).data(max, far())
     }
 
     #[test]
@@ -257,7 +276,7 @@ mod tests {
     #[test]
     fn data_over_the_limit_is_read_to_its_end_and_refused() {
         let mut r = Reader::new(Cursor::new(b"0123456789\r\nabc\r\n.\r\nQUIT\r\n".to_vec()), Duration::from_secs(1));
-        assert!(matches!(r.data(5), Err(DataError::TooBig)));
+        assert!(matches!(r.data(5, far()), Err(DataError::TooBig)));
         assert_eq!(r.command(&AtomicBool::new(false)).unwrap(), b"QUIT\r\n".to_vec());
     }
 

@@ -410,6 +410,38 @@ fn an_idle_client_is_told_421_and_closed() {
     assert!(start.elapsed() < Duration::from_secs(5), "took {:?}", start.elapsed());
 }
 
+/// A client that trickles its message (never idle) is cut off at --data-timeout: 421,
+/// nothing stored, the slot free again.
+#[test]
+fn a_message_trickled_past_data_timeout_gets_421_and_nothing_is_stored() {
+    let env = Env::new();
+    let server = Server::start(&env, &["--data-timeout", "2", "--idle-timeout", "60"], &[]);
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org"]);
+    c.expect("DATA", "354 ");
+    let start = Instant::now();
+    c.send(b"Subject: slow\r\n\r\n");
+    let mut cut = false;
+    while start.elapsed() < Duration::from_secs(8) {
+        if c.out.write_all(b"a line\r\n").is_err() {
+            cut = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = c.out.set_nonblocking(true);
+        let mut line = String::new();
+        let got = c.input.read_line(&mut line);
+        let _ = c.out.set_nonblocking(false);
+        if got.is_ok() && !line.is_empty() {
+            assert!(line.starts_with("421 4.4.2"), "expected 421 after the DATA time limit, got {line:?}");
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a message trickled for 8 s was not cut off at a 2 s DATA limit");
+    assert!(start.elapsed() < Duration::from_secs(5), "cut off after {:?}, limit 2 s", start.elapsed());
+    assert_nothing_stored(&env);
+}
+
 /// Over --max-connections a client waits in the listen queue (Exim's own limit is higher:
 /// a 421 would defer a copy), and is greeted as soon as a slot is free.
 #[test]

@@ -99,6 +99,8 @@ struct Server {
     dedup_store: dedup::Location,
     max_size: u64,
     idle: Duration,
+    /// The longest DATA.
+    data_limit: Duration,
     name: String,
     /// Open dedup stores, one per connection storing at the moment: a claim may wait for
     /// another connection's commit of the same key, so no store is shared while in use.
@@ -128,6 +130,7 @@ pub fn run(args: &LmtpArgs) -> Result<Exit, Error> {
         },
         max_size: args.max_size,
         idle: Duration::from_secs(args.idle_timeout.max(1)),
+        data_limit: Duration::from_secs(args.data_timeout.max(1)),
         name: if host.is_empty() { "localhost".into() } else { host },
         stores: Mutex::new(Vec::new()),
         copies: AtomicU64::new(0),
@@ -343,8 +346,15 @@ fn serve(server: &Server, stream: UnixStream, role: Role) {
                     return;
                 }
                 // Cut off mid-message: nothing was stored, the client will retry.
-                let Some(replies) = data(server, role, &std::mem::take(&mut tx), &mut reader, &logger) else { return };
-                replies
+                match data(server, role, &std::mem::take(&mut tx), &mut reader, &logger) {
+                    Ok(replies) => replies,
+                    Err(e) => {
+                        if let Some(last) = last_words(&e) {
+                            send(&last);
+                        }
+                        return;
+                    }
+                }
             }
             Err(Syntax::BadPath) => reply(501, "5.5.4", "bad address: want <address>"),
             Err(Syntax::Unknown) => reply(500, "5.5.2", "unknown command"),
@@ -361,28 +371,29 @@ fn last_words(e: &ReadError) -> Option<String> {
         ReadError::Stopping => Some(reply(421, "4.3.2", "shutting down, try again later")),
         ReadError::Idle => Some(reply(421, "4.4.2", "idle too long, closing")),
         ReadError::TooLong => Some(reply(500, "5.5.2", "line too long, closing")),
+        ReadError::TooSlow => Some(reply(421, "4.4.2", "the message took too long to send, closing")),
         ReadError::Closed | ReadError::Io(_) => None,
     }
 }
 
-/// DATA: the message, then the copies and one reply per recipient (joined); None when the
-/// client went away before the final dot.
+/// DATA: the message, then the copies and one reply per recipient (joined); an error when
+/// the client went away or took too long before the final dot.
 fn data<R: std::io::BufRead>(
     server: &Server,
     role: Role,
     tx: &Transaction,
     reader: &mut Reader<R>,
     logger: &Logger,
-) -> Option<String> {
-    let replies = match reader.data(server.max_size) {
+) -> Result<String, ReadError> {
+    let replies = match reader.data(server.max_size, std::time::Instant::now() + server.data_limit) {
         Ok(message) => store(server, role, tx, &message, logger),
         Err(DataError::TooBig) => {
             let too_big = format!("message over {} bytes", server.max_size);
             tx.rcpts.iter().map(|_| reply(552, "5.3.4", &too_big)).collect()
         }
-        Err(DataError::Read(_)) => return None,
+        Err(DataError::Read(e)) => return Err(e),
     };
-    Some(replies.concat())
+    Ok(replies.concat())
 }
 
 /// MAIL FROM: a transaction starts. On a Sent socket the sender's local part is the owner.
