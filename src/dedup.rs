@@ -43,7 +43,7 @@ const STALE_CLAIM_SECS: i64 = 3600;
 /// One delivery in this many prunes expired keys (by pid, so deliveries take turns).
 /// Pruning is a statement to compile and run; at one process per message it cost a sixth of
 /// a delivery's SQLite work when every delivery did it.
-const PRUNE_EVERY: u32 = 64;
+pub const PRUNE_EVERY: u32 = 64;
 /// Expired keys removed by a pruning delivery: bounded work, and the store stays small
 /// (16 keys a delivery on average, as many as a busy relay adds).
 const PRUNE_BATCH: i64 = 16 * PRUNE_EVERY as i64;
@@ -446,6 +446,20 @@ impl Store {
                AND committed = 0 AND owner_pid = ?5",
             params![key.user, key.folder, key.msgid, key.body, pid],
         );
+    }
+
+    /// This store kept open by a long-lived process (`lmtp`): its commits never prune, as
+    /// the turn by process id would make every one of them prune or none; the caller
+    /// calls `prune_batch` on a count of copies instead.
+    pub fn kept(mut self) -> Store {
+        self.prunes = false;
+        self
+    }
+
+    /// Removes a batch of expired keys, what a delivery on its pruning turn removes: one
+    /// call in `PRUNE_EVERY` copies keeps the store as small as deliveries' turns do.
+    pub fn prune_batch(&self) -> Result<usize> {
+        prune_some(&self.conn, now() - self.window_secs, PRUNE_BATCH).map_err(self.sql())
     }
 
     /// Removes every expired key (admin command). Returns how many.
@@ -899,6 +913,23 @@ mod tests {
             s.commit(&key(&k), "f").unwrap();
             assert_eq!(keys(&s), left, "pruning turn: {turn}");
         }
+    }
+
+    #[test]
+    fn a_kept_store_prunes_only_when_asked_and_a_batch_at_a_time() {
+        let root = root_with_state_dir();
+        let mut s = open_in(root.path(), 1).unwrap();
+        s.prunes = true;
+        let s = s.kept();
+        let old = "INSERT INTO seen VALUES ('bob', 'Sent', ?1, X'0707070707070707070707070707070707070707070707070707070707070707', 1, 'f', 1, 5)";
+        for i in 0..PRUNE_BATCH + 5 {
+            s.conn.execute(old, [format!("old-{i}")]).unwrap();
+        }
+        assert_eq!(s.claim_held(&key("new")).unwrap(), Claim::Owned);
+        s.commit(&key("new"), "f").unwrap();
+        assert_eq!(keys(&s), PRUNE_BATCH + 6, "a kept store's commit pruned");
+        assert_eq!(s.prune_batch().unwrap() as i64, PRUNE_BATCH);
+        assert_eq!(keys(&s), 6);
     }
 
     #[test]

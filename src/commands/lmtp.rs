@@ -42,8 +42,9 @@ use crate::maildir::{FolderKind, MaildirError, Perms};
 const TICK: Duration = Duration::from_millis(250);
 /// Recipients of one transaction (RFC 5321 asks servers to take at least 100).
 const RCPTS_MAX: usize = 1000;
-/// A kept dedup store prunes expired keys every this many copies.
-const PRUNE_EVERY: u64 = 256;
+/// A kept dedup store prunes a batch of expired keys every this many copies, as often as
+/// one-process-per-message deliveries take their turns.
+const PRUNE_EVERY: u64 = dedup::PRUNE_EVERY as u64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LmtpError {
@@ -504,13 +505,13 @@ fn with_store(
     let store = match pooled {
         Some(store) => store,
         // The store serves the root whose marker is there now (read per store opened).
-        None => dedup::Store::open(&server.dedup_store, window, &crate::root::require(&server.root)?.id)?,
+        None => dedup::Store::open(&server.dedup_store, window, &crate::root::require(&server.root)?.id)?.kept(),
     };
     let result = f(Some(&store));
     // The store's own pruning is per process id (one process per message); a kept one
-    // prunes on a count of copies instead.
+    // prunes a bounded batch on a count of copies instead.
     if server.copies.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1 {
-        let _ = store.prune_all();
+        let _ = store.prune_batch();
     }
     server.stores.lock().unwrap_or_else(|e| e.into_inner()).push(store);
     result
