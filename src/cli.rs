@@ -962,8 +962,8 @@ pub struct LmtpArgs {
     /// The largest message accepted, in bytes as stored (LF line ends, dots unstuffed;
     /// advertised as SIZE; larger gets 552, a bounce: the copy is lost). Must exceed the
     /// MTA's own limit plus the headers it adds (Exim's message_size_limit is 50 MB by
-    /// default). A connection holds its message in memory while it stores the copies: up to
-    /// this times --max-connections.
+    /// default). A connection keeps 1 MiB of the message in memory and the rest in an unnamed
+    /// file in ROOT/.mailkeep while it stores the copies.
     #[arg(long, value_name = "BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_size: u64,
 

@@ -74,15 +74,17 @@ pub struct Head {
 }
 
 impl Head {
-    /// A message already in memory (LMTP's DATA): its head, and the rest to read as the
-    /// input. Nothing of it is taken for a From_ line, which only Exim's pipe transport adds.
-    pub fn in_memory(message: &[u8]) -> (Head, &[u8]) {
+    /// A message already in memory (LMTP's DATA), or its start when `more` follows: its
+    /// head, and the rest to read as the input. Nothing of it is taken for a From_ line,
+    /// which only Exim's pipe transport adds.
+    pub fn in_memory(message: &[u8], more: bool) -> (Head, &[u8]) {
         let mut len = CHUNK.min(message.len());
         while len < message.len() && !holds_header_part(&message[..len]) {
             len = (len + CHUNK).min(message.len());
         }
         let bytes = message[..len].to_vec();
-        let head = Head { info: HeaderInfo::parse(&bytes), bytes, from_line: None, at_end: len == message.len() };
+        let at_end = len == message.len() && !more;
+        let head = Head { info: HeaderInfo::parse(&bytes), bytes, from_line: None, at_end };
         (head, &message[len..])
     }
 

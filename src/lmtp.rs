@@ -6,7 +6,10 @@
 //! DATA pass through unchanged; the store turns CRLF into LF); HELO and EHLO are refused,
 //! as RFC 2033 section 4.1 says.
 
-use std::io::{self, BufRead};
+use std::fs::File;
+use std::io::{self, BufRead, BufWriter, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,6 +17,9 @@ use std::time::{Duration, Instant};
 pub const COMMAND_MAX: usize = 4096;
 /// DATA is read in pieces of at most this size: a line without end costs no more memory.
 const PIECE: usize = 64 * 1024;
+/// A message's bytes beyond this many go to an unnamed file: a connection's memory stays
+/// bounded whatever `--max-size` is.
+pub const SPILL_AT: usize = 1024 * 1024;
 
 /// One client command.
 #[derive(Debug, PartialEq, Eq)]
@@ -138,7 +144,64 @@ pub enum ReadError {
 pub enum DataError {
     /// Over the size limit: the rest was read and dropped, up to the final dot.
     TooBig,
+    /// The unnamed file for the message's rest could not be written (a full disk): the rest
+    /// was read and dropped, up to the final dot.
+    Spill(io::Error),
     Read(ReadError),
+}
+
+/// A message read after DATA: its first `SPILL_AT` bytes in memory, the rest in an unnamed
+/// file (O_TMPFILE, gone with it) in a directory of the server's; in memory if that file
+/// cannot be made (no directory given, a filesystem without O_TMPFILE).
+pub struct Message {
+    pub front: Vec<u8>,
+    spill: Option<BufWriter<File>>,
+    dir: Option<PathBuf>,
+}
+
+impl Message {
+    pub fn new(spill_dir: Option<&Path>) -> Message {
+        Message { front: Vec::new(), spill: None, dir: spill_dir.map(Path::to_path_buf) }
+    }
+
+    /// Whether some of the message is in the file, after `front`.
+    pub fn spilled(&self) -> bool {
+        self.spill.is_some()
+    }
+
+    /// The message's rest after `front`, read from its start; None if all is in `front`.
+    pub fn rest(&self) -> io::Result<Option<&File>> {
+        let Some(spill) = &self.spill else { return Ok(None) };
+        let mut file = spill.get_ref();
+        file.rewind()?;
+        Ok(Some(file))
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.spill.is_none() && self.front.len() + bytes.len() > SPILL_AT {
+            self.spill = self.dir.as_deref().and_then(|d| unnamed_file(d).ok()).map(BufWriter::new);
+        }
+        match &mut self.spill {
+            Some(file) => {
+                let room = SPILL_AT.saturating_sub(self.front.len()).min(bytes.len());
+                self.front.extend_from_slice(&bytes[..room]);
+                file.write_all(&bytes[room..])
+            }
+            None => {
+                self.front.extend_from_slice(bytes);
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.spill.as_mut().map_or(Ok(()), Write::flush)
+    }
+}
+
+/// A file with no name in `dir` (mode 0600), removed by the kernel when closed.
+fn unnamed_file(dir: &Path) -> io::Result<File> {
+    File::options().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE | libc::O_NOFOLLOW).open(dir)
 }
 
 /// Reads lines from a client whose socket has a short read time-out (a tick): each tick
@@ -167,10 +230,12 @@ impl<R: BufRead> Reader<R> {
     /// of stuffing removed, line ends as sent. Over `max_size` bytes as stored (unstuffed,
     /// CRLF counted as LF: the limit is on the copy, not on the wire), the rest is read and
     /// dropped (so the session stays in step) and the answer is `TooBig`.
-    /// DATA lasting past `deadline` ends with `TooSlow`.
-    pub fn data(&mut self, max_size: u64, deadline: Instant) -> Result<Vec<u8>, DataError> {
-        let (mut message, mut line) = (Vec::new(), Vec::new());
+    /// DATA lasting past `deadline` ends with `TooSlow`. Bytes past `SPILL_AT` go to an
+    /// unnamed file in `spill_dir`.
+    pub fn data(&mut self, max_size: u64, deadline: Instant, spill_dir: Option<&Path>) -> Result<Message, DataError> {
+        let (mut message, mut line) = (Message::new(spill_dir), Vec::new());
         let (mut at_line_start, mut too_big, mut size) = (true, false, 0u64);
+        let mut failed = None;
         loop {
             line.clear();
             let whole = self.piece(&mut line, PIECE, None, Some(deadline)).map_err(DataError::Read)?;
@@ -178,7 +243,13 @@ impl<R: BufRead> Reader<R> {
                 return Err(DataError::Read(ReadError::TooSlow));
             }
             if at_line_start && (line == b".\r\n" || line == b".\n") {
-                return if too_big { Err(DataError::TooBig) } else { Ok(message) };
+                if too_big {
+                    return Err(DataError::TooBig);
+                }
+                return match failed.map_or_else(|| message.finish(), Err) {
+                    Ok(()) => Ok(message),
+                    Err(e) => Err(DataError::Spill(e)),
+                };
             }
             let piece = match line.strip_prefix(b".") {
                 Some(rest) if at_line_start => rest,
@@ -188,9 +259,12 @@ impl<R: BufRead> Reader<R> {
             size += (piece.len() - usize::from(piece.ends_with(b"\r\n"))) as u64;
             too_big = too_big || size > max_size;
             if too_big {
-                message = Vec::new();
-            } else {
-                message.extend_from_slice(piece);
+                message = Message::new(None);
+            } else if failed.is_none()
+                && let Err(e) = message.push(piece)
+            {
+                failed = Some(e);
+                message = Message::new(None);
             }
         }
     }
@@ -244,7 +318,8 @@ mod tests {
     }
 
     fn data(input: &[u8], max: u64) -> Result<Vec<u8>, DataError> {
-        Reader::new(Cursor::new(input.to_vec()), Duration::from_secs(1)).data(max, far())
+        let message = Reader::new(Cursor::new(input.to_vec()), Duration::from_secs(1)).data(max, far(), None)?;
+        Ok(message.front)
     }
 
     #[test]
@@ -276,7 +351,7 @@ mod tests {
     #[test]
     fn data_over_the_limit_is_read_to_its_end_and_refused() {
         let mut r = Reader::new(Cursor::new(b"0123456789\r\nabc\r\n.\r\nQUIT\r\n".to_vec()), Duration::from_secs(1));
-        assert!(matches!(r.data(5, far()), Err(DataError::TooBig)));
+        assert!(matches!(r.data(5, far(), None), Err(DataError::TooBig)));
         assert_eq!(r.command(&AtomicBool::new(false)).unwrap(), b"QUIT\r\n".to_vec());
     }
 
@@ -285,6 +360,27 @@ mod tests {
         // Stored `a\nb\n.\n`: 6 bytes; on the wire, stuffed and with CRLF, 11.
         assert_eq!(data(b"a\r\nb\r\n..\r\n.\r\n", 6).unwrap(), b"a\r\nb\r\n.\r\n".to_vec());
         assert!(matches!(data(b"a\r\nb\r\n..\r\n.\r\n", 5), Err(DataError::TooBig)));
+    }
+
+    #[test]
+    fn a_message_past_spill_at_keeps_its_start_in_memory_and_the_rest_in_a_file() {
+        use std::io::Read;
+        let dir = std::env::temp_dir();
+        let body: Vec<u8> =
+            (0..SPILL_AT / 10 + 100).flat_map(|i| format!("{:09}\n", i % 1_000_000_000).into_bytes()).collect();
+        let mut wire = b"Subject: big\r\n\r\n".to_vec();
+        wire.extend_from_slice(&body);
+        wire.extend_from_slice(b".\r\n");
+        let mut r = Reader::new(Cursor::new(wire.clone()), Duration::from_secs(1));
+        let message = r.data(u64::MAX, far(), Some(&dir)).unwrap();
+        assert!(message.spilled() && message.front.len() == SPILL_AT);
+        let mut all = message.front.clone();
+        message.rest().unwrap().unwrap().read_to_end(&mut all).unwrap();
+        assert_eq!(all, wire[..wire.len() - 3].to_vec());
+        // Read twice (one copy per recipient): the same bytes.
+        let mut again = Vec::new();
+        message.rest().unwrap().unwrap().read_to_end(&mut again).unwrap();
+        assert_eq!(again.len(), all.len() - SPILL_AT);
     }
 
     #[test]

@@ -356,6 +356,35 @@ fn a_panic_while_storing_is_451_and_the_server_goes_on() {
     assert_eq!(code, 0);
 }
 
+/// A message larger than what a connection keeps in memory (1 MiB; the rest waits in an
+/// unnamed file): stored byte for byte as deliver stores it, for each recipient, and the
+/// server's peak memory stays far below the message's size.
+#[test]
+fn a_large_message_is_stored_as_deliver_stores_it_without_holding_it_in_memory() {
+    let (lmtp, piped) = (Env::new(), Env::new());
+    let server = Server::start(&lmtp, &[], &[]);
+    let pid = server.child.as_ref().unwrap().id();
+    let mut message = b"From: x@example.net\nSubject: large\nMessage-ID: <large@example.net>\n\n".to_vec();
+    let mut i = 0u64;
+    while message.len() < 24 << 20 {
+        message.extend_from_slice(format!("{i:020} .line of a large message\n").as_bytes());
+        i += 1;
+    }
+    let mut c = Client::transaction(&server.inbox, "x@example.net", &["alice@example.org", "bob@example.org"]);
+    let replies = c.data(&stuffed(&message, b"\r\n"), 2);
+    assert!(replies.iter().all(|r| r.starts_with("250 ")), "replies: {replies:?}");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm_kb: u64 =
+        status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap().trim().trim_end_matches(" kB").parse().unwrap();
+    assert!(hwm_kb < 20 << 10, "server peak memory: expected under 20 MiB for a 24 MiB message, got {hwm_kb} kB");
+    for user in ["alice", "bob"] {
+        let rcpt = format!("{user}@example.org");
+        let args = ["--user", user, "--direction", "in", "--sender", "x@example.net", "--rcpt", &rcpt];
+        assert_exit(&piped.deliver(args, &[], &message), 0);
+        assert_bytes_eq(&format!("{user}'s copy"), &only_file(&piped, user), &only_file(&lmtp, user));
+    }
+}
+
 /// A panic caught after the copy was published (its client told 451) must leave the dedup
 /// key usable: the retry neither waits for a claim the live server seems to hold nor stores
 /// a second copy.

@@ -34,7 +34,7 @@ use crate::dedup::{self, DedupError};
 use crate::delivery::{self, DeliverError, Delivery, Done, Head};
 use crate::envelope::{EnvelopeError, Sender, User};
 use crate::exit::{Classify, Exit};
-use crate::lmtp::{self, Command, DataError, ReadError, Reader, Syntax, reply};
+use crate::lmtp::{self, Command, DataError, Message, ReadError, Reader, Syntax, reply};
 use crate::log::{LogTarget, Logger};
 use crate::maildir::{FolderKind, MaildirError, Perms};
 
@@ -100,6 +100,8 @@ struct Server {
     dedup_store: dedup::Location,
     max_size: u64,
     idle: Duration,
+    /// Where a message's bytes past `lmtp::SPILL_AT` wait, in an unnamed file: ROOT/.mailkeep.
+    spill_dir: PathBuf,
     /// The longest DATA.
     data_limit: Duration,
     name: String,
@@ -132,6 +134,7 @@ pub fn run(args: &LmtpArgs) -> Result<Exit, Error> {
         max_size: args.max_size,
         idle: Duration::from_secs(args.idle_timeout.max(1)),
         data_limit: Duration::from_secs(args.data_timeout.max(1)),
+        spill_dir: args.root.join(".mailkeep"),
         name: if host.is_empty() { "localhost".into() } else { host },
         stores: Mutex::new(Vec::new()),
         copies: AtomicU64::new(0),
@@ -386,11 +389,17 @@ fn data<R: std::io::BufRead>(
     reader: &mut Reader<R>,
     logger: &Logger,
 ) -> Result<String, ReadError> {
-    let replies = match reader.data(server.max_size, std::time::Instant::now() + server.data_limit) {
+    let deadline = std::time::Instant::now() + server.data_limit;
+    let replies = match reader.data(server.max_size, deadline, Some(&server.spill_dir)) {
         Ok(message) => store(server, role, tx, &message, logger),
         Err(DataError::TooBig) => {
             let too_big = format!("message over {} bytes", server.max_size);
             tx.rcpts.iter().map(|_| reply(552, "5.3.4", &too_big)).collect()
+        }
+        Err(DataError::Spill(e)) => {
+            let why = format!("cannot keep the message in {}: {e}", server.spill_dir.display());
+            let code = if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)) { 452 } else { 451 };
+            tx.rcpts.iter().map(|_| reply(code, "4.3.1", &why)).collect()
         }
         Err(DataError::Read(e)) => return Err(e),
     };
@@ -440,7 +449,7 @@ fn os(bytes: &[u8]) -> &std::ffi::OsStr {
 }
 
 /// After DATA: the copies, and one reply per recipient, in their order.
-fn store(server: &Server, role: Role, tx: &Transaction, message: &[u8], logger: &Logger) -> Vec<String> {
+fn store(server: &Server, role: Role, tx: &Transaction, message: &Message, logger: &Logger) -> Vec<String> {
     let Some((sender, owner)) = &tx.sender else { return vec![] };
     let stored = catch_unwind(AssertUnwindSafe(|| match (role, owner) {
         (Role::Sent, Some(owner)) => {
@@ -466,7 +475,7 @@ fn copy(
     folder: FolderKind,
     sender: &Sender,
     rcpts: &[Vec<u8>],
-    message: &[u8],
+    message: &Message,
     logger: &Logger,
 ) -> String {
     if let Some(accounts) = &server.accounts
@@ -486,7 +495,13 @@ fn copy(
         // With --dedup `with_store` always passes an open store: Delivery never opens one.
         root_id: "",
     };
-    let (head, mut rest) = Head::in_memory(message);
+    let (head, front) = Head::in_memory(&message.front, message.spilled());
+    let spilled: Box<dyn std::io::Read + '_> = match message.rest() {
+        Ok(Some(file)) => Box::new(file),
+        Ok(None) => Box::new(std::io::empty()),
+        Err(e) => return reply(451, "4.3.0", &format!("cannot read the message back: {e}")),
+    };
+    let mut rest = std::io::Read::chain(front, spilled);
     let result = with_store(server, |store| delivery::deliver_logged(&d, head, &mut rest, store, logger));
     match result {
         Ok(Done::Stored { file, .. }) => reply(250, "2.0.0", &format!("{user} {} stored as {file}", folder.name())),
