@@ -230,10 +230,16 @@ check "master.cf.fragment: only paths and the provider port substituted" \
     subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/=$ETC/" \
     "/usr/bin/mailkeep=$WORK/bin/mailkeep" "/var/lib/mailkeep=$ROOT" "2587      inet=$PROVIDER_PORT      inet"
 cat "$WORK/master.fragment" >> "$CONF/master.cf"
+# The one master.cf edit the snippet asks for beyond appending (pickup -> cleanup-local),
+# run as the fragment's comment words it.
+PICKUP_CMD=$(sed -nE "s/^#[[:space:]]+(postconf -P '[^']+')[[:space:]]*$/\1/p" "$WORK/master.fragment")
+check "master.cf.fragment: the postconf -P line for pickup (${PICKUP_CMD:-none}) runs" \
+    env MAIL_CONFIG="$CONF" sh -c "${PICKUP_CMD:-false}"
 # The maps: the shipped examples, the provider's MX and relays pointed at the test.
 check "transport.example: only the provider's MX substituted" \
     subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25=smtp:[127.0.0.1]:$SINK_PORT"
 cp "$SNIP/recipient-access.pcre" "$ETC/"
+cp "$SNIP/refuse-internal.pcre" "$ETC/" 2>/dev/null
 # The provider's relays: Microsoft 365's Exchange ranges as the M365 script writes them for
 # Postfix (from a saved sample of the endpoints JSON; IPv6 in brackets, which Postfix must
 # take), plus the fake provider.
@@ -395,7 +401,10 @@ for port in "$SMTP_PORT" "$PROVIDER_PORT"; do
     bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER_PORT" ] && bind=$PROVIDER_IP
     msg direct "$EXT" "x@$OUR" | send "P4d$port" "$bind" "$port" "$EXT" "alice@inbox.mailkeep.invalid" >/dev/null
     # (on the public port the relay check refuses it first)
-    check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'no such recipient|Relay access denied' "$MSGS/P4d$port.result"
+    check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'internal address|Relay access denied' "$MSGS/P4d$port.result"
+    # A sender in the copy domains: a bounce or DSN to it would land in a backup.
+    msg fromint "$EXT" "zed@$OUR" | send "P4f$port" "$bind" "$port" "alice@sent.mailkeep.invalid" "zed@$OUR" >/dev/null
+    check "P4f: MAIL FROM:<alice@sent.mailkeep.invalid> refused on port $port" grep -q 'internal address' "$MSGS/P4f$port.result"
 done
 P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER_PORT" "zed@$OUR" "$EXT")
 check "P4e: unlisted sender via the provider: done" done_q "$P4e"
@@ -463,6 +472,44 @@ expect "P7: nothing to the sender (no bounce at the sink, no sender notification
 f=$(for j in "$SINK"/*.json; do grep -q '"double-bounce@' "$j" && grep -l "$P7" "${j%.json}.eml"; done | head -1)
 check "P7: the notice says why (mailkeep's line)" grep -q "not listed in" "$f"
 
+# ------------------------------------------------------------------ P8: local submission
+# sendmail/postdrop -> pickup -> cleanup never passes smtpd's check_recipient_access: without
+# cleanup-local a local user wrote a forged Sent or INBOX copy into any listed user's backup.
+# (As root: the unpacked postdrop is not set-gid, and sendmail passes postdrop only
+# export_environment, hence a client main.cf that adds the library path.)
+echo "== P8: local submission (sendmail -> pickup) cannot reach the copy domains"
+mkdir -p "$WORK/client"
+{ cat "$CONF/main.cf"; echo "export_environment = TZ MAIL_CONFIG LANG LD_LIBRARY_PATH=$P/usr/lib/postfix"; } > "$WORK/client/main.cf"
+P8_QIDS=
+local_send() {   # local_send KEY SENDER RCPT... -> queue id (from cleanup's message-id line)
+    local key=$1 from=$2 i qid=; shift 2
+    msg "$key" "$from" "$1" | MAIL_CONFIG=$WORK/client sendmail -f "$from" "$@" 2>>"$WORK/sendmail.err" || { echo "NOID-$key"; return 1; }
+    for i in $(seq 100); do
+        qid=$(mlog | sed -nE "s/.* ([0-9A-F]+): message-id=<pf-e2e-$key@client\.test>.*/\1/p" | head -1)
+        [ -n "$qid" ] && break; sleep 0.1
+    done
+    echo "${qid:-NOID-$key}"
+}
+n0=$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")
+P8a=$(local_send local-sent "alice@$OUR" alice@sent.mailkeep.invalid)
+P8b=$(local_send local-inbox "$EXT" bob@inbox.mailkeep.invalid)
+P8c=$(local_send local-from-int alice@inbox.mailkeep.invalid nobody@inbox.mailkeep.invalid)
+P8d=$(local_send local-out "alice@$OUR" "$EXT")
+P8_QIDS="$P8a|$P8b|$P8c|$P8d"
+for q in "$P8a" "$P8b" "$P8c" "$P8d"; do check "P8: $q submitted and done" done_q "$q" 15; done
+sleep 0.5
+expect "P8a: sendmail to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8a")"
+expect "P8b: sendmail to bob@inbox.mailkeep.invalid: no copy" "" "$(where "$P8b")"
+expect "P8c: sendmail from alice@inbox.mailkeep.invalid: no copy (nor of its bounce)" "" "$(where "$P8c")"
+expect "P8a-c: no file added to any Maildir" "$n0" "$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")"
+check "P8a: refused in the log (bounced, not delivered by mailkeep)" \
+    wait_log "$P8a: to=<refused@refused\.mailkeep\.invalid>, orig_to=<alice@sent\.mailkeep\.invalid>, relay=none, .*status=bounced"
+check "P8c: the bounce to the (rewritten) internal sender is refused too" \
+    wait_log "$P8c: sender non-delivery notification: "
+expect "P8a-c: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c): " | grep -c 'relay=mailkeep')"
+expect "P8d: local mail to an outside address still relayed (no copy)" "1 alice@$OUR | $EXT | " \
+    "$(nsink "$P8d") $(sink_from "$P8d") | $(sink_rcpts "$P8d") | $(where "$P8d")"
+
 # ------------------------------------------------------------------ end
 echo "== end"
 if [ -n "${EXPORT_ROOT:-}" ]; then
@@ -471,7 +518,7 @@ if [ -n "${EXPORT_ROOT:-}" ]; then
 fi
 expect "queue empty" 0 "$(qcount)"
 expect "no other bounce or deferral left (log)" "" \
-    "$(mlog | grep -E 'status=(bounced|deferred)' | grep -vE " ($P6|P6s|$P6s|$P7): ")"
+    "$(mlog | grep -E 'status=(bounced|deferred)' | grep -vE " ($P6|P6s|$P6s|$P7|$P8_QIDS): " | grep -v 'to=<refused@refused\.mailkeep\.invalid>')"
 expect "no fatal or panic in the log" "" "$(mlog | grep -E 'fatal:|panic:')"
 stop_postfix
 check "postfix master stopped" bash -c "! kill -0 '$MASTER_PID' 2>/dev/null"
