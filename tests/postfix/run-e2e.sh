@@ -146,16 +146,19 @@ echo "   postfix $(postconf -d -h mail_version) from $PFDIR; mailkeep: $MAILKEEP
 
 # ------------------------------------------------------------------ P0: config from the snippets
 echo "== P0: configuration from the snippets"
-# subst FILE OUT OLD=NEW...: OUT = FILE with each OLD replaced by NEW; each OLD must occur.
+# subst FILE OUT OLD NEW [OLD NEW]...: OUT = FILE with each OLD replaced by NEW; each OLD must
+# occur. Pairs are separate arguments: an OLD=NEW form split at the first "=" turned
+# "mynetworks = ...=mynetworks = ..." into junk (P0 now also checks the values Postfix reads).
 subst() {
     local in=$1 out=$2; shift 2
     $PY - "$in" "$out" "$@" <<'PYEOF'
 import sys
-src, dst, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+src, dst, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if len(args) % 2:
+    sys.exit("subst: OLD without NEW: %r" % args[-1])
 s = open(src).read()
 missing = []
-for kv in pairs:
-    old, new = kv.split("=", 1)
+for old, new in zip(args[::2], args[1::2]):
     if old not in s:
         missing.append(old)
     s = s.replace(old, new)
@@ -193,8 +196,8 @@ biff = no
 relayhost = [127.0.0.1]:$SINK_PORT
 EOF
 check "main.cf.fragment: only paths and the trusted network substituted" \
-    subst "$SNIP/main.cf.fragment" "$WORK/main.fragment" "/etc/postfix/mailkeep/=$ETC/" \
-    "mynetworks = 127.0.0.0/8 [::1]/128=mynetworks = 127.0.0.1/32"
+    subst "$SNIP/main.cf.fragment" "$WORK/main.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
+    "mynetworks = 127.0.0.0/8 [::1]/128" "mynetworks = 127.0.0.1/32"
 if [ "$SABOTAGE" = no-rcpt-limit ]; then
     sed -i '/^mailkeep-in_destination_recipient_limit/d' "$WORK/main.fragment"; echo "   !! HARNESS_SABOTAGE=no-rcpt-limit"
 fi
@@ -227,8 +230,8 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 check "master.cf.fragment: only paths and the provider port substituted" \
-    subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/=$ETC/" \
-    "/usr/bin/mailkeep=$WORK/bin/mailkeep" "/var/lib/mailkeep=$ROOT" "2587      inet=$PROVIDER_PORT      inet"
+    subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
+    "/usr/bin/mailkeep" "$WORK/bin/mailkeep" "/var/lib/mailkeep" "$ROOT" "2587      inet" "$PROVIDER_PORT      inet"
 cat "$WORK/master.fragment" >> "$CONF/master.cf"
 # The one master.cf edit the snippet asks for beyond appending (pickup -> cleanup-local),
 # run as the fragment's comment words it.
@@ -237,7 +240,7 @@ check "master.cf.fragment: the postconf -P line for pickup (${PICKUP_CMD:-none})
     env MAIL_CONFIG="$CONF" sh -c "${PICKUP_CMD:-false}"
 # The maps: the shipped examples, the provider's MX and relays pointed at the test.
 check "transport.example: only the provider's MX substituted" \
-    subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25=smtp:[127.0.0.1]:$SINK_PORT"
+    subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25" "smtp:[127.0.0.1]:$SINK_PORT"
 cp "$SNIP/recipient-access.pcre" "$ETC/"
 cp "$SNIP/refuse-internal.pcre" "$ETC/" 2>/dev/null
 # The provider's relays: Microsoft 365's Exchange ranges as the M365 script writes them for
@@ -265,6 +268,9 @@ expect "make-maps.sh: recipient_bcc" "alice@$OUR alice@inbox.mailkeep.invalid|gh
     "$(grep -E '^(alice|ghost)@' "$ETC/recipient_bcc" | tr '\n' '|' | sed 's/|$//')"
 expect "make-maps.sh: no temp dir left" "" "$(ls -d "$ETC"/.make-maps.* 2>/dev/null)"
 check "postfix check (creates the private queue)" pf postfix -c "$CONF" check
+# What the substitutions made of the fragment, as Postfix reads it (the last setting wins).
+expect "postconf: mynetworks (test value substituted)" "127.0.0.1/32" "$(pf postconf -c "$CONF" -h mynetworks)"
+expect "postconf: relay_domains as shipped" "$OUR" "$(pf postconf -c "$CONF" -h relay_domains)"
 expect "postconf -P: cleanup-sent/unix/sender_bcc_maps" "cleanup-sent/unix/sender_bcc_maps = hash:$ETC/sender_bcc" \
     "$(pf postconf -c "$CONF" -P cleanup-sent/unix/sender_bcc_maps)"
 expect "postconf -F: mailkeep-in runs as mailbackup" "mailkeep-in/unix/command = pipe flags=qu user=mailbackup null_sender=" \
