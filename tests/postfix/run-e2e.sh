@@ -478,6 +478,40 @@ expect "P7: nothing to the sender (no bounce at the sink, no sender notification
 f=$(for j in "$SINK"/*.json; do grep -q '"double-bounce@' "$j" && grep -l "$P7" "${j%.json}.eml"; done | head -1)
 check "P7: the notice says why (mailkeep's line)" grep -q "not listed in" "$f"
 
+# ------------------------------------------------------------------ P9: address extensions
+# recipient_delimiter = +: the bcc maps fall back from alice+tag@ to alice@. Without it
+# alice+tag@ got no copy (and "-" would file alice-smith@ under alice).
+echo "== P9: address extensions (recipient_delimiter = +)"
+P9=$(msg ext-in "$EXT" "alice+tag@$OUR" | send P9 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice+tag@$OUR")
+check "P9 done" done_q "$P9"
+expect "P9: alice+tag@ -> one INBOX copy for alice; relayed to alice+tag@ unchanged" "alice/INBOX | alice+tag@$OUR" \
+    "$(where "$P9") | $(sink_rcpts "$P9")"
+f=$(copies_of "$P9" alice INBOX)
+check_copy "P9 alice" "$f" "$(sink_file "$P9")" "Return-Path,Delivered-To"
+P9b=$(msg ext-out "alice+x@$OUR" "$EXT" | send P9b "$PROVIDER_IP" "$PROVIDER_PORT" "alice+x@$OUR" "$EXT")
+check "P9b done" done_q "$P9b"
+expect "P9b: sender alice+x@ from the provider -> alice's Sent copy" "alice/.Sent <alice+x@$OUR>" \
+    "$(where "$P9b") $(hdr "$(copies_of "$P9b" alice .Sent)" Return-Path)"
+P9c=$(msg ext-dash "$EXT" "alice-smith@$OUR" | send P9c "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice-smith@$OUR")
+check "P9c done" done_q "$P9c"
+expect "P9c: alice-smith@ (unlisted) -> relayed, no copy" "1 " "$(nsink "$P9c") $(where "$P9c")"
+
+# ------------------------------------------------------------------ P10: a large message
+# Postfix's default message_size_limit is 10 MB; the snippet sets 50 MB (Google takes 25 MB
+# sent, 50 MB received).
+echo "== P10: an 11 MB message to bob: accepted, relayed and copied"
+P10=$( { msg big "$EXT" "bob@$OUR" | sed '$d'
+         $PY -c 'import sys
+line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/0123456789abcd\n"
+sys.stdout.buffer.write(line * (11 * 1024 * 1024 // len(line) + 1))'; } \
+       | send P10 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "bob@$OUR")
+check "P10 accepted ($P10)" test "${P10#NOID}" = "$P10"
+check "P10 done" done_q "$P10" 30
+f=$(copies_of "$P10" bob INBOX)
+expect "P10: relayed once, one copy of more than 11 MB" "1 bob/INBOX yes" \
+    "$(nsink "$P10") $(where "$P10") $([ "$(stat -c %s "$f" 2>/dev/null || echo 0)" -gt 11534336 ] && echo yes)"
+check_copy "P10 bob" "$f" "$(sink_file "$P10")" "Return-Path,Delivered-To"
+
 # ------------------------------------------------------------------ P8: local submission
 # sendmail/postdrop -> pickup -> cleanup never passes smtpd's check_recipient_access: without
 # cleanup-local a local user wrote a forged Sent or INBOX copy into any listed user's backup.
