@@ -256,6 +256,23 @@ cp "$ETC/provider-relays" "$WORK/relays.before"
 RELAYS=$ETC/provider-relays ENDPOINTS_FILE=$WORK/bad.json "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>&1
 expect "update-provider-relays-m365.example.sh: bad JSON -> exit 1, file kept, no temp file" "1 same" \
     "$? $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+# A range wider than /8 (IPv4) or /16 (IPv6), e.g. 0.0.0.0/0, would let anybody relay and
+# make Sent copies: both scripts refuse it, one line, file kept.
+cp "$ETC/provider-relays" "$WORK/relays.before"
+printf '[{"id": 1, "serviceArea": "Exchange", "tcpPorts": "25", "ips": ["40.92.0.0/15", "0.0.0.0/0", "40.107.0.0/16", "52.100.0.0/14"]}]' > "$WORK/wide4.json"
+printf '[{"id": 1, "serviceArea": "Exchange", "tcpPorts": "25", "ips": ["40.92.0.0/15", "::/0", "40.107.0.0/16", "52.100.0.0/14"]}]' > "$WORK/wide6.json"
+for j in wide4 wide6; do
+    out=$(RELAYS=$ETC/provider-relays FORMAT=postfix ENDPOINTS_FILE=$WORK/$j.json "$EXSNIP/update-provider-relays-m365.example.sh" 2>&1)
+    expect "update-provider-relays-m365.example.sh: $j range -> exit 1, one line, file kept" "1 1 same" \
+        "$? $(grep -c . <<<"$out") $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+done
+printf '#!/bin/sh\ncase "$*" in *_spf.test*) echo "\\"v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 ip4:0.0.0.0/0 ip6:2001:db8::/32 ip6:::/0 ~all\\"";; esac\n' > "$WORK/fakedig"
+chmod 755 "$WORK/fakedig"
+for min in "" "MIN_PREFIX4=0"; do
+    out=$(env $min RELAYS=$ETC/provider-relays FORMAT=postfix MIN_RANGES=1 DIG=$WORK/fakedig "$EXSNIP/update-provider-relays.example.sh" _spf.test 2>&1)
+    expect "update-provider-relays.example.sh: ip4:0.0.0.0/0 ${min:+($min) }-> exit 1, one line, file kept" "1 1 same" \
+        "$? $(grep -c . <<<"$out") $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+done
 printf '# test only: the fake provider\n%s\n' "$PROVIDER_IP" >> "$ETC/provider-relays"
 cp "$ACCOUNTS_EXAMPLE" "$ETC/accounts"
 # A stale map: "ghost" was removed from the accounts file, the maps were not rebuilt yet,
