@@ -24,7 +24,9 @@
 #   POSTFIX_DIR=dir   where setup.sh unpacked Postfix (default /var/tmp/mailkeep-postfix)
 #   SNIPPETS=dir      the snippets (default <repo>/postfix-snippets; the package test may
 #                     pass /usr/share/doc/mailkeep/examples/postfix)
-#   SMTP_PORT, PROVIDER_PORT, SINK_PORT   default the first free ports from 2535/2597/2636
+#   SMTP_PORT, SINK_PORT   default the first free ports from 2535/2636; the public listener is
+#                     127.0.0.1:SMTP_PORT, the provider listener 127.0.0.4:SMTP_PORT (the same
+#                     port on a second address, as the snippet's 192.0.2.25:25 and 192.0.2.26:25)
 #   EXPORT_ROOT=dir   copy the filled backup root there at the end (the restore drill,
 #                     tests/imap/run-e2e.sh with MAILKEEP_E2E_ROOT, serves it)
 #   KEEP_WORK=1       keep the work dir (/tmp/mailkeep-postfix-e2e.XXXXXX) even on success
@@ -50,6 +52,7 @@ T0=$(date +%s%N)
 OUR=example.com; ADMIN=postmaster@example.com    # as shipped in the snippets (not substituted)
 EXT=ext@example.net
 PROVIDER_IP=127.0.0.2; OUTSIDE_IP=127.0.0.3
+PROVIDER_LISTEN=127.0.0.4   # the relay's second address, where the provider's relays connect
 
 PASS=0; FAIL=0
 WORK=; ROOT=; CONF=; SINK=; SINK_PID=; PF_STARTED=0; MASTER_PID=
@@ -128,8 +131,8 @@ $PY -c 'import aiosmtpd' 2>/dev/null || die "python3-aiosmtpd missing: run tests
 port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 pick_port() { local p=$1; shift; while ! port_free "$p" || [[ " $* " == *" $p "* ]]; do p=$((p+1)); done; echo "$p"; }
 if [ -n "${SMTP_PORT:-}" ]; then port_free "$SMTP_PORT" || die "SMTP_PORT $SMTP_PORT in use"; else SMTP_PORT=$(pick_port 2535); fi
-if [ -n "${PROVIDER_PORT:-}" ]; then port_free "$PROVIDER_PORT" || die "PROVIDER_PORT in use"; else PROVIDER_PORT=$(pick_port 2597 "$SMTP_PORT"); fi
-if [ -n "${SINK_PORT:-}" ]; then port_free "$SINK_PORT" || die "SINK_PORT in use"; else SINK_PORT=$(pick_port 2636 "$SMTP_PORT" "$PROVIDER_PORT"); fi
+if [ -n "${SINK_PORT:-}" ]; then port_free "$SINK_PORT" || die "SINK_PORT in use"; else SINK_PORT=$(pick_port 2636 "$SMTP_PORT"); fi
+PUBLIC=127.0.0.1:$SMTP_PORT; PROVIDER=$PROVIDER_LISTEN:$SMTP_PORT
 
 WORK=$(mktemp -d /tmp/mailkeep-postfix-e2e.XXXXXX)
 chmod 755 "$WORK"        # postfix reads the maps, mailbackup runs the binary
@@ -141,7 +144,7 @@ install -m 755 "$MAILKEEP" "$WORK/bin/mailkeep"
 setpriv --reuid="$PIPE_USER" --regid="$PIPE_USER" --init-groups "$WORK/bin/mailkeep" init --root "$ROOT" >/dev/null \
     || die "mailkeep init --root $ROOT failed"
 
-echo "== mailkeep Postfix e2e: public 127.0.0.1:$SMTP_PORT, provider listener :$PROVIDER_PORT, sink :$SINK_PORT, work dir $WORK"
+echo "== mailkeep Postfix e2e: public $PUBLIC, provider listener $PROVIDER, sink :$SINK_PORT, work dir $WORK"
 echo "   postfix $(postconf -d -h mail_version) from $PFDIR; mailkeep: $MAILKEEP ($("$MAILKEEP" --version 2>/dev/null))"
 
 # ------------------------------------------------------------------ P0: config from the snippets
@@ -231,7 +234,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 check "master.cf.fragment: only paths and the provider port substituted" \
     subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
-    "/usr/bin/mailkeep" "$WORK/bin/mailkeep" "/var/lib/mailkeep" "$ROOT" "2587      inet" "$PROVIDER_PORT      inet"
+    "/usr/bin/mailkeep" "$WORK/bin/mailkeep" "/var/lib/mailkeep" "$ROOT" "192.0.2.26:25 inet" "$PROVIDER inet"
 cat "$WORK/master.fragment" >> "$CONF/master.cf"
 # The one master.cf edit the snippet asks for beyond appending (pickup -> cleanup-local),
 # run as the fragment's comment words it.
@@ -298,12 +301,12 @@ expect "postconf -F: mailkeep-in runs as mailbackup" "mailkeep-in/unix/command =
 SINK_PID=$!
 pf postfix -c "$CONF" start >/dev/null && PF_STARTED=1
 for i in $(seq 50); do
-    [ -s "$WORK/queue/pid/master.pid" ] && ! port_free "$SMTP_PORT" && ! port_free "$PROVIDER_PORT" && [ -s "$WORK/sink.pid" ] && break
+    [ -s "$WORK/queue/pid/master.pid" ] && [ "$(ss -Hltn "sport = :$SMTP_PORT" | wc -l)" = 2 ] && [ -s "$WORK/sink.pid" ] && break
     sleep 0.1
 done
 MASTER_PID=$(tr -d ' ' < "$WORK/queue/pid/master.pid" 2>/dev/null)
 check "postfix master running (pid $MASTER_PID)" kill -0 "$MASTER_PID"
-expect "postfix listens only on 127.0.0.1: public and provider ports" "127.0.0.1:$SMTP_PORT 127.0.0.1:$PROVIDER_PORT" \
+expect "postfix listens on the public and the provider address, the same port" "$PUBLIC $PROVIDER" \
     "$(ss -Hltnp | grep "pid=$MASTER_PID," | awk '{print $4}' | sort -t: -k2n | tr '\n' ' ' | sed 's/ $//')"
 check "sink listening on 127.0.0.1:$SINK_PORT" test -s "$WORK/sink.pid"
 [ "$FAIL" = 0 ] || exit 1
@@ -315,10 +318,10 @@ wait_log() {   # wait_log ERE [timeout_s]
     return 1
 }
 done_q() { wait_log " $1: removed" "${2:-10}"; }   # every recipient of the queue file is done
-send() {   # send CASE BIND PORT FROM RCPTS (message on stdin) -> queue id
+send() {   # send CASE BIND HOST:PORT FROM RCPTS (message on stdin) -> queue id
     local case=$1 f=$MSGS/$1.eml out rc
     cat > "$f"
-    out=$($PY "$EXIMT/send.py" --bind "$2" --server "127.0.0.1:$3" --from "$4" --rcpt "$5" --data "$f"); rc=$?
+    out=$($PY "$EXIMT/send.py" --bind "$2" --server "$3" --from "$4" --rcpt "$5" --data "$f"); rc=$?
     echo "$out" > "$MSGS/$case.result"
     if [ $rc = 0 ]; then echo "${out#QUEUEID }"; else echo "NOID-$case"; fi
     return $rc
@@ -370,7 +373,7 @@ check_copy() {   # check_copy DESC FILE SINKFILE EXPECTED-ADDED
 
 # ------------------------------------------------------------------ P1: inbound To/Cc/Bcc
 echo "== P1: inbound $EXT -> alice (To), bob (Cc), carol (Bcc)"
-P1=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" | send P1 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
+P1=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" | send P1 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
 check "P1 accepted ($P1)" test "${P1#NOID}" = "$P1"
 check "P1 done" done_q "$P1"
 expect "P1: sink got the message once, original envelope" "1 $EXT | alice@$OUR bob@$OUR carol@$OUR" \
@@ -389,14 +392,14 @@ check "P1: Bcc recipient not in the headers" bash -c "! grep -qi '^bcc:' '$(copi
 
 # ------------------------------------------------------------------ P2: unlisted
 echo "== P2: inbound to an unlisted local part (zed@$OUR)"
-P2=$(msg unlisted "$EXT" "zed@$OUR" | send P2 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "zed@$OUR")
+P2=$(msg unlisted "$EXT" "zed@$OUR" | send P2 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "zed@$OUR")
 check "P2 done" done_q "$P2"
 expect "P2: relayed, no copy" "$EXT | zed@$OUR | 0" "$(sink_from "$P2") | $(sink_rcpts "$P2") | $(copies "$P2" | grep -c .)"
 expect "P2: log: no mailkeep delivery" 0 "$(mlog | grep " $P2: " | grep -c 'relay=mailkeep')"
 
 # ------------------------------------------------------------------ P3: outbound via the provider
-echo "== P3: outbound alice@$OUR from the provider ($PROVIDER_IP:$PROVIDER_PORT) -> $EXT (To), bob (Cc), carol (Bcc)"
-P3=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" | send P3 "$PROVIDER_IP" "$PROVIDER_PORT" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
+echo "== P3: outbound alice@$OUR from the provider ($PROVIDER_IP to $PROVIDER) -> $EXT (To), bob (Cc), carol (Bcc)"
+P3=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" | send P3 "$PROVIDER_IP" "$PROVIDER" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
 check "P3 accepted from the provider ($P3)" test "${P3#NOID}" = "$P3"
 check "P3 done" done_q "$P3"
 expect "P3: relayed once, every recipient" "1 alice@$OUR | bob@$OUR carol@$OUR $EXT" \
@@ -411,17 +414,17 @@ check "P3: log: sent via mailkeep-out" wait_log "$P3: to=<alice@sent\.mailkeep\.
 
 # ------------------------------------------------------------------ P4: not the provider
 echo "== P4: alice@$OUR from $OUTSIDE_IP (not the provider)"
-msg spoof "alice@$OUR" "ext2@example.org" | send P4a "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+msg spoof "alice@$OUR" "ext2@example.org" | send P4a "$OUTSIDE_IP" "$PUBLIC" "alice@$OUR" "ext2@example.org" >/dev/null
 expect "P4a: relaying from the public port refused (send.py exit 2)" 2 "$?"
 check "P4a: 554 Relay access denied" grep -q '554 5.7.1 .*Relay access denied' "$MSGS/P4a.result"
-msg spoof-p "alice@$OUR" "ext2@example.org" | send P4b "$OUTSIDE_IP" "$PROVIDER_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+msg spoof-p "alice@$OUR" "ext2@example.org" | send P4b "$OUTSIDE_IP" "$PROVIDER" "alice@$OUR" "ext2@example.org" >/dev/null
 expect "P4b: the provider listener refuses other clients (send.py exit 2)" 2 "$?"
 check "P4b: 554 Client host rejected" grep -q '554 5.7.1 .*Client host rejected' "$MSGS/P4b.result"
-P4=$(msg spoof-in "alice@$OUR" "bob@$OUR" | send P4c "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "bob@$OUR")
+P4=$(msg spoof-in "alice@$OUR" "bob@$OUR" | send P4c "$OUTSIDE_IP" "$PUBLIC" "alice@$OUR" "bob@$OUR")
 check "P4c: spoofed sender to our own domain: accepted, done" done_q "$P4"
 expect "P4c: no Sent copy, only bob's INBOX copy" "bob/INBOX" "$(where "$P4")"
-for port in "$SMTP_PORT" "$PROVIDER_PORT"; do
-    bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER_PORT" ] && bind=$PROVIDER_IP
+for port in "$PUBLIC" "$PROVIDER"; do
+    bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER" ] && bind=$PROVIDER_IP
     msg direct "$EXT" "x@$OUR" | send "P4d$port" "$bind" "$port" "$EXT" "alice@inbox.mailkeep.invalid" >/dev/null
     # (on the public port the relay check refuses it first)
     check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'internal address|Relay access denied' "$MSGS/P4d$port.result"
@@ -429,13 +432,13 @@ for port in "$SMTP_PORT" "$PROVIDER_PORT"; do
     msg fromint "$EXT" "zed@$OUR" | send "P4f$port" "$bind" "$port" "alice@sent.mailkeep.invalid" "zed@$OUR" >/dev/null
     check "P4f: MAIL FROM:<alice@sent.mailkeep.invalid> refused on port $port" grep -q 'internal address' "$MSGS/P4f$port.result"
 done
-P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER_PORT" "zed@$OUR" "$EXT")
+P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER" "zed@$OUR" "$EXT")
 check "P4e: unlisted sender via the provider: done" done_q "$P4e"
 expect "P4e: relayed, no copy" "1 0" "$(nsink "$P4e") $(copies "$P4e" | grep -c .)"
 
 # ------------------------------------------------------------------ P5: null sender
 echo "== P5: a bounce (null sender <>) for alice"
-P5=$(msg bounce "MAILER-DAEMON@example.net" "alice@$OUR" | send P5 "$OUTSIDE_IP" "$SMTP_PORT" "" "alice@$OUR")
+P5=$(msg bounce "MAILER-DAEMON@example.net" "alice@$OUR" | send P5 "$OUTSIDE_IP" "$PUBLIC" "" "alice@$OUR")
 check "P5 done" done_q "$P5"
 f=$(copies_of "$P5" alice INBOX)
 expect "P5: one copy, Return-Path <>" "alice/INBOX <>" "$(where "$P5") $(hdr "$f" Return-Path)"
@@ -446,7 +449,7 @@ expect "P5: relayed with the null sender" "<> | alice@$OUR" "$(sink_from "$P5") 
 echo "== P6: backup root unwritable -> deferred (75), relayed once, stored once after postqueue -i"
 find "$ROOT" -type d -printf '%m %p\n' > "$WORK/modes"
 find "$ROOT" -type d -exec chmod a-w {} +
-P6=$(msg unwritable "$EXT" "bob@$OUR" "dave@$OUR" | send P6 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "bob@$OUR,dave@$OUR")
+P6=$(msg unwritable "$EXT" "bob@$OUR" "dave@$OUR" | send P6 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "bob@$OUR,dave@$OUR")
 check "P6 accepted ($P6)" test "${P6#NOID}" = "$P6"
 for u in bob dave; do
     check "P6: $u deferred (4.3.0)" wait_log "$P6: to=<$u@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
@@ -468,7 +471,7 @@ expect "P6: relay not repeated, no bounce" "1 " "$(nsink "$P6") $(bounces "$P6")
 echo "== P6s: a symlink planted as erin's Maildir -> deferred (75, not 73), nothing written through it"
 mkdir -p "$WORK/outside"; chmod 777 "$WORK/outside"
 ln -s "$WORK/outside" "$ROOT/erin"
-P6s=$(msg symlink "$EXT" "erin@$OUR" | send P6s "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "erin@$OUR")
+P6s=$(msg symlink "$EXT" "erin@$OUR" | send P6s "$OUTSIDE_IP" "$PUBLIC" "$EXT" "erin@$OUR")
 check "P6s: erin deferred (4.3.0), not bounced" \
     wait_log "$P6s: to=<erin@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
 check "P6s: relayed" wait_log "$P6s: to=<erin@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
@@ -481,7 +484,7 @@ expect "P6s: stored once" "erin/INBOX" "$(where "$P6s")"
 
 # ------------------------------------------------------------------ P7: permanent failure
 echo "== P7: a copy mailkeep refuses for good (ghost: in the stale map, not in --accounts)"
-P7=$(msg refused "$EXT" "ghost@$OUR" | send P7 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "ghost@$OUR")
+P7=$(msg refused "$EXT" "ghost@$OUR" | send P7 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "ghost@$OUR")
 check "P7: the copy bounced (5.1.1, mailkeep exit 67)" \
     wait_log "$P7: to=<ghost@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=5\.1\.1, status=bounced"
 check "P7: relayed anyway" wait_log "$P7: to=<ghost@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
@@ -499,17 +502,17 @@ check "P7: the notice says why (mailkeep's line)" grep -q "not listed in" "$f"
 # recipient_delimiter = +: the bcc maps fall back from alice+tag@ to alice@. Without it
 # alice+tag@ got no copy (and "-" would file alice-smith@ under alice).
 echo "== P9: address extensions (recipient_delimiter = +)"
-P9=$(msg ext-in "$EXT" "alice+tag@$OUR" | send P9 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice+tag@$OUR")
+P9=$(msg ext-in "$EXT" "alice+tag@$OUR" | send P9 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice+tag@$OUR")
 check "P9 done" done_q "$P9"
 expect "P9: alice+tag@ -> one INBOX copy for alice; relayed to alice+tag@ unchanged" "alice/INBOX | alice+tag@$OUR" \
     "$(where "$P9") | $(sink_rcpts "$P9")"
 f=$(copies_of "$P9" alice INBOX)
 check_copy "P9 alice" "$f" "$(sink_file "$P9")" "Return-Path,Delivered-To"
-P9b=$(msg ext-out "alice+x@$OUR" "$EXT" | send P9b "$PROVIDER_IP" "$PROVIDER_PORT" "alice+x@$OUR" "$EXT")
+P9b=$(msg ext-out "alice+x@$OUR" "$EXT" | send P9b "$PROVIDER_IP" "$PROVIDER" "alice+x@$OUR" "$EXT")
 check "P9b done" done_q "$P9b"
 expect "P9b: sender alice+x@ from the provider -> alice's Sent copy" "alice/.Sent <alice+x@$OUR>" \
     "$(where "$P9b") $(hdr "$(copies_of "$P9b" alice .Sent)" Return-Path)"
-P9c=$(msg ext-dash "$EXT" "alice-smith@$OUR" | send P9c "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice-smith@$OUR")
+P9c=$(msg ext-dash "$EXT" "alice-smith@$OUR" | send P9c "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice-smith@$OUR")
 check "P9c done" done_q "$P9c"
 expect "P9c: alice-smith@ (unlisted) -> relayed, no copy" "1 " "$(nsink "$P9c") $(where "$P9c")"
 
@@ -521,7 +524,7 @@ P10=$( { msg big "$EXT" "bob@$OUR" | sed '$d'
          $PY -c 'import sys
 line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/0123456789abcd\n"
 sys.stdout.buffer.write(line * (11 * 1024 * 1024 // len(line) + 1))'; } \
-       | send P10 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "bob@$OUR")
+       | send P10 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "bob@$OUR")
 check "P10 accepted ($P10)" test "${P10#NOID}" = "$P10"
 check "P10 done" done_q "$P10" 30
 f=$(copies_of "$P10" bob INBOX)
@@ -584,4 +587,4 @@ sleep 0.2
 expect "no process left running from the work dir" "" \
     "$(ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/' | grep -F "$WORK" | grep -v grep)"
 expect "no Postfix daemon left running" "" "$(pgrep -f "^$P/usr/lib/postfix/sbin/" || true)"
-expect "ports free again" "" "$(ss -Hltn "( sport = :$SMTP_PORT or sport = :$PROVIDER_PORT or sport = :$SINK_PORT )")"
+expect "ports free again" "" "$(ss -Hltn "( sport = :$SMTP_PORT or sport = :$SINK_PORT )")"
