@@ -187,7 +187,10 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVIC
 myhostname = relay.$OUR
 mydomain = $OUR
 myorigin = \$myhostname
-mydestination =
+# Local delivery for localhost only, as a Debian relay keeps it for root's and the system's
+# mail; forward_path in the work dir stands for a local user's ~/.forward (P8e).
+mydestination = localhost
+forward_path = $WORK/fwd/\${user}
 alias_maps =
 alias_database =
 inet_interfaces = 127.0.0.1
@@ -236,11 +239,14 @@ check "master.cf.fragment: only paths and the provider port substituted" \
     subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
     "/usr/bin/mailkeep" "$WORK/bin/mailkeep" "/var/lib/mailkeep" "$ROOT" "192.0.2.26:25 inet" "$PROVIDER inet"
 cat "$WORK/master.fragment" >> "$CONF/master.cf"
-# The one master.cf edit the snippet asks for beyond appending (pickup -> cleanup-local),
-# run as the fragment's comment words it.
-PICKUP_CMD=$(sed -nE "s/^#[[:space:]]+(postconf -P '[^']+')[[:space:]]*$/\1/p" "$WORK/master.fragment")
-check "master.cf.fragment: the postconf -P line for pickup (${PICKUP_CMD:-none}) runs" \
-    env MAIL_CONFIG="$CONF" sh -c "${PICKUP_CMD:-false}"
+# The master.cf edits the snippet asks for beyond appending (pickup and local ->
+# cleanup-local), run as the fragment's comments word them.
+PCMDS=$(sed -nE "s/^#[[:space:]]+(postconf -P '[^']+')[[:space:]]*$/\1/p" "$WORK/master.fragment")
+for svc in pickup local; do
+    cmd=$(grep -F "'$svc/unix/" <<<"$PCMDS")
+    check "master.cf.fragment: the postconf -P line for $svc (${cmd:-none}) runs" \
+        env MAIL_CONFIG="$CONF" sh -c "${cmd:-false}"
+done
 # The maps: the shipped examples, the provider's MX and relays pointed at the test.
 check "transport.example: only the provider's MX substituted" \
     subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25" "smtp:[127.0.0.1]:$SINK_PORT"
@@ -555,18 +561,26 @@ P8a=$(local_send local-sent "alice@$OUR" alice@sent.mailkeep.invalid)
 P8b=$(local_send local-inbox "$EXT" bob@inbox.mailkeep.invalid)
 P8c=$(local_send local-from-int alice@inbox.mailkeep.invalid nobody@inbox.mailkeep.invalid)
 P8d=$(local_send local-out "alice@$OUR" "$EXT")
-P8_QIDS="$P8a|$P8b|$P8c|$P8d"
-for q in "$P8a" "$P8b" "$P8c" "$P8d"; do check "P8: $q submitted and done" done_q "$q" 15; done
+# A local user's ~/.forward naming a copy address: local(8) resubmits to its cleanup service.
+mkdir -p "$WORK/fwd"; echo alice@sent.mailkeep.invalid > "$WORK/fwd/nobody"; chmod -R a+rX "$WORK/fwd"
+P8e=$(local_send local-fwd "alice@$OUR" nobody@localhost)
+P8_QIDS="$P8a|$P8b|$P8c|$P8d|$P8e"
+for q in "$P8a" "$P8b" "$P8c" "$P8d" "$P8e"; do check "P8: $q submitted and done" done_q "$q" 15; done
 sleep 0.5
 expect "P8a: sendmail to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8a")"
 expect "P8b: sendmail to bob@inbox.mailkeep.invalid: no copy" "" "$(where "$P8b")"
 expect "P8c: sendmail from alice@inbox.mailkeep.invalid: no copy (nor of its bounce)" "" "$(where "$P8c")"
-expect "P8a-c: no file added to any Maildir" "$n0" "$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")"
+check "P8e: local(8) forwarded nobody@localhost's mail" wait_log "$P8e: to=<nobody@localhost>, relay=local, .*status=sent \\(forwarded as "
+F8e=$(mlog | sed -nE "s/.* $P8e: to=<nobody@localhost>, relay=local, .*forwarded as ([0-9A-F]+).*/\\1/p" | head -1)
+P8_QIDS="$P8_QIDS${F8e:+|$F8e}"
+check "P8e: the forwarded copy done" done_q "${F8e:-none}" 15
+expect "P8e: ~/.forward to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8e")$(where "${F8e:-none}")"
+expect "P8a-c, e: no file added to any Maildir" "$n0" "$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")"
 check "P8a: refused in the log (bounced, not delivered by mailkeep)" \
     wait_log "$P8a: to=<refused@refused\.mailkeep\.invalid>, orig_to=<alice@sent\.mailkeep\.invalid>, relay=none, .*status=bounced"
 check "P8c: the bounce to the (rewritten) internal sender is refused too" \
     wait_log "$P8c: sender non-delivery notification: "
-expect "P8a-c: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c): " | grep -c 'relay=mailkeep')"
+expect "P8a-c, e: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c|$P8e|${F8e:-none}): " | grep -c 'relay=mailkeep')"
 expect "P8d: local mail to an outside address still relayed (no copy)" "1 alice@$OUR | $EXT | " \
     "$(nsink "$P8d") $(sink_from "$P8d") | $(sink_rcpts "$P8d") | $(where "$P8d")"
 
