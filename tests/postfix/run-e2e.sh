@@ -564,8 +564,19 @@ P8d=$(local_send local-out "alice@$OUR" "$EXT")
 # A local user's ~/.forward naming a copy address: local(8) resubmits to its cleanup service.
 mkdir -p "$WORK/fwd"; echo alice@sent.mailkeep.invalid > "$WORK/fwd/nobody"; chmod -R a+rX "$WORK/fwd"
 P8e=$(local_send local-fwd "alice@$OUR" nobody@localhost)
-P8_QIDS="$P8a|$P8b|$P8c|$P8d|$P8e"
-for q in "$P8a" "$P8b" "$P8c" "$P8d" "$P8e"; do check "P8: $q submitted and done" done_q "$q" 15; done
+# sendmail -bs: a stand-alone smtpd whose access controls are off for anyone but the mail
+# owner; it submits through postdrop, so pickup and cleanup-local see it.
+{ printf 'HELO local\r\nMAIL FROM:<alice@%s>\r\nRCPT TO:<alice@sent.mailkeep.invalid>\r\nDATA\r\n' "$OUR"
+  msg local-bs "alice@$OUR" "$EXT" | sed 's/$/\r/'; printf '.\r\nQUIT\r\n'; } \
+    | MAIL_CONFIG=$WORK/client sendmail -bs > "$MSGS/P8f.result" 2>&1
+P8f=
+for i in $(seq 100); do
+    P8f=$(mlog | sed -nE "s/.* ([0-9A-F]+): message-id=<pf-e2e-local-bs@client\.test>.*/\1/p" | head -1)
+    [ -n "$P8f" ] && break; sleep 0.1
+done
+P8f=${P8f:-NOID-local-bs}
+P8_QIDS="$P8a|$P8b|$P8c|$P8d|$P8e|$P8f"
+for q in "$P8a" "$P8b" "$P8c" "$P8d" "$P8e" "$P8f"; do check "P8: $q submitted and done" done_q "$q" 15; done
 sleep 0.5
 expect "P8a: sendmail to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8a")"
 expect "P8b: sendmail to bob@inbox.mailkeep.invalid: no copy" "" "$(where "$P8b")"
@@ -574,13 +585,14 @@ check "P8e: local(8) forwarded nobody@localhost's mail" wait_log "$P8e: to=<nobo
 F8e=$(mlog | sed -nE "s/.* $P8e: to=<nobody@localhost>, relay=local, .*forwarded as ([0-9A-F]+).*/\\1/p" | head -1)
 P8_QIDS="$P8_QIDS${F8e:+|$F8e}"
 check "P8e: the forwarded copy done" done_q "${F8e:-none}" 15
+expect "P8f: sendmail -bs to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8f")"
 expect "P8e: ~/.forward to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8e")$(where "${F8e:-none}")"
 expect "P8a-c, e: no file added to any Maildir" "$n0" "$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")"
 check "P8a: refused in the log (bounced, not delivered by mailkeep)" \
     wait_log "$P8a: to=<refused@refused\.mailkeep\.invalid>, orig_to=<alice@sent\.mailkeep\.invalid>, relay=none, .*status=bounced"
 check "P8c: the bounce to the (rewritten) internal sender is refused too" \
     wait_log "$P8c: sender non-delivery notification: "
-expect "P8a-c, e: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c|$P8e|${F8e:-none}): " | grep -c 'relay=mailkeep')"
+expect "P8a-c, e: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c|$P8e|${F8e:-none}|$P8f): " | grep -c 'relay=mailkeep')"
 expect "P8d: local mail to an outside address still relayed (no copy)" "1 alice@$OUR | $EXT | " \
     "$(nsink "$P8d") $(sink_from "$P8d") | $(sink_rcpts "$P8d") | $(where "$P8d")"
 
