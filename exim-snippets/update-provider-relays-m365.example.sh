@@ -12,8 +12,9 @@
 # port, not by the entry's id, which Microsoft has renumbered before. The file is
 # written under a temporary name in the same directory and renamed over the old one, so
 # the MTA never reads a half-written list; it is left alone when the ranges did not
-# change. A failed request, bad JSON, a malformed range or fewer than MIN_RANGES ranges:
-# exit 1, old file kept.
+# change. A failed request, bad JSON, a malformed range, fewer than MIN_RANGES ranges,
+# or a range wider than /MIN_PREFIX4 (IPv4) or /MIN_PREFIX6 (IPv6) -- 0.0.0.0/0 would let
+# anybody relay and make Sent copies: exit 1, old file kept.
 #
 # FORMAT=exim (default) writes addresses as Exim host lists take them; FORMAT=postfix
 # writes IPv6 networks inside brackets ([2a01:111:f400::]/48), as a Postfix mynetworks
@@ -25,7 +26,8 @@
 #
 # Usage: update-provider-relays-m365.example.sh [INSTANCE]
 # Env:   RELAYS (/etc/exim4/mailkeep/provider-relays)  FORMAT (exim|postfix)
-#        MIN_RANGES (3)  ENDPOINTS_FILE (read this saved JSON instead of asking the
+#        MIN_RANGES (3)  MIN_PREFIX4 (8)  MIN_PREFIX6 (16)
+#        ENDPOINTS_FILE (read this saved JSON instead of asking the
 #        service: for a test, or a host without web access)
 set -euo pipefail
 
@@ -33,6 +35,8 @@ INSTANCE=${1:-worldwide}
 RELAYS=${RELAYS:-/etc/exim4/mailkeep/provider-relays}
 FORMAT=${FORMAT:-exim}
 MIN_RANGES=${MIN_RANGES:-3}
+MIN_PREFIX4=${MIN_PREFIX4:-8}
+MIN_PREFIX6=${MIN_PREFIX6:-16}
 ENDPOINTS_FILE=${ENDPOINTS_FILE:-}
 me=$(basename "$0")
 
@@ -40,15 +44,17 @@ die() { echo "$me: $*; $RELAYS left unchanged" >&2; exit 1; }
 command -v python3 >/dev/null || die "python3 not found"
 case "$FORMAT" in exim|postfix) ;; *) die "FORMAT must be exim or postfix, not '$FORMAT'";; esac
 [[ "$INSTANCE" =~ ^[A-Za-z]+$ ]] || die "bad instance name '$INSTANCE'"
+[[ "$MIN_PREFIX4" =~ ^[0-9]+$ && "$MIN_PREFIX6" =~ ^[0-9]+$ ]] || die "MIN_PREFIX4 and MIN_PREFIX6 must be numbers"
 
 dir=$(dirname "$RELAYS")
 [ -d "$dir" ] || die "directory $dir missing"
 tmp=$(mktemp "$RELAYS.new.XXXXXX") || die "cannot create a temporary file in $dir"
 trap 'rm -f "$tmp"' EXIT
 
-# The ranges, checked, one per line, on stdout; a one-line reason on stderr and exit 1
-# otherwise.
-body=$(INSTANCE=$INSTANCE FORMAT=$FORMAT ENDPOINTS_FILE=$ENDPOINTS_FILE python3 - <<'PYEOF'
+# The ranges, checked, one per line, on stdout; otherwise exit 1 and a one-line reason on
+# stderr, which goes to the temp file for die's one line.
+body=$(INSTANCE=$INSTANCE FORMAT=$FORMAT ENDPOINTS_FILE=$ENDPOINTS_FILE \
+       MIN_PREFIX4=$MIN_PREFIX4 MIN_PREFIX6=$MIN_PREFIX6 python3 - 2>"$tmp" <<'PYEOF'
 import ipaddress, json, os, sys, urllib.request, uuid
 src = os.environ["ENDPOINTS_FILE"]
 try:
@@ -74,6 +80,9 @@ for e in entries:
             net = ipaddress.ip_network(ip, strict=True)
         except ValueError:
             sys.exit("bad range %r in entry %s" % (ip, e.get("id")))
+        least = int(os.environ["MIN_PREFIX%d" % net.version])
+        if net.prefixlen < least:
+            sys.exit("range %s in entry %s is wider than /%d" % (net, e.get("id"), least))
         if net not in nets:
             nets.append(net)
 for net in nets:
@@ -82,7 +91,7 @@ for net in nets:
     else:
         print(net)
 PYEOF
-) || die "no ranges"
+) || die "$(tail -1 "$tmp")"     # python's one-line reason (the temp file held it)
 total=$(grep -c . <<<"$body" || true)
 [ "$total" -ge "$MIN_RANGES" ] || die "only $total ranges found (MIN_RANGES=$MIN_RANGES)"
 

@@ -8,7 +8,9 @@
 # came from) to $RELAYS. The file is written under a temporary name in the same
 # directory and renamed over the old one, so Exim never reads a half-written
 # list; it is left alone when the ranges did not change. Any DNS failure, a
-# missing v=spf1 record, or fewer than MIN_RANGES ranges: exit 1, old file kept.
+# missing v=spf1 record, fewer than MIN_RANGES ranges, or a range wider than
+# /MIN_PREFIX4 (IPv4) or /MIN_PREFIX6 (IPv6) -- 0.0.0.0/0 in a broken or hijacked
+# record would let anybody relay and make Sent copies: exit 1, old file kept.
 #
 # What to edit: SPF_DOMAIN for another provider; RELAYS if installed elsewhere;
 # FORMAT=postfix for a Postfix mynetworks "/file/name" (postfix-snippets/), which
@@ -20,12 +22,15 @@
 #
 # Usage: update-provider-relays.example.sh [SPF_DOMAIN]
 # Env:   RELAYS (/etc/exim4/mailkeep/provider-relays)  MIN_RANGES (5)  FORMAT (exim|postfix)
+#        MIN_PREFIX4 (8)  MIN_PREFIX6 (16)
 #        DIG (dig; package bind9-dnsutils)  DIG_ARGS (e.g. "@8.8.8.8")
 set -euo pipefail
 
 SPF_DOMAIN=${1:-_spf.google.com}
 RELAYS=${RELAYS:-/etc/exim4/mailkeep/provider-relays}
 MIN_RANGES=${MIN_RANGES:-5}
+MIN_PREFIX4=${MIN_PREFIX4:-8}
+MIN_PREFIX6=${MIN_PREFIX6:-16}
 FORMAT=${FORMAT:-exim}
 DIG=${DIG:-dig}
 DIG_ARGS=${DIG_ARGS:-}
@@ -58,8 +63,10 @@ while [ ${#queue[@]} -gt 0 ]; do
                 r=${term#ip?:}
                 if [[ "$term" == ip4:* ]]; then
                     [[ "$r" =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}(/[0-9]{1,2})?$ ]] || die "bad ip4 range '$r' at $name"
+                    [[ "$r" != */* ]] || [ "$((10#${r#*/}))" -ge "$MIN_PREFIX4" ] || die "range '$r' at $name is wider than /$MIN_PREFIX4"
                 else
                     [[ "$r" =~ ^[0-9a-fA-F:]+(/[0-9]{1,3})?$ ]] || die "bad ip6 range '$r' at $name"
+                    [[ "$r" != */* ]] || [ "$((10#${r#*/}))" -ge "$MIN_PREFIX6" ] || die "range '$r' at $name is wider than /$MIN_PREFIX6"
                     if [ "$FORMAT" = postfix ]; then r="[${r%%/*}]${r#"${r%%/*}"}"; fi
                 fi
                 ranges="$ranges$r"$'\n'; total=$((total + 1));;

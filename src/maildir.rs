@@ -657,13 +657,15 @@ mod tests {
     }
 
     #[test]
-    fn symlinked_user_dir_is_refused_with_73() {
+    fn symlinked_user_dir_is_refused_as_cant_create_which_exits_75() {
         let root = initialised();
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), root.path().join("dave")).unwrap();
         let err = Folder::open(root.path(), &user("dave"), FolderKind::Inbox, PRIVATE).err().unwrap();
         assert!(matches!(err, MaildirError::Symlink(_)), "{err}");
         assert_eq!(err.exit(), Exit::CantCreate);
+        // Once 73, which Postfix bounces: a planted path is retried like any other (issue 23).
+        assert_eq!(err.exit().code(crate::exit::Family::Delivery), 75);
         assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     }
 

@@ -534,7 +534,8 @@ fn with_store(
 
 /// The reply for a copy that was not stored, by its exit class as `deliver` would end:
 /// 67 is 550, 65 is 554, a full disk 452, everything else (temporary, unknown, a symlink
-/// that deliver's 73 defers) 451, so the client keeps the message and retries.
+/// planted below the root, which deliver exits 75 for) 451, so the client keeps the
+/// message and retries.
 fn failure(e: &(impl Classify + std::fmt::Display + AsFull)) -> String {
     match e.exit() {
         Exit::NoUser => reply(550, "5.1.1", &e.to_string()),

@@ -45,7 +45,7 @@ check "zsh completion" grep -q '#compdef mailkeep' /usr/share/zsh/vendor-complet
 check "snippets in examples/" test -f /usr/share/doc/mailkeep/examples/exim4.conf.example
 check "restore/to-imap.sh in /usr/share/mailkeep, executable" test -x /usr/share/mailkeep/restore/to-imap.sh
 EX=/usr/share/doc/mailkeep/examples
-for f in README.md main.cf.fragment master.cf.fragment transport.example recipient-access.pcre provider-relays.example; do
+for f in README.md main.cf.fragment master.cf.fragment transport.example recipient-access.pcre refuse-internal.pcre provider-relays.example; do
     check "Postfix snippet examples/postfix/$f" test -s "$EX/postfix/$f"
 done
 expect "examples/postfix/make-maps.sh is executable" "755" "$(stat -c %a "$EX/postfix/make-maps.sh" 2>/dev/null)"

@@ -24,7 +24,9 @@
 #   POSTFIX_DIR=dir   where setup.sh unpacked Postfix (default /var/tmp/mailkeep-postfix)
 #   SNIPPETS=dir      the snippets (default <repo>/postfix-snippets; the package test may
 #                     pass /usr/share/doc/mailkeep/examples/postfix)
-#   SMTP_PORT, PROVIDER_PORT, SINK_PORT   default the first free ports from 2535/2597/2636
+#   SMTP_PORT, SINK_PORT   default the first free ports from 2535/2636; the public listener is
+#                     127.0.0.1:SMTP_PORT, the provider listener 127.0.0.4:SMTP_PORT (the same
+#                     port on a second address, as the snippet's 192.0.2.25:25 and 192.0.2.26:25)
 #   EXPORT_ROOT=dir   copy the filled backup root there at the end (the restore drill,
 #                     tests/imap/run-e2e.sh with MAILKEEP_E2E_ROOT, serves it)
 #   KEEP_WORK=1       keep the work dir (/tmp/mailkeep-postfix-e2e.XXXXXX) even on success
@@ -50,6 +52,7 @@ T0=$(date +%s%N)
 OUR=example.com; ADMIN=postmaster@example.com    # as shipped in the snippets (not substituted)
 EXT=ext@example.net
 PROVIDER_IP=127.0.0.2; OUTSIDE_IP=127.0.0.3
+PROVIDER_LISTEN=127.0.0.4   # the relay's second address, where the provider's relays connect
 
 PASS=0; FAIL=0
 WORK=; ROOT=; CONF=; SINK=; SINK_PID=; PF_STARTED=0; MASTER_PID=
@@ -128,8 +131,8 @@ $PY -c 'import aiosmtpd' 2>/dev/null || die "python3-aiosmtpd missing: run tests
 port_free() { [ -z "$(ss -Hltn "sport = :$1")" ]; }
 pick_port() { local p=$1; shift; while ! port_free "$p" || [[ " $* " == *" $p "* ]]; do p=$((p+1)); done; echo "$p"; }
 if [ -n "${SMTP_PORT:-}" ]; then port_free "$SMTP_PORT" || die "SMTP_PORT $SMTP_PORT in use"; else SMTP_PORT=$(pick_port 2535); fi
-if [ -n "${PROVIDER_PORT:-}" ]; then port_free "$PROVIDER_PORT" || die "PROVIDER_PORT in use"; else PROVIDER_PORT=$(pick_port 2597 "$SMTP_PORT"); fi
-if [ -n "${SINK_PORT:-}" ]; then port_free "$SINK_PORT" || die "SINK_PORT in use"; else SINK_PORT=$(pick_port 2636 "$SMTP_PORT" "$PROVIDER_PORT"); fi
+if [ -n "${SINK_PORT:-}" ]; then port_free "$SINK_PORT" || die "SINK_PORT in use"; else SINK_PORT=$(pick_port 2636 "$SMTP_PORT"); fi
+PUBLIC=127.0.0.1:$SMTP_PORT; PROVIDER=$PROVIDER_LISTEN:$SMTP_PORT
 
 WORK=$(mktemp -d /tmp/mailkeep-postfix-e2e.XXXXXX)
 chmod 755 "$WORK"        # postfix reads the maps, mailbackup runs the binary
@@ -141,21 +144,24 @@ install -m 755 "$MAILKEEP" "$WORK/bin/mailkeep"
 setpriv --reuid="$PIPE_USER" --regid="$PIPE_USER" --init-groups "$WORK/bin/mailkeep" init --root "$ROOT" >/dev/null \
     || die "mailkeep init --root $ROOT failed"
 
-echo "== mailkeep Postfix e2e: public 127.0.0.1:$SMTP_PORT, provider listener :$PROVIDER_PORT, sink :$SINK_PORT, work dir $WORK"
+echo "== mailkeep Postfix e2e: public $PUBLIC, provider listener $PROVIDER, sink :$SINK_PORT, work dir $WORK"
 echo "   postfix $(postconf -d -h mail_version) from $PFDIR; mailkeep: $MAILKEEP ($("$MAILKEEP" --version 2>/dev/null))"
 
 # ------------------------------------------------------------------ P0: config from the snippets
 echo "== P0: configuration from the snippets"
-# subst FILE OUT OLD=NEW...: OUT = FILE with each OLD replaced by NEW; each OLD must occur.
+# subst FILE OUT OLD NEW [OLD NEW]...: OUT = FILE with each OLD replaced by NEW; each OLD must
+# occur. Pairs are separate arguments: an OLD=NEW form split at the first "=" turned
+# "mynetworks = ...=mynetworks = ..." into junk (P0 now also checks the values Postfix reads).
 subst() {
     local in=$1 out=$2; shift 2
     $PY - "$in" "$out" "$@" <<'PYEOF'
 import sys
-src, dst, pairs = sys.argv[1], sys.argv[2], sys.argv[3:]
+src, dst, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+if len(args) % 2:
+    sys.exit("subst: OLD without NEW: %r" % args[-1])
 s = open(src).read()
 missing = []
-for kv in pairs:
-    old, new = kv.split("=", 1)
+for old, new in zip(args[::2], args[1::2]):
     if old not in s:
         missing.append(old)
     s = s.replace(old, new)
@@ -181,7 +187,10 @@ import_environment = MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C POSTLOG_SERVIC
 myhostname = relay.$OUR
 mydomain = $OUR
 myorigin = \$myhostname
-mydestination =
+# Local delivery for localhost only, as a Debian relay keeps it for root's and the system's
+# mail; forward_path in the work dir stands for a local user's ~/.forward (P8e).
+mydestination = localhost
+forward_path = $WORK/fwd/\${user}
 alias_maps =
 alias_database =
 inet_interfaces = 127.0.0.1
@@ -193,8 +202,8 @@ biff = no
 relayhost = [127.0.0.1]:$SINK_PORT
 EOF
 check "main.cf.fragment: only paths and the trusted network substituted" \
-    subst "$SNIP/main.cf.fragment" "$WORK/main.fragment" "/etc/postfix/mailkeep/=$ETC/" \
-    "mynetworks = 127.0.0.0/8 [::1]/128=mynetworks = 127.0.0.1/32"
+    subst "$SNIP/main.cf.fragment" "$WORK/main.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
+    "mynetworks = 127.0.0.0/8 [::1]/128" "mynetworks = 127.0.0.1/32"
 if [ "$SABOTAGE" = no-rcpt-limit ]; then
     sed -i '/^mailkeep-in_destination_recipient_limit/d' "$WORK/main.fragment"; echo "   !! HARNESS_SABOTAGE=no-rcpt-limit"
 fi
@@ -227,13 +236,22 @@ scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 EOF
 check "master.cf.fragment: only paths and the provider port substituted" \
-    subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/=$ETC/" \
-    "/usr/bin/mailkeep=$WORK/bin/mailkeep" "/var/lib/mailkeep=$ROOT" "2587      inet=$PROVIDER_PORT      inet"
+    subst "$SNIP/master.cf.fragment" "$WORK/master.fragment" "/etc/postfix/mailkeep/" "$ETC/" \
+    "/usr/bin/mailkeep" "$WORK/bin/mailkeep" "/var/lib/mailkeep" "$ROOT" "192.0.2.26:25 inet" "$PROVIDER inet"
 cat "$WORK/master.fragment" >> "$CONF/master.cf"
+# The master.cf edits the snippet asks for beyond appending (pickup and local ->
+# cleanup-local), run as the fragment's comments word them.
+PCMDS=$(sed -nE "s/^#[[:space:]]+(postconf -P '[^']+')[[:space:]]*$/\1/p" "$WORK/master.fragment")
+for svc in pickup local; do
+    cmd=$(grep -F "'$svc/unix/" <<<"$PCMDS")
+    check "master.cf.fragment: the postconf -P line for $svc (${cmd:-none}) runs" \
+        env MAIL_CONFIG="$CONF" sh -c "${cmd:-false}"
+done
 # The maps: the shipped examples, the provider's MX and relays pointed at the test.
 check "transport.example: only the provider's MX substituted" \
-    subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25=smtp:[127.0.0.1]:$SINK_PORT"
+    subst "$SNIP/transport.example" "$ETC/transport" "smtp:[smtp.google.com]:25" "smtp:[127.0.0.1]:$SINK_PORT"
 cp "$SNIP/recipient-access.pcre" "$ETC/"
+cp "$SNIP/refuse-internal.pcre" "$ETC/" 2>/dev/null
 # The provider's relays: Microsoft 365's Exchange ranges as the M365 script writes them for
 # Postfix (from a saved sample of the endpoints JSON; IPv6 in brackets, which Postfix must
 # take), plus the fake provider.
@@ -247,6 +265,23 @@ cp "$ETC/provider-relays" "$WORK/relays.before"
 RELAYS=$ETC/provider-relays ENDPOINTS_FILE=$WORK/bad.json "$EXSNIP/update-provider-relays-m365.example.sh" >/dev/null 2>&1
 expect "update-provider-relays-m365.example.sh: bad JSON -> exit 1, file kept, no temp file" "1 same" \
     "$? $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+# A range wider than /8 (IPv4) or /16 (IPv6), e.g. 0.0.0.0/0, would let anybody relay and
+# make Sent copies: both scripts refuse it, one line, file kept.
+cp "$ETC/provider-relays" "$WORK/relays.before"
+printf '[{"id": 1, "serviceArea": "Exchange", "tcpPorts": "25", "ips": ["40.92.0.0/15", "0.0.0.0/0", "40.107.0.0/16", "52.100.0.0/14"]}]' > "$WORK/wide4.json"
+printf '[{"id": 1, "serviceArea": "Exchange", "tcpPorts": "25", "ips": ["40.92.0.0/15", "::/0", "40.107.0.0/16", "52.100.0.0/14"]}]' > "$WORK/wide6.json"
+for j in wide4 wide6; do
+    out=$(RELAYS=$ETC/provider-relays FORMAT=postfix ENDPOINTS_FILE=$WORK/$j.json "$EXSNIP/update-provider-relays-m365.example.sh" 2>&1)
+    expect "update-provider-relays-m365.example.sh: $j range -> exit 1, one line, file kept" "1 1 same" \
+        "$? $(grep -c . <<<"$out") $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+done
+printf '#!/bin/sh\ncase "$*" in *_spf.test*) echo "\\"v=spf1 ip4:192.0.2.0/24 ip4:198.51.100.0/24 ip4:0.0.0.0/0 ip6:2001:db8::/32 ip6:::/0 ~all\\"";; esac\n' > "$WORK/fakedig"
+chmod 755 "$WORK/fakedig"
+for min in "" "MIN_PREFIX4=0"; do
+    out=$(env $min RELAYS=$ETC/provider-relays FORMAT=postfix MIN_RANGES=1 DIG=$WORK/fakedig "$EXSNIP/update-provider-relays.example.sh" _spf.test 2>&1)
+    expect "update-provider-relays.example.sh: ip4:0.0.0.0/0 ${min:+($min) }-> exit 1, one line, file kept" "1 1 same" \
+        "$? $(grep -c . <<<"$out") $(cmp -s "$WORK/relays.before" "$ETC/provider-relays" && echo same)$(ls "$ETC" | grep '\.new\.')"
+done
 printf '# test only: the fake provider\n%s\n' "$PROVIDER_IP" >> "$ETC/provider-relays"
 cp "$ACCOUNTS_EXAMPLE" "$ETC/accounts"
 # A stale map: "ghost" was removed from the accounts file, the maps were not rebuilt yet,
@@ -259,6 +294,9 @@ expect "make-maps.sh: recipient_bcc" "alice@$OUR alice@inbox.mailkeep.invalid|gh
     "$(grep -E '^(alice|ghost)@' "$ETC/recipient_bcc" | tr '\n' '|' | sed 's/|$//')"
 expect "make-maps.sh: no temp dir left" "" "$(ls -d "$ETC"/.make-maps.* 2>/dev/null)"
 check "postfix check (creates the private queue)" pf postfix -c "$CONF" check
+# What the substitutions made of the fragment, as Postfix reads it (the last setting wins).
+expect "postconf: mynetworks (test value substituted)" "127.0.0.1/32" "$(pf postconf -c "$CONF" -h mynetworks)"
+expect "postconf: relay_domains as shipped" "$OUR" "$(pf postconf -c "$CONF" -h relay_domains)"
 expect "postconf -P: cleanup-sent/unix/sender_bcc_maps" "cleanup-sent/unix/sender_bcc_maps = hash:$ETC/sender_bcc" \
     "$(pf postconf -c "$CONF" -P cleanup-sent/unix/sender_bcc_maps)"
 expect "postconf -F: mailkeep-in runs as mailbackup" "mailkeep-in/unix/command = pipe flags=qu user=mailbackup null_sender=" \
@@ -269,12 +307,12 @@ expect "postconf -F: mailkeep-in runs as mailbackup" "mailkeep-in/unix/command =
 SINK_PID=$!
 pf postfix -c "$CONF" start >/dev/null && PF_STARTED=1
 for i in $(seq 50); do
-    [ -s "$WORK/queue/pid/master.pid" ] && ! port_free "$SMTP_PORT" && ! port_free "$PROVIDER_PORT" && [ -s "$WORK/sink.pid" ] && break
+    [ -s "$WORK/queue/pid/master.pid" ] && [ "$(ss -Hltn "sport = :$SMTP_PORT" | wc -l)" = 2 ] && [ -s "$WORK/sink.pid" ] && break
     sleep 0.1
 done
 MASTER_PID=$(tr -d ' ' < "$WORK/queue/pid/master.pid" 2>/dev/null)
 check "postfix master running (pid $MASTER_PID)" kill -0 "$MASTER_PID"
-expect "postfix listens only on 127.0.0.1: public and provider ports" "127.0.0.1:$SMTP_PORT 127.0.0.1:$PROVIDER_PORT" \
+expect "postfix listens on the public and the provider address, the same port" "$PUBLIC $PROVIDER" \
     "$(ss -Hltnp | grep "pid=$MASTER_PID," | awk '{print $4}' | sort -t: -k2n | tr '\n' ' ' | sed 's/ $//')"
 check "sink listening on 127.0.0.1:$SINK_PORT" test -s "$WORK/sink.pid"
 [ "$FAIL" = 0 ] || exit 1
@@ -286,10 +324,10 @@ wait_log() {   # wait_log ERE [timeout_s]
     return 1
 }
 done_q() { wait_log " $1: removed" "${2:-10}"; }   # every recipient of the queue file is done
-send() {   # send CASE BIND PORT FROM RCPTS (message on stdin) -> queue id
+send() {   # send CASE BIND HOST:PORT FROM RCPTS (message on stdin) -> queue id
     local case=$1 f=$MSGS/$1.eml out rc
     cat > "$f"
-    out=$($PY "$EXIMT/send.py" --bind "$2" --server "127.0.0.1:$3" --from "$4" --rcpt "$5" --data "$f"); rc=$?
+    out=$($PY "$EXIMT/send.py" --bind "$2" --server "$3" --from "$4" --rcpt "$5" --data "$f"); rc=$?
     echo "$out" > "$MSGS/$case.result"
     if [ $rc = 0 ]; then echo "${out#QUEUEID }"; else echo "NOID-$case"; fi
     return $rc
@@ -341,7 +379,7 @@ check_copy() {   # check_copy DESC FILE SINKFILE EXPECTED-ADDED
 
 # ------------------------------------------------------------------ P1: inbound To/Cc/Bcc
 echo "== P1: inbound $EXT -> alice (To), bob (Cc), carol (Bcc)"
-P1=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" | send P1 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
+P1=$(msg in "$EXT" "alice@$OUR" "bob@$OUR" | send P1 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice@$OUR,bob@$OUR,carol@$OUR")
 check "P1 accepted ($P1)" test "${P1#NOID}" = "$P1"
 check "P1 done" done_q "$P1"
 expect "P1: sink got the message once, original envelope" "1 $EXT | alice@$OUR bob@$OUR carol@$OUR" \
@@ -360,14 +398,14 @@ check "P1: Bcc recipient not in the headers" bash -c "! grep -qi '^bcc:' '$(copi
 
 # ------------------------------------------------------------------ P2: unlisted
 echo "== P2: inbound to an unlisted local part (zed@$OUR)"
-P2=$(msg unlisted "$EXT" "zed@$OUR" | send P2 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "zed@$OUR")
+P2=$(msg unlisted "$EXT" "zed@$OUR" | send P2 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "zed@$OUR")
 check "P2 done" done_q "$P2"
 expect "P2: relayed, no copy" "$EXT | zed@$OUR | 0" "$(sink_from "$P2") | $(sink_rcpts "$P2") | $(copies "$P2" | grep -c .)"
 expect "P2: log: no mailkeep delivery" 0 "$(mlog | grep " $P2: " | grep -c 'relay=mailkeep')"
 
 # ------------------------------------------------------------------ P3: outbound via the provider
-echo "== P3: outbound alice@$OUR from the provider ($PROVIDER_IP:$PROVIDER_PORT) -> $EXT (To), bob (Cc), carol (Bcc)"
-P3=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" | send P3 "$PROVIDER_IP" "$PROVIDER_PORT" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
+echo "== P3: outbound alice@$OUR from the provider ($PROVIDER_IP to $PROVIDER) -> $EXT (To), bob (Cc), carol (Bcc)"
+P3=$(msg out "alice@$OUR" "$EXT" "bob@$OUR" | send P3 "$PROVIDER_IP" "$PROVIDER" "alice@$OUR" "$EXT,bob@$OUR,carol@$OUR")
 check "P3 accepted from the provider ($P3)" test "${P3#NOID}" = "$P3"
 check "P3 done" done_q "$P3"
 expect "P3: relayed once, every recipient" "1 alice@$OUR | bob@$OUR carol@$OUR $EXT" \
@@ -382,28 +420,31 @@ check "P3: log: sent via mailkeep-out" wait_log "$P3: to=<alice@sent\.mailkeep\.
 
 # ------------------------------------------------------------------ P4: not the provider
 echo "== P4: alice@$OUR from $OUTSIDE_IP (not the provider)"
-msg spoof "alice@$OUR" "ext2@example.org" | send P4a "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+msg spoof "alice@$OUR" "ext2@example.org" | send P4a "$OUTSIDE_IP" "$PUBLIC" "alice@$OUR" "ext2@example.org" >/dev/null
 expect "P4a: relaying from the public port refused (send.py exit 2)" 2 "$?"
 check "P4a: 554 Relay access denied" grep -q '554 5.7.1 .*Relay access denied' "$MSGS/P4a.result"
-msg spoof-p "alice@$OUR" "ext2@example.org" | send P4b "$OUTSIDE_IP" "$PROVIDER_PORT" "alice@$OUR" "ext2@example.org" >/dev/null
+msg spoof-p "alice@$OUR" "ext2@example.org" | send P4b "$OUTSIDE_IP" "$PROVIDER" "alice@$OUR" "ext2@example.org" >/dev/null
 expect "P4b: the provider listener refuses other clients (send.py exit 2)" 2 "$?"
 check "P4b: 554 Client host rejected" grep -q '554 5.7.1 .*Client host rejected' "$MSGS/P4b.result"
-P4=$(msg spoof-in "alice@$OUR" "bob@$OUR" | send P4c "$OUTSIDE_IP" "$SMTP_PORT" "alice@$OUR" "bob@$OUR")
+P4=$(msg spoof-in "alice@$OUR" "bob@$OUR" | send P4c "$OUTSIDE_IP" "$PUBLIC" "alice@$OUR" "bob@$OUR")
 check "P4c: spoofed sender to our own domain: accepted, done" done_q "$P4"
 expect "P4c: no Sent copy, only bob's INBOX copy" "bob/INBOX" "$(where "$P4")"
-for port in "$SMTP_PORT" "$PROVIDER_PORT"; do
-    bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER_PORT" ] && bind=$PROVIDER_IP
+for port in "$PUBLIC" "$PROVIDER"; do
+    bind=$OUTSIDE_IP; [ "$port" = "$PROVIDER" ] && bind=$PROVIDER_IP
     msg direct "$EXT" "x@$OUR" | send "P4d$port" "$bind" "$port" "$EXT" "alice@inbox.mailkeep.invalid" >/dev/null
     # (on the public port the relay check refuses it first)
-    check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'no such recipient|Relay access denied' "$MSGS/P4d$port.result"
+    check "P4d: RCPT to alice@inbox.mailkeep.invalid refused on port $port" grep -Eq 'internal address|Relay access denied' "$MSGS/P4d$port.result"
+    # A sender in the copy domains: a bounce or DSN to it would land in a backup.
+    msg fromint "$EXT" "zed@$OUR" | send "P4f$port" "$bind" "$port" "alice@sent.mailkeep.invalid" "zed@$OUR" >/dev/null
+    check "P4f: MAIL FROM:<alice@sent.mailkeep.invalid> refused on port $port" grep -q 'internal address' "$MSGS/P4f$port.result"
 done
-P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER_PORT" "zed@$OUR" "$EXT")
+P4e=$(msg unlisted-sender "zed@$OUR" "$EXT" | send P4e "$PROVIDER_IP" "$PROVIDER" "zed@$OUR" "$EXT")
 check "P4e: unlisted sender via the provider: done" done_q "$P4e"
 expect "P4e: relayed, no copy" "1 0" "$(nsink "$P4e") $(copies "$P4e" | grep -c .)"
 
 # ------------------------------------------------------------------ P5: null sender
 echo "== P5: a bounce (null sender <>) for alice"
-P5=$(msg bounce "MAILER-DAEMON@example.net" "alice@$OUR" | send P5 "$OUTSIDE_IP" "$SMTP_PORT" "" "alice@$OUR")
+P5=$(msg bounce "MAILER-DAEMON@example.net" "alice@$OUR" | send P5 "$OUTSIDE_IP" "$PUBLIC" "" "alice@$OUR")
 check "P5 done" done_q "$P5"
 f=$(copies_of "$P5" alice INBOX)
 expect "P5: one copy, Return-Path <>" "alice/INBOX <>" "$(where "$P5") $(hdr "$f" Return-Path)"
@@ -414,7 +455,7 @@ expect "P5: relayed with the null sender" "<> | alice@$OUR" "$(sink_from "$P5") 
 echo "== P6: backup root unwritable -> deferred (75), relayed once, stored once after postqueue -i"
 find "$ROOT" -type d -printf '%m %p\n' > "$WORK/modes"
 find "$ROOT" -type d -exec chmod a-w {} +
-P6=$(msg unwritable "$EXT" "bob@$OUR" "dave@$OUR" | send P6 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "bob@$OUR,dave@$OUR")
+P6=$(msg unwritable "$EXT" "bob@$OUR" "dave@$OUR" | send P6 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "bob@$OUR,dave@$OUR")
 check "P6 accepted ($P6)" test "${P6#NOID}" = "$P6"
 for u in bob dave; do
     check "P6: $u deferred (4.3.0)" wait_log "$P6: to=<$u@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
@@ -436,7 +477,7 @@ expect "P6: relay not repeated, no bounce" "1 " "$(nsink "$P6") $(bounces "$P6")
 echo "== P6s: a symlink planted as erin's Maildir -> deferred (75, not 73), nothing written through it"
 mkdir -p "$WORK/outside"; chmod 777 "$WORK/outside"
 ln -s "$WORK/outside" "$ROOT/erin"
-P6s=$(msg symlink "$EXT" "erin@$OUR" | send P6s "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "erin@$OUR")
+P6s=$(msg symlink "$EXT" "erin@$OUR" | send P6s "$OUTSIDE_IP" "$PUBLIC" "$EXT" "erin@$OUR")
 check "P6s: erin deferred (4.3.0), not bounced" \
     wait_log "$P6s: to=<erin@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=4\.3\.0, status=deferred"
 check "P6s: relayed" wait_log "$P6s: to=<erin@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
@@ -449,7 +490,7 @@ expect "P6s: stored once" "erin/INBOX" "$(where "$P6s")"
 
 # ------------------------------------------------------------------ P7: permanent failure
 echo "== P7: a copy mailkeep refuses for good (ghost: in the stale map, not in --accounts)"
-P7=$(msg refused "$EXT" "ghost@$OUR" | send P7 "$OUTSIDE_IP" "$SMTP_PORT" "$EXT" "ghost@$OUR")
+P7=$(msg refused "$EXT" "ghost@$OUR" | send P7 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "ghost@$OUR")
 check "P7: the copy bounced (5.1.1, mailkeep exit 67)" \
     wait_log "$P7: to=<ghost@inbox\.mailkeep\.invalid>, relay=mailkeep-in, .*dsn=5\.1\.1, status=bounced"
 check "P7: relayed anyway" wait_log "$P7: to=<ghost@$(qre "$OUR")>, relay=127\.0\.0\.1.*status=sent"
@@ -463,6 +504,98 @@ expect "P7: nothing to the sender (no bounce at the sink, no sender notification
 f=$(for j in "$SINK"/*.json; do grep -q '"double-bounce@' "$j" && grep -l "$P7" "${j%.json}.eml"; done | head -1)
 check "P7: the notice says why (mailkeep's line)" grep -q "not listed in" "$f"
 
+# ------------------------------------------------------------------ P9: address extensions
+# recipient_delimiter = +: the bcc maps fall back from alice+tag@ to alice@. Without it
+# alice+tag@ got no copy (and "-" would file alice-smith@ under alice).
+echo "== P9: address extensions (recipient_delimiter = +)"
+P9=$(msg ext-in "$EXT" "alice+tag@$OUR" | send P9 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice+tag@$OUR")
+check "P9 done" done_q "$P9"
+expect "P9: alice+tag@ -> one INBOX copy for alice; relayed to alice+tag@ unchanged" "alice/INBOX | alice+tag@$OUR" \
+    "$(where "$P9") | $(sink_rcpts "$P9")"
+f=$(copies_of "$P9" alice INBOX)
+check_copy "P9 alice" "$f" "$(sink_file "$P9")" "Return-Path,Delivered-To"
+P9b=$(msg ext-out "alice+x@$OUR" "$EXT" | send P9b "$PROVIDER_IP" "$PROVIDER" "alice+x@$OUR" "$EXT")
+check "P9b done" done_q "$P9b"
+expect "P9b: sender alice+x@ from the provider -> alice's Sent copy" "alice/.Sent <alice+x@$OUR>" \
+    "$(where "$P9b") $(hdr "$(copies_of "$P9b" alice .Sent)" Return-Path)"
+P9c=$(msg ext-dash "$EXT" "alice-smith@$OUR" | send P9c "$OUTSIDE_IP" "$PUBLIC" "$EXT" "alice-smith@$OUR")
+check "P9c done" done_q "$P9c"
+expect "P9c: alice-smith@ (unlisted) -> relayed, no copy" "1 " "$(nsink "$P9c") $(where "$P9c")"
+
+# ------------------------------------------------------------------ P10: a large message
+# Postfix's default message_size_limit is 10 MB; the snippet sets 50 MB (Google takes 25 MB
+# sent, 50 MB received).
+echo "== P10: an 11 MB message to bob: accepted, relayed and copied"
+P10=$( { msg big "$EXT" "bob@$OUR" | sed '$d'
+         $PY -c 'import sys
+line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ+/0123456789abcd\n"
+sys.stdout.buffer.write(line * (11 * 1024 * 1024 // len(line) + 1))'; } \
+       | send P10 "$OUTSIDE_IP" "$PUBLIC" "$EXT" "bob@$OUR")
+check "P10 accepted ($P10)" test "${P10#NOID}" = "$P10"
+check "P10 done" done_q "$P10" 30
+f=$(copies_of "$P10" bob INBOX)
+expect "P10: relayed once, one copy of more than 11 MB" "1 bob/INBOX yes" \
+    "$(nsink "$P10") $(where "$P10") $([ "$(stat -c %s "$f" 2>/dev/null || echo 0)" -gt 11534336 ] && echo yes)"
+check_copy "P10 bob" "$f" "$(sink_file "$P10")" "Return-Path,Delivered-To"
+
+# ------------------------------------------------------------------ P8: local submission
+# sendmail/postdrop -> pickup -> cleanup never passes smtpd's check_recipient_access: without
+# cleanup-local a local user wrote a forged Sent or INBOX copy into any listed user's backup.
+# (As root: the unpacked postdrop is not set-gid, and sendmail passes postdrop only
+# export_environment, hence a client main.cf that adds the library path.)
+echo "== P8: local submission (sendmail -> pickup) cannot reach the copy domains"
+mkdir -p "$WORK/client"
+{ cat "$CONF/main.cf"; echo "export_environment = TZ MAIL_CONFIG LANG LD_LIBRARY_PATH=$P/usr/lib/postfix"; } > "$WORK/client/main.cf"
+P8_QIDS=
+local_send() {   # local_send KEY SENDER RCPT... -> queue id (from cleanup's message-id line)
+    local key=$1 from=$2 i qid=; shift 2
+    msg "$key" "$from" "$1" | MAIL_CONFIG=$WORK/client sendmail -f "$from" "$@" 2>>"$WORK/sendmail.err" || { echo "NOID-$key"; return 1; }
+    for i in $(seq 100); do
+        qid=$(mlog | sed -nE "s/.* ([0-9A-F]+): message-id=<pf-e2e-$key@client\.test>.*/\1/p" | head -1)
+        [ -n "$qid" ] && break; sleep 0.1
+    done
+    echo "${qid:-NOID-$key}"
+}
+n0=$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")
+P8a=$(local_send local-sent "alice@$OUR" alice@sent.mailkeep.invalid)
+P8b=$(local_send local-inbox "$EXT" bob@inbox.mailkeep.invalid)
+P8c=$(local_send local-from-int alice@inbox.mailkeep.invalid nobody@inbox.mailkeep.invalid)
+P8d=$(local_send local-out "alice@$OUR" "$EXT")
+# A local user's ~/.forward naming a copy address: local(8) resubmits to its cleanup service.
+mkdir -p "$WORK/fwd"; echo alice@sent.mailkeep.invalid > "$WORK/fwd/nobody"; chmod -R a+rX "$WORK/fwd"
+P8e=$(local_send local-fwd "alice@$OUR" nobody@localhost)
+# sendmail -bs: a stand-alone smtpd whose access controls are off for anyone but the mail
+# owner; it submits through postdrop, so pickup and cleanup-local see it.
+{ printf 'HELO local\r\nMAIL FROM:<alice@%s>\r\nRCPT TO:<alice@sent.mailkeep.invalid>\r\nDATA\r\n' "$OUR"
+  msg local-bs "alice@$OUR" "$EXT" | sed 's/$/\r/'; printf '.\r\nQUIT\r\n'; } \
+    | MAIL_CONFIG=$WORK/client sendmail -bs > "$MSGS/P8f.result" 2>&1
+P8f=
+for i in $(seq 100); do
+    P8f=$(mlog | sed -nE "s/.* ([0-9A-F]+): message-id=<pf-e2e-local-bs@client\.test>.*/\1/p" | head -1)
+    [ -n "$P8f" ] && break; sleep 0.1
+done
+P8f=${P8f:-NOID-local-bs}
+P8_QIDS="$P8a|$P8b|$P8c|$P8d|$P8e|$P8f"
+for q in "$P8a" "$P8b" "$P8c" "$P8d" "$P8e" "$P8f"; do check "P8: $q submitted and done" done_q "$q" 15; done
+sleep 0.5
+expect "P8a: sendmail to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8a")"
+expect "P8b: sendmail to bob@inbox.mailkeep.invalid: no copy" "" "$(where "$P8b")"
+expect "P8c: sendmail from alice@inbox.mailkeep.invalid: no copy (nor of its bounce)" "" "$(where "$P8c")"
+check "P8e: local(8) forwarded nobody@localhost's mail" wait_log "$P8e: to=<nobody@localhost>, relay=local, .*status=sent \\(forwarded as "
+F8e=$(mlog | sed -nE "s/.* $P8e: to=<nobody@localhost>, relay=local, .*forwarded as ([0-9A-F]+).*/\\1/p" | head -1)
+P8_QIDS="$P8_QIDS${F8e:+|$F8e}"
+check "P8e: the forwarded copy done" done_q "${F8e:-none}" 15
+expect "P8f: sendmail -bs to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8f")"
+expect "P8e: ~/.forward to alice@sent.mailkeep.invalid: no copy" "" "$(where "$P8e")$(where "${F8e:-none}")"
+expect "P8a-c, e: no file added to any Maildir" "$n0" "$($PY "$EXIMT/e2e_inspect.py" count "$ROOT")"
+check "P8a: refused in the log (bounced, not delivered by mailkeep)" \
+    wait_log "$P8a: to=<refused@refused\.mailkeep\.invalid>, orig_to=<alice@sent\.mailkeep\.invalid>, relay=none, .*status=bounced"
+check "P8c: the bounce to the (rewritten) internal sender is refused too" \
+    wait_log "$P8c: sender non-delivery notification: "
+expect "P8a-c, e: no mailkeep delivery in the log" 0 "$(mlog | grep -E " ($P8a|$P8b|$P8c|$P8e|${F8e:-none}|$P8f): " | grep -c 'relay=mailkeep')"
+expect "P8d: local mail to an outside address still relayed (no copy)" "1 alice@$OUR | $EXT | " \
+    "$(nsink "$P8d") $(sink_from "$P8d") | $(sink_rcpts "$P8d") | $(where "$P8d")"
+
 # ------------------------------------------------------------------ end
 echo "== end"
 if [ -n "${EXPORT_ROOT:-}" ]; then
@@ -471,7 +604,7 @@ if [ -n "${EXPORT_ROOT:-}" ]; then
 fi
 expect "queue empty" 0 "$(qcount)"
 expect "no other bounce or deferral left (log)" "" \
-    "$(mlog | grep -E 'status=(bounced|deferred)' | grep -vE " ($P6|P6s|$P6s|$P7): ")"
+    "$(mlog | grep -E 'status=(bounced|deferred)' | grep -vE " ($P6|P6s|$P6s|$P7|$P8_QIDS): " | grep -v 'to=<refused@refused\.mailkeep\.invalid>')"
 expect "no fatal or panic in the log" "" "$(mlog | grep -E 'fatal:|panic:')"
 stop_postfix
 check "postfix master stopped" bash -c "! kill -0 '$MASTER_PID' 2>/dev/null"
@@ -480,4 +613,4 @@ sleep 0.2
 expect "no process left running from the work dir" "" \
     "$(ps -eo pid=,stat=,args= | awk '$2 !~ /^Z/' | grep -F "$WORK" | grep -v grep)"
 expect "no Postfix daemon left running" "" "$(pgrep -f "^$P/usr/lib/postfix/sbin/" || true)"
-expect "ports free again" "" "$(ss -Hltn "( sport = :$SMTP_PORT or sport = :$PROVIDER_PORT or sport = :$SINK_PORT )")"
+expect "ports free again" "" "$(ss -Hltn "( sport = :$SMTP_PORT or sport = :$SINK_PORT )")"
