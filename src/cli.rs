@@ -538,19 +538,8 @@ pub struct ExpireArgs {
     #[arg(long, value_enum, ignore_case = true)]
     pub folder: Option<RetentionFolder>,
 
-    /// List what would be removed (user, folder, name, size, date); change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-
-    /// Allow running as root (ROOT/.mailkeep's files it creates are given to the root's
-    /// owner). Default: refuse with exit 2; run as the backup's user.
-    #[arg(long)]
-    pub allow_root: bool,
-
-    /// The dedup store's file when deliveries keep it outside the root (deliver
-    /// --dedup-store): the expired messages' keys are forgotten there.
-    #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
-    pub dedup_store: Option<PathBuf>,
+    #[command(flatten)]
+    pub removal: RemovalArgs,
 }
 
 #[derive(Debug, Args)]
@@ -576,6 +565,13 @@ pub struct EraseArgs {
     #[arg(long, value_name = "TEXT")]
     pub reason: String,
 
+    #[command(flatten)]
+    pub removal: RemovalArgs,
+}
+
+/// What `expire` and `erase` share: how a removal runs.
+#[derive(Debug, Args)]
+pub struct RemovalArgs {
     /// List what would be removed (user, folder, name, size, date); change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -586,7 +582,7 @@ pub struct EraseArgs {
     pub allow_root: bool,
 
     /// The dedup store's file when deliveries keep it outside the root (deliver
-    /// --dedup-store): the user's keys are forgotten there.
+    /// --dedup-store): the removed messages' keys are forgotten there.
     #[arg(long, env = "MAILKEEP_DEDUP_STORE", value_name = "FILE", value_parser = any_path())]
     pub dedup_store: Option<PathBuf>,
 }

@@ -201,21 +201,11 @@ impl Report {
         }
         if let Some(s) = &self.seals {
             for r in &s.removed_not_sealed {
-                let sudo = r.sudo_user.as_deref().map(|u| format!(" (sudo {u})")).unwrap_or_default();
                 let what = match r.seq {
                     None => "removed, not yet sealed".to_string(),
                     Some(seq) => format!("removed after the kept head (in {})", crate::seal::seal_name(seq)),
                 };
-                let line = format!(
-                    "{what}: user {}, folder {}, name {}: {} at {} by uid {}{sudo}, reason {:?}",
-                    r.user,
-                    r.folder,
-                    r.name,
-                    r.command,
-                    r.time,
-                    r.uid,
-                    r.reason.as_deref().unwrap_or("")
-                );
+                let line = format!("{what}: {}", super::seals::who_when_why(r));
                 writeln!(out, "{}", crate::log::escape(&line))?;
             }
             let line = if s.seals == 0 {

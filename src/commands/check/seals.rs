@@ -428,12 +428,18 @@ impl Verifier<'_> {
     }
 }
 
-/// A removal as the admin reads it: what, who, when, why.
+/// A removal as the admin reads it: what, who, when, why, and which seal holds it.
 fn describe(r: &Removal) -> String {
-    let sudo = r.sudo_user.as_deref().map(|s| format!(" (sudo {s})")).unwrap_or_default();
     let sealed = r.seq.map_or("not sealed yet".into(), |s| format!("in {}", seal::seal_name(s)));
+    format!("{}, {sealed}", who_when_why(r))
+}
+
+/// What was removed, by which command, when, by whom and why: one line's body, shared
+/// with the report's list of removals no seal vouches for yet.
+pub(super) fn who_when_why(r: &Removal) -> String {
+    let sudo = r.sudo_user.as_deref().map(|s| format!(" (sudo {s})")).unwrap_or_default();
     format!(
-        "user {}, folder {}, name {}: {} at {} by uid {}{sudo}, reason {:?}, {sealed}",
+        "user {}, folder {}, name {}: {} at {} by uid {}{sudo}, reason {:?}",
         r.user,
         r.folder,
         r.name,

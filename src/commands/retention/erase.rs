@@ -23,9 +23,9 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
     if message_id.as_deref() == Some("") {
         return Err(RetentionError::Usage("--message-id is empty".into()).into());
     }
-    let session = Session::open(&args.root, args.allow_root, args.dry_run)?;
+    let session = Session::open(&args.root, args.removal.allow_root, args.removal.dry_run)?;
     // A bad --dedup-store is said before anything is removed.
-    crate::dedup::Location::new(&session.root, args.dedup_store.as_deref())?;
+    crate::dedup::Location::new(&session.root, args.removal.dedup_store.as_deref())?;
     if let Some(hold) = session.holds()?.of(user) {
         let (since, reason) = (hold.since.clone(), hold.reason.clone());
         return Err(RetentionError::Held { user: user.to_string(), since, reason }.into());
@@ -33,15 +33,15 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
     let Some(user_dir) = session.user_dir(user)? else {
         return Err(RetentionError::NoSuchUser { user: user.to_string(), root: args.root.clone() }.into());
     };
-    let incomplete = if args.dry_run { Incomplete::new() } else { session.incomplete()? };
-    let store = if args.dry_run { None } else { session.dedup_store(args.dedup_store.as_deref())? };
+    let incomplete = if args.removal.dry_run { Incomplete::new() } else { session.incomplete()? };
+    let store = if args.removal.dry_run { None } else { session.dedup_store(args.removal.dedup_store.as_deref())? };
     let selection = Selection { before: args.before, message_id: message_id.clone() };
     let job = Job {
         command: "erase",
         done_word: "erased",
         reason: Some(&args.reason),
         selection: &selection,
-        dry_run: args.dry_run,
+        dry_run: args.removal.dry_run,
         incomplete: &incomplete,
         dedup: store.as_ref(),
         forget_user: selection.before.is_none() && selection.message_id.is_none(),
@@ -54,12 +54,12 @@ pub fn run(args: &EraseArgs) -> Result<Exit, Error> {
         keys += done.keys;
     }
     // Keys whose message no folder holds now (expunged, or folded into another copy).
-    if !args.dry_run {
+    if !args.removal.dry_run {
         keys += job.forget(user, FolderKind::Inbox, Vec::new())?;
     }
-    let verb = if args.dry_run { "would erase" } else { "erased" };
+    let verb = if args.removal.dry_run { "would erase" } else { "erased" };
     let mut line = format!("{verb} {} messages of user={}", found.saturating_sub(failed), escape(user));
-    if !args.dry_run {
+    if !args.removal.dry_run {
         line += &format!("; {keys} dedup keys forgotten");
     }
     print(&(line + "\n"))?;

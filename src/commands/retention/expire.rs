@@ -32,10 +32,10 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
     let year = 365 * 86400;
     let period = if age.is_multiple_of(year) { format!("{}y", age / year) } else { crate::time::format_age(age) };
     let cutoff = crate::time::now().saturating_sub(i64::try_from(age).unwrap_or(i64::MAX));
-    let session = Session::open(&args.root, args.allow_root, args.dry_run)?;
+    let session = Session::open(&args.root, args.removal.allow_root, args.removal.dry_run)?;
     let holds = session.holds()?;
-    let incomplete = if args.dry_run { Incomplete::new() } else { session.incomplete()? };
-    let store = if args.dry_run { None } else { session.dedup_store(args.dedup_store.as_deref())? };
+    let incomplete = if args.removal.dry_run { Incomplete::new() } else { session.incomplete()? };
+    let store = if args.removal.dry_run { None } else { session.dedup_store(args.removal.dedup_store.as_deref())? };
     let selection = Selection { before: Some(cutoff), message_id: None };
     let reason = format!("retention: older than {period} (before {})", crate::time::format_time(cutoff));
     let job = Job {
@@ -43,7 +43,7 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
         done_word: "expired",
         reason: Some(&reason),
         selection: &selection,
-        dry_run: args.dry_run,
+        dry_run: args.removal.dry_run,
         incomplete: &incomplete,
         dedup: store.as_ref(),
         forget_user: false,
@@ -69,7 +69,7 @@ pub fn run(args: &ExpireArgs) -> Result<Exit, Error> {
             Err(e) => return Err(e),
         }
     }
-    let verb = if args.dry_run { "would expire" } else { "expired" };
+    let verb = if args.removal.dry_run { "would expire" } else { "expired" };
     let mut line = format!(
         "{verb} {} messages older than {period} (before {})",
         total.found.saturating_sub(total.failed),
