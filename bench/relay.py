@@ -66,6 +66,15 @@ class Cgroups:
         with open(self.procs(part), "w") as f:
             f.write("%d\n" % (pid or os.getpid()))
 
+    def kill_all(self, part):
+        """Kills what is left in `part`: Exim's delivery processes (`exim -Mc`) are detached
+        from the daemon, so stopping the daemon does not stop one hung on a connection."""
+        for pid in open(self.procs(part)).read().split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
     def usage_ns(self, part):
         if self.v1:
             return int(open(os.path.join(self.path(part), "cpuacct.usage")).read())
@@ -76,6 +85,10 @@ class Cgroups:
         raise RuntimeError("no usage_usec")
 
     def remove(self):
+        try:
+            self.kill_all("exim")
+        except OSError:
+            pass
         for part in os.listdir(self.base):
             p = os.path.join(self.base, part)
             if os.path.isdir(p):
@@ -448,6 +461,7 @@ def round_once(w, variant, messages, clients, counter):
     finally:
         stop(exim)
         stop(copier)
+        w.cg.kill_all("exim")
     copies = count_copies(w.root)
     return {"variant": variant, "wall_s": wall, "msgs_per_s": len(messages) / wall, "exim_ms": cpu["exim"],
             "copier_ms": cpu["copier"], "copies": copies, "want_copies": want_copies(variant, messages),
