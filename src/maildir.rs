@@ -175,6 +175,53 @@ pub fn final_name(base: &str, size: u64) -> String {
     format!("{base},S={size}")
 }
 
+/// The unique base name of a message file: the part before `:2,` (the flags an IMAP server
+/// sets when it moves the file to cur/ or changes its flags). Seals, removals and exports
+/// find a message again by it.
+pub fn base_name(name: &[u8]) -> &[u8] {
+    match name.windows(3).position(|w| w == b":2,") {
+        Some(at) => &name[..at],
+        None => name,
+    }
+}
+
+/// The user directories below the root: names `deliver` would use as they are (not
+/// `lost+found`, which a new file system has), sorted.
+pub fn users(root: BorrowedFd<'_>) -> nix::Result<Vec<String>> {
+    let mut users = Vec::new();
+    for entry in fsutil::list_dir(root)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        let is_user = User::parse(OsStr::from_bytes(name)).is_ok_and(|u| u.as_str().as_bytes() == name);
+        if is_user && name != b"lost+found" {
+            users.push(String::from_utf8_lossy(name).into_owned());
+        }
+    }
+    users.sort();
+    Ok(users)
+}
+
+/// Where a message file lies in its folder: new/ (as delivered) or cur/ (seen by an IMAP
+/// server, perhaps with flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Sub {
+    New,
+    Cur,
+}
+
+impl Sub {
+    /// new/ first: where a message is before an IMAP server moves it.
+    pub const ALL: [Sub; 2] = [Sub::New, Sub::Cur];
+
+    /// The directory's name.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Sub::New => "new",
+            Sub::Cur => "cur",
+        }
+    }
+}
+
 /// A message written into tmp/, not yet visible to an IMAP server.
 pub struct Staged {
     base: String,
@@ -588,6 +635,13 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         crate::root::init(root.path(), PRIVATE, false, 0).unwrap();
         root
+    }
+
+    #[test]
+    fn the_base_name_drops_only_the_flags() {
+        assert_eq!(base_name(b"1.M1P2Q3.h,S=5:2,FS"), b"1.M1P2Q3.h,S=5");
+        assert_eq!(base_name(b"1.M1P2Q3.h,S=5"), b"1.M1P2Q3.h,S=5");
+        assert_eq!(base_name(b"1.M1P2Q3.h:2,"), b"1.M1P2Q3.h");
     }
 
     #[test]

@@ -35,7 +35,8 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use crate::audit::Removed;
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
-use crate::maildir::FolderKind;
+pub use crate::maildir::Sub;
+use crate::maildir::{self, FolderKind};
 use crate::message::{self, HeaderInfo};
 use crate::time::Timestamp;
 
@@ -64,25 +65,10 @@ impl Classify for RemovalError {
 
 type Result<T> = std::result::Result<T, RemovalError>;
 
-/// new/ or cur/.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Sub {
-    New,
-    Cur,
-}
-
-impl Sub {
-    pub fn name(self) -> &'static str {
-        match self {
-            Sub::New => "new",
-            Sub::Cur => "cur",
-        }
-    }
-}
-
-/// The unique part of a message file's name: before `:2,` (the flags an IMAP server sets).
+/// `maildir::base_name` of a name known to be UTF-8 (it cuts before an ASCII `:`, so the
+/// part is UTF-8 too).
 pub fn base_name(name: &str) -> &str {
-    name.split_once(":2,").map_or(name, |(base, _)| base)
+    &name[..maildir::base_name(name.as_bytes()).len()]
 }
 
 /// Which messages go: all of them, or those older than a time, or with a Message-ID.
@@ -231,7 +217,7 @@ impl Folder {
     }
 
     fn sub_path(&self, sub: Sub) -> PathBuf {
-        self.path.join(sub.name())
+        self.path.join(sub.dir())
     }
 
     /// The message names in `sub` (UTF-8, not hidden), as they are now.
@@ -259,7 +245,7 @@ impl Folder {
         // 1. Every name, new/ first. A name gone when looked at is followed to each name of
         //    its base in cur/ not looked at yet (each once, so this ends).
         let mut todo = Vec::new();
-        for sub in [Sub::New, Sub::Cur] {
+        for sub in Sub::ALL {
             todo.extend(self.list(sub)?.into_iter().map(|name| (sub, name)));
         }
         let mut listed: HashSet<(Sub, String)> = todo.iter().cloned().collect();
@@ -353,7 +339,7 @@ impl Folder {
                 crate::fault::point("remove-after-first-unlink");
             }
         }
-        for sub in [Sub::New, Sub::Cur] {
+        for sub in Sub::ALL {
             if let Some(dir) = self.dir(sub) {
                 nix::unistd::fsync(dir).map_err(|errno| RemovalError::Io {
                     op: "fsync",

@@ -31,7 +31,7 @@ use crate::commands::Error;
 use crate::envelope::{Sender, User};
 use crate::exit::{Classify, Exit};
 use crate::fsutil::{self, OpenError};
-use crate::maildir::FolderKind;
+use crate::maildir::{self, FolderKind, Sub};
 use crate::mbox::MboxrdWriter;
 use crate::message::{ExportLabel, HeaderInfo, Stamp, header_part, holds_header_part};
 use crate::time::{Timestamp, parse_day};
@@ -65,22 +65,6 @@ impl Classify for ExportError {
                 Exit::CantCreate
             }
             ExportError::Read { .. } | ExportError::Write { .. } => Exit::TempFail,
-        }
-    }
-}
-
-/// Where a message file lies in its folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sub {
-    New,
-    Cur,
-}
-
-impl Sub {
-    fn name(self) -> &'static str {
-        match self {
-            Sub::New => "new",
-            Sub::Cur => "cur",
         }
     }
 }
@@ -282,9 +266,9 @@ fn list_folder(
 ) -> Result<(Vec<Entry>, u64), ExportError> {
     let mut entries = Vec::new();
     let mut bytes = 0;
-    for sub in [Sub::New, Sub::Cur] {
+    for sub in Sub::ALL {
         let Some(dir) = folder.dir(sub) else { continue };
-        let path = folder.path.join(sub.name());
+        let path = folder.path.join(sub.dir());
         let read_err = |e: Errno| ExportError::Read { path: path.clone(), err: e.into() };
         for entry in fsutil::list_dir(dir).map_err(read_err)? {
             let name = OsStr::from_bytes(entry.map_err(read_err)?.file_name().to_bytes()).to_os_string();
@@ -329,7 +313,7 @@ struct Opened {
 /// it is skipped (counted and said).
 fn open_message(folder: &SourceFolder, entry: &Entry, counts: &mut Counts) -> Result<Option<Opened>, ExportError> {
     let dir = folder.dir(entry.sub).expect("listed from it");
-    let path = folder.path.join(entry.sub.name()).join(&entry.name);
+    let path = folder.path.join(entry.sub.dir()).join(&entry.name);
     match fsutil::open_regular(dir, entry.name.as_os_str()) {
         Ok((file, st)) => return Ok(Some(Opened { file, st, sub: entry.sub, name: entry.name.clone() })),
         Err(OpenError::Missing) => {}
@@ -341,14 +325,14 @@ fn open_message(folder: &SourceFolder, entry: &Entry, counts: &mut Counts) -> Re
             return Ok(None);
         }
     }
-    let base = entry.name.as_bytes().split(|&b| b == b':').next().unwrap_or_default();
+    let base = maildir::base_name(entry.name.as_bytes());
     if let Some(cur) = folder.cur.as_ref() {
         let cur_path = folder.path.join("cur");
         let read_err = |e: Errno| ExportError::Read { path: cur_path.clone(), err: e.into() };
         for found in fsutil::list_dir(cur.as_fd()).map_err(read_err)? {
             let found = found.map_err(read_err)?;
             let name = found.file_name().to_bytes();
-            if name.strip_prefix(base).is_some_and(|rest| rest.is_empty() || rest.starts_with(b":")) {
+            if maildir::base_name(name) == base {
                 let name = OsStr::from_bytes(name).to_os_string();
                 if let Ok((file, st)) = fsutil::open_regular(cur.as_fd(), name.as_os_str()) {
                     return Ok(Some(Opened { file, st, sub: Sub::Cur, name }));
@@ -426,7 +410,7 @@ fn write_mbox<W: Write>(
     for (folder, entries) in lists {
         for entry in entries {
             let Some(mut m) = open_message(folder, entry, counts)? else { continue };
-            let path = folder.path.join(m.sub.name()).join(&m.name);
+            let path = folder.path.join(m.sub.dir()).join(&m.name);
             let head = read_head(&mut m.file, &path)?;
             let return_path = HeaderInfo::parse(header_part(&head)).return_path;
             let sender = return_path.as_deref().map_or_else(Sender::null, |r| Sender::from_bytes(r.as_bytes()));
@@ -552,8 +536,8 @@ fn write_maildir(
         for entry in entries {
             let Some(mut m) = open_message(folder, entry, counts)? else { continue };
             let dst = &dirs[if m.sub == Sub::New { 0 } else { 1 }];
-            let dst_path = folder_path(&target.path, folder.kind).join(m.sub.name()).join(&m.name);
-            let src_path = folder.path.join(m.sub.name()).join(&m.name);
+            let dst_path = folder_path(&target.path, folder.kind).join(m.sub.dir()).join(&m.name);
+            let src_path = folder.path.join(m.sub.dir()).join(&m.name);
             match place(&mut m, link, dst.as_fd(), dirs[2].as_fd(), &src_path, &dst_path)? {
                 true => counted(counts, folder.kind, m.st.st_size as u64, progress),
                 false => counts.present += 1,
@@ -737,7 +721,7 @@ mod tests {
         for d in ["new", "cur"] {
             std::fs::create_dir_all(dir.join(d)).unwrap();
         }
-        std::fs::write(dir.join(sub.name()).join(name), "Subject: s\n\nbody\n").unwrap();
+        std::fs::write(dir.join(sub.dir()).join(name), "Subject: s\n\nbody\n").unwrap();
         let open = |d: &str| Some(fsutil::open_dir_path(&dir.join(d)).unwrap());
         let folder =
             SourceFolder { kind: FolderKind::Inbox, path: dir.to_path_buf(), new: open("new"), cur: open("cur") };

@@ -27,19 +27,18 @@
 pub mod index;
 pub mod key;
 
-use std::ffi::{CStr, OsStr};
+use std::ffi::CStr;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::sys::stat::{SFlag, fstat};
 use serde::{Deserialize, Serialize};
 
 use crate::audit;
-use crate::envelope::User;
 use crate::fsutil::{self, OpenError, file_type};
 use crate::maildir::FolderKind;
+pub use crate::maildir::{Sub, base_name, users};
 
 /// ROOT/.mailkeep/seals/.
 pub const SEALS_DIR: &str = "seals";
@@ -144,14 +143,6 @@ pub fn hex(bytes: &[u8]) -> String {
 /// SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-/// The unique base name of a message file: the part before `:2,` (the flags).
-pub fn base_name(name: &[u8]) -> &[u8] {
-    match name.windows(3).position(|w| w == b":2,") {
-        Some(at) => &name[..at],
-        None => name,
-    }
 }
 
 /// The seal's bytes: the header, the message lines, the tombstones, each a JSON line.
@@ -357,21 +348,6 @@ pub fn complete_prefix(bytes: &[u8]) -> usize {
 
 // --- what is below the root -------------------------------------------------------------
 
-/// The user directories below the root: names `deliver` would use as they are, sorted.
-pub fn users(root: BorrowedFd<'_>) -> nix::Result<Vec<String>> {
-    let mut users = Vec::new();
-    for entry in fsutil::list_dir(root)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        let is_user = User::parse(OsStr::from_bytes(name)).is_ok_and(|u| u.as_str().as_bytes() == name);
-        if is_user && name != b"lost+found" {
-            users.push(String::from_utf8_lossy(name).into_owned());
-        }
-    }
-    users.sort();
-    Ok(users)
-}
-
 /// The directory below a user's Maildir that holds `folder` ("" for the INBOX).
 pub fn folder_dir(folder: &str) -> Option<String> {
     let ok = |f: &str| !f.is_empty() && !f.starts_with('.') && !f.contains('/') && f != "INBOX";
@@ -400,24 +376,6 @@ pub fn folders(user: BorrowedFd<'_>) -> nix::Result<Vec<(String, OwnedFd)>> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// Where a message file is: new/ or cur/.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sub {
-    New,
-    Cur,
-}
-
-impl Sub {
-    pub const ALL: [Sub; 2] = [Sub::New, Sub::Cur];
-
-    pub fn dir(self) -> &'static str {
-        match self {
-            Sub::New => "new",
-            Sub::Cur => "cur",
-        }
-    }
 }
 
 /// Calls `visit` with every message file name in the folder's new/, then its cur/ (a
@@ -526,13 +484,6 @@ mod tests {
         let mut cut = render(&header(1, 0), &[message("1.a")], &[]);
         cut.pop();
         assert!(matches!(parse("x", &cut), Err(SealError::Corrupt { .. })));
-    }
-
-    #[test]
-    fn the_base_name_drops_only_the_flags() {
-        assert_eq!(base_name(b"1.M1P2Q3.h,S=5:2,FS"), b"1.M1P2Q3.h,S=5");
-        assert_eq!(base_name(b"1.M1P2Q3.h,S=5"), b"1.M1P2Q3.h,S=5");
-        assert_eq!(base_name(b"1.M1P2Q3.h:2,"), b"1.M1P2Q3.h");
     }
 
     #[test]

@@ -3,9 +3,7 @@
 //! so the daily timer stays green). A user or folder that cannot be read (a symlink, a
 //! permission) is said and skipped, and the others are still expired (exit 1).
 
-use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::fcntl::AtFlags;
@@ -129,23 +127,14 @@ fn expire_user(
     }
     Ok(())
 }
-/// Every user directory below the root, by name (what `deliver` would name one), sorted;
-/// a symlink or a file under a user's name is no Maildir and is left alone.
+/// Every user directory below the root (`maildir::users`); a symlink or a file under a
+/// user's name is no Maildir and is left alone.
 fn users(session: &Session) -> Result<Vec<String>, Error> {
     let list_err = |errno| RemovalError::Io { op: "list", path: session.root.clone(), errno };
-    let mut users = Vec::new();
-    for entry in fsutil::list_dir(session.root_fd.as_fd()).map_err(list_err)? {
-        let entry = entry.map_err(list_err)?;
-        let name = entry.file_name().to_bytes();
-        let Ok(user) = User::parse(OsStr::from_bytes(name)) else { continue };
-        if user.as_str().as_bytes() != name {
-            continue;
-        }
-        let st = fstatat(session.root_fd.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW);
-        if st.is_ok_and(|st| fsutil::file_type(&st) == SFlag::S_IFDIR) {
-            users.push(user.as_str().to_string());
-        }
-    }
-    users.sort();
+    let mut users = crate::maildir::users(session.root_fd.as_fd()).map_err(list_err)?;
+    users.retain(|user| {
+        let st = fstatat(session.root_fd.as_fd(), user.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
+        st.is_ok_and(|st| fsutil::file_type(&st) == SFlag::S_IFDIR)
+    });
     Ok(users)
 }

@@ -234,7 +234,7 @@ impl Session {
         let failed: HashSet<&str> = removal.failed.iter().map(|(name, _)| name.as_str()).collect();
         let mut left = 0;
         for f in folder.find(job.selection)?.found.iter().filter(|f| !failed.contains(f.name.as_str())) {
-            let path = folder.path.join(f.sub.name()).join(&f.name);
+            let path = folder.path.join(f.sub.dir()).join(&f.name);
             crate::log::stderr_line(&format!(
                 "still there after the {}: {} (it matches; delivered or renamed meanwhile? run it again)",
                 job.command,
