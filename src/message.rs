@@ -253,6 +253,36 @@ pub fn digest_of(ctx: ring::digest::Context) -> Digest {
     ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
+/// The size and SHA-256 of everything `input` holds, read in `buf`-sized pieces, each shown
+/// to `keep_going` after it is hashed; `None` as soon as `keep_going` says false. The one
+/// whole-file digest: a seal's and an audit entry's of the same file must be equal.
+pub fn sha256_read(
+    input: &mut impl std::io::Read,
+    buf: &mut [u8],
+    mut keep_going: impl FnMut(&[u8]) -> bool,
+) -> std::io::Result<Option<(u64, Digest)>> {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut size = 0u64;
+    loop {
+        let n = match input.read(buf) {
+            Ok(0) => return Ok(Some((size, digest_of(ctx)))),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        ctx.update(&buf[..n]);
+        size += n as u64;
+        if !keep_going(&buf[..n]) {
+            return Ok(None);
+        }
+    }
+}
+
+/// Lower-case hex, as digests and ids are written in files (seals, the audit log, root.json).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The SHA-256 of `bytes`.
 pub fn sha256(bytes: &[u8]) -> Digest {
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);

@@ -23,7 +23,7 @@
 //! file that is not a regular file, nor a name that is not UTF-8 (no mailkeep or IMAP name).
 
 use std::collections::HashSet;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -403,34 +403,26 @@ impl Folder {
 /// The size and lower-case hex SHA-256 of the whole file, or `None` when `message_id` is
 /// given and the message's header (`message::header_part`, as dedup reads it) has another.
 fn digest(file: &mut std::fs::File, message_id: Option<&str>) -> io::Result<Option<(u64, String)>> {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut size = 0u64;
+    // The header is collected only while a Message-ID is to be matched, and only until
+    // its end: a message with another ID is not read further.
     let mut head: Option<Vec<u8>> = message_id.map(|_| Vec::new());
+    let mut other_id = false;
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        ctx.update(&buf[..n]);
-        size += n as u64;
+    let read = message::sha256_read(file, &mut buf, |piece| {
         if let Some(h) = head.as_mut() {
-            h.extend_from_slice(&buf[..n]);
+            h.extend_from_slice(piece);
             if message::holds_header_part(h) {
-                if !has_message_id(h, message_id) {
-                    return Ok(None);
-                }
+                other_id = !has_message_id(h, message_id);
                 head = None;
             }
         }
-    }
+        !other_id
+    })?;
+    let Some((size, digest)) = read else { return Ok(None) };
     if head.is_some_and(|h| !has_message_id(&h, message_id)) {
         return Ok(None);
     }
-    let hex = message::digest_of(ctx).iter().map(|b| format!("{b:02x}")).collect();
-    Ok(Some((size, hex)))
+    Ok(Some((size, message::hex(&digest))))
 }
 
 fn has_message_id(head: &[u8], want: Option<&str>) -> bool {

@@ -318,7 +318,7 @@ fn random_id() -> io::Result<String> {
     let mut random = [0u8; 16];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
         .map_err(|_| io::Error::other("no random bytes from the system"))?;
-    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::message::hex(&random))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub mod index;
 pub mod key;
 
 use std::ffi::CStr;
-use std::io::{self, Read};
+use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use nix::errno::Errno;
@@ -135,14 +135,11 @@ pub fn sig_name(seq: u64) -> String {
     format!("{seq:06}.sig")
 }
 
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::message::hex;
 
 /// SHA-256 of `bytes`, in hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+    hex(&crate::message::sha256(bytes))
 }
 
 /// The seal's bytes: the header, the message lines, the tombstones, each a JSON line.
@@ -429,20 +426,10 @@ pub fn hash_message(dir: BorrowedFd<'_>, name: &CStr, buf: &mut Vec<u8>) -> nix:
         return Ok(Hash::NotAFile);
     }
     buf.resize(READ_SIZE, 0);
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut size = 0u64;
-    loop {
-        match file.read(buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                ctx.update(&buf[..n]);
-                size += n as u64;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(fsutil::errno_of(e)),
-        }
-    }
-    Ok(Hash::Done(Hashed { size, sha256: hex(ctx.finish().as_ref()) }))
+    let (size, digest) = crate::message::sha256_read(&mut file, buf, |_| true)
+        .map_err(fsutil::errno_of)?
+        .expect("read to the end: nothing stops it");
+    Ok(Hash::Done(Hashed { size, sha256: hex(&digest) }))
 }
 
 #[cfg(test)]
