@@ -22,6 +22,8 @@ sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import servers    # noqa: E402
 import takeout    # noqa: E402
+import checks    # noqa: E402
+from checks import ok  # noqa: E402
 
 WORK, MAILKEEP, COURIER_ROOT = sys.argv[1:4]
 ROOT = os.path.join(WORK, "backup")              # served by Dovecot
@@ -30,21 +32,7 @@ PIPE_USER = "mailbackup"
 DOMAIN = "example.com"
 AS_PIPE = ["setpriv", f"--reuid={PIPE_USER}", f"--regid={PIPE_USER}", "--init-groups"]
 
-PASS = FAIL = 0
 SERVERS = []   # started ones, for their logs on failure
-
-
-def ok(cond, desc, detail=""):
-    global PASS, FAIL
-    if cond:
-        PASS += 1
-        print(f"  ok   - {desc}")
-    else:
-        FAIL += 1
-        print(f"  FAIL - {desc}")
-        for line in str(detail).splitlines()[:40]:
-            print(f"         | {line}")
-    return cond
 
 
 def run(cmd, as_pipe=False, **kw):
@@ -477,14 +465,14 @@ def main():
         for srv in SERVERS:
             if srv.proc is not None:
                 stop(srv)
-    if FAIL:
+    if checks.FAIL:
         for srv in SERVERS:
             print(f"---- {srv.name} logs\n{srv.logtext()}")
     print(f"run took {time.monotonic() - t_start:.1f} s")
-    print(f"{PASS} passed, {FAIL} failed")
+    print(f"{checks.PASS} passed, {checks.FAIL} failed")
     with open(os.path.join(WORK, "summary"), "w") as f:
-        f.write(f"{PASS} {FAIL}\n")
-    sys.exit(1 if FAIL else 0)
+        f.write(f"{checks.PASS} {checks.FAIL}\n")
+    sys.exit(1 if checks.FAIL else 0)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests", "imap"))
 import servers    # noqa: E402  (Dovecot started and stopped by pid)
+import checks     # noqa: E402
+from checks import ok  # noqa: E402
 
 WORK, MAILKEEP = sys.argv[1:3]
 EXIM = "/usr/sbin/exim4"
@@ -50,23 +52,9 @@ RELAYS = ["relay-a", "relay-b"]
 # `doveadm backup -R`, which makes each user's mailbox a mirror of the last copy merged.
 SABOTAGE = os.environ.get("HARNESS_SABOTAGE", "")
 
-PASS = FAIL = 0
 STARTED = []   # (name, pid) of daemons to stop
 TRUSTED_ADDED = []
 TRUSTED_CREATED = []   # [True] when this run created the file (then it removes it, empty)
-
-
-def ok(cond, desc, detail=""):
-    global PASS, FAIL
-    if cond:
-        PASS += 1
-        print(f"  ok   - {desc}")
-    else:
-        FAIL += 1
-        print(f"  FAIL - {desc}")
-        for line in str(detail).splitlines()[:40]:
-            print(f"         | {line}")
-    return cond
 
 
 def run(cmd, as_pipe=False, **kw):
@@ -544,7 +532,7 @@ def main():
         listed = [l for l in open(TRUSTED).read().splitlines() if l.startswith(WORK + "/")] \
             if os.path.exists(TRUSTED) else []
         ok(not listed, f"{TRUSTED} no longer lists this run's configs", listed)
-    if FAIL:
+    if checks.FAIL:
         for relay in RELAYS:
             for f in ("mainlog", "paniclog", "rejectlog"):
                 p = os.path.join(WORK, relay, "log", f)
@@ -554,8 +542,8 @@ def main():
         if os.path.exists(p):
             print("---- dovecot.log\n" + open(p, errors="replace").read()[-4000:])
     print(f"run took {time.monotonic() - t0:.1f} s")
-    print(f"{PASS} passed, {FAIL} failed")
-    sys.exit(1 if FAIL else 0)
+    print(f"{checks.PASS} passed, {checks.FAIL} failed")
+    sys.exit(1 if checks.FAIL else 0)
 
 
 if __name__ == "__main__":

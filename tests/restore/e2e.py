@@ -30,6 +30,8 @@ WORK, MAILKEEP, REPO = sys.argv[1:4]
 sys.path.insert(0, os.path.join(REPO, "tests", "imap"))
 import servers    # noqa: E402
 import takeout    # noqa: E402
+import checks     # noqa: E402
+from checks import ok  # noqa: E402
 
 ROOT = os.path.join(WORK, "backup")
 TARGET_MAIL = os.path.join(WORK, "provider-mail")
@@ -42,21 +44,7 @@ TARGET_PW = "provider-secret"
 # the provider's names for the backup's folders
 TARGET_BOX = {"INBOX": "INBOX", "Sent": "Sent Items", "Chats": "Chats"}
 
-PASS = FAIL = 0
 SERVERS = []
-
-
-def ok(cond, desc, detail=""):
-    global PASS, FAIL
-    if cond:
-        PASS += 1
-        print(f"  ok   - {desc}")
-    else:
-        FAIL += 1
-        print(f"  FAIL - {desc}")
-        for line in str(detail).splitlines()[:40]:
-            print(f"         | {line}")
-    return cond
 
 
 def run(cmd, as_pipe=False, **kw):
@@ -388,9 +376,9 @@ def main():
                 pass
     print(f"{time.monotonic() - t_start:.1f} s")
     with open(os.path.join(WORK, "summary"), "w") as f:
-        f.write(f"{PASS} {FAIL}\n")
-    print(f"{PASS} passed, {FAIL} failed")
-    sys.exit(1 if FAIL else 0)
+        f.write(f"{checks.PASS} {checks.FAIL}\n")
+    print(f"{checks.PASS} passed, {checks.FAIL} failed")
+    sys.exit(1 if checks.FAIL else 0)
 
 
 DST_PORT = None
