@@ -85,6 +85,16 @@ fn seal_problems(report: &serde_json::Value) -> Vec<(String, String)> {
     got
 }
 
+/// The test key pair in `env`'s directory: the private key (0600, as seal requires) and the
+/// public one, by path.
+fn key_pair(env: &Env) -> (PathBuf, PathBuf) {
+    let (key, public) = (env.dir.path().join("key.pem"), env.dir.path().join("pub.pem"));
+    fs::write(&key, KEY).unwrap();
+    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(&public, PUB).unwrap();
+    (key, public)
+}
+
 fn base(path: &Path) -> String {
     path.file_name().unwrap().to_str().unwrap().split(":2,").next().unwrap().to_string()
 }
@@ -249,12 +259,9 @@ fn a_kept_head_finds_seals_removed_from_the_end() {
 #[test]
 fn signatures_verify_with_the_right_key_only() {
     let env = Env::new();
-    let keys = env.dir.path();
-    fs::write(keys.join("key.pem"), KEY).unwrap();
-    fs::write(keys.join("pub.pem"), PUB).unwrap();
-    fs::write(keys.join("other.pem"), OTHER_PUB).unwrap();
-    fs::set_permissions(keys.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
-    let (key, public, other) = (keys.join("key.pem"), keys.join("pub.pem"), keys.join("other.pem"));
+    let (key, public) = key_pair(&env);
+    let other = env.dir.path().join("other.pem");
+    fs::write(&other, OTHER_PUB).unwrap();
     deliver(&env, "erin", 2);
     seal_ok(&env, &["--sign-key", key.to_str().unwrap()]);
     assert!(seals_dir(&env).join("000001.sig").exists());
@@ -565,11 +572,7 @@ fn a_removal_no_seal_vouches_for_is_listed_and_against_a_kept_head_reported() {
 #[test]
 fn an_unsigned_head_is_reported_never_signed_after_the_fact() {
     let env = Env::new();
-    let keys = env.dir.path();
-    fs::write(keys.join("key.pem"), KEY).unwrap();
-    fs::set_permissions(keys.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(keys.join("pub.pem"), PUB).unwrap();
-    let key = keys.join("key.pem");
+    let (key, public) = key_pair(&env);
     deliver(&env, "pia", 1);
     seal_ok(&env, &["--sign-key", key.to_str().unwrap()]);
     deliver(&env, "pia", 1);
@@ -580,7 +583,7 @@ fn an_unsigned_head_is_reported_never_signed_after_the_fact() {
     assert!(err.contains("the head 000002.seal is not signed"), "{err}");
     assert!(!seals_dir(&env).join("000002.sig").exists(), "the unsigned head was signed");
     assert!(seals_dir(&env).join("000003.sig").exists(), "the new seal is signed");
-    let (rc, report) = check_seals(&env, &["--verify-key", keys.join("pub.pem").to_str().unwrap()]);
+    let (rc, report) = check_seals(&env, &["--verify-key", public.to_str().unwrap()]);
     let problems: Vec<String> = seal_problems(&report).into_iter().map(|p| p.1).collect();
     assert_eq!(rc, 1);
     assert!(problems.len() == 1 && problems[0].contains("000002.seal is not signed"), "{problems:?}");
@@ -591,17 +594,13 @@ fn an_unsigned_head_is_reported_never_signed_after_the_fact() {
 #[test]
 fn a_crash_between_signature_and_seal_leaves_no_unsigned_seal() {
     let env = Env::new();
-    let keys = env.dir.path();
-    fs::write(keys.join("key.pem"), KEY).unwrap();
-    fs::set_permissions(keys.join("key.pem"), fs::Permissions::from_mode(0o600)).unwrap();
-    fs::write(keys.join("pub.pem"), PUB).unwrap();
-    let key = keys.join("key.pem");
+    let (key, public) = key_pair(&env);
     deliver(&env, "quinn", 1);
     let (rc, _, _) = seal_env(&env, &["--sign-key", key.to_str().unwrap()], &[("MAILKEEP_FAULT", "seal-signed")]);
     assert_ne!(rc, 0);
     assert!(!seals_dir(&env).join("000001.seal").exists() && seals_dir(&env).join("000001.sig").exists());
     seal_ok(&env, &["--sign-key", key.to_str().unwrap()]);
-    let (rc, report) = check_seals(&env, &["--verify-key", keys.join("pub.pem").to_str().unwrap()]);
+    let (rc, report) = check_seals(&env, &["--verify-key", public.to_str().unwrap()]);
     assert_eq!((rc, seal_problems(&report)), (0, vec![]), "{report:#}");
 }
 
