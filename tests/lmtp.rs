@@ -532,6 +532,19 @@ fn the_listen_socket_is_mode_0660() {
     assert_eq!(mode, 0o660, "socket mode: expected 0660, got {mode:o}");
 }
 
+/// `mailkeep lmtp` under `tool` (systemd-socket-activate) listening on `sockets` with the
+/// file descriptor names `names` (`--fdname=A:B`), in a cleaned environment.
+fn socket_activated(tool: &Path, env: &Env, sockets: [&PathBuf; 2], names: &str, stderr: Stdio) -> Child {
+    let mut cmd = Command::new(tool);
+    cmd.arg("-l").arg(sockets[0]).arg("-l").arg(sockets[1]).arg(format!("--fdname={names}")).arg(BIN);
+    cmd.arg("lmtp").arg("--root").arg(env.root()).args(["--log", "none"]);
+    if is_root() {
+        cmd.arg("--allow-root");
+    }
+    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(stderr);
+    cmd.spawn().unwrap()
+}
+
 /// Socket activation as systemd does it (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES), played by
 /// systemd-socket-activate: the socket named `sent` takes Sent copies, the other INBOX ones.
 #[test]
@@ -542,14 +555,7 @@ fn systemd_sockets_are_served_by_their_names() {
     };
     let env = Env::new();
     let (inbox, sent) = (env.dir.path().join("in.sock"), env.dir.path().join("sent.sock"));
-    let mut cmd = Command::new(tool);
-    cmd.arg("-l").arg(&inbox).arg("-l").arg(&sent).arg("--fdname=inbox:sent").arg(BIN);
-    cmd.arg("lmtp").arg("--root").arg(env.root()).args(["--log", "none"]);
-    if is_root() {
-        cmd.arg("--allow-root");
-    }
-    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(Stdio::null());
-    let child = cmd.spawn().unwrap();
+    let child = socket_activated(&tool, &env, [&inbox, &sent], "inbox:sent", Stdio::null());
     let mut server = Server { child: Some(child), inbox: inbox.clone(), sent: sent.clone() };
     let start = Instant::now();
     while !(inbox.exists() && sent.exists()) {
@@ -575,15 +581,8 @@ fn systemd_sockets_named_neither_inbox_nor_sent_are_refused_with_one_line() {
     };
     let env = Env::new();
     let (inbox, sent) = (env.dir.path().join("in.sock"), env.dir.path().join("sent.sock"));
-    let mut cmd = Command::new(tool);
-    cmd.arg("-l").arg(&inbox).arg("-l").arg(&sent);
-    cmd.arg("--fdname=mailkeep-lmtp.socket:mailkeep-lmtp-sent.socket").arg(BIN);
-    cmd.arg("lmtp").arg("--root").arg(env.root()).args(["--log", "none"]);
-    if is_root() {
-        cmd.arg("--allow-root");
-    }
-    cmd.env_clear().env("PATH", "/usr/bin:/bin").stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+    let names = "mailkeep-lmtp.socket:mailkeep-lmtp-sent.socket";
+    let mut child = socket_activated(&tool, &env, [&inbox, &sent], names, Stdio::piped());
     let start = Instant::now();
     while !sent.exists() {
         assert!(start.elapsed() < Duration::from_secs(10), "no sockets in 10 s");
